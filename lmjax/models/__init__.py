@@ -1,0 +1,56 @@
+"""Model registry: (family, kind) → module class and its hyperparameter dataclass.
+
+See CONTRACT.md in this folder for the batch, logits and decoding contract.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Tuple
+
+import flax.linen as nn
+
+from lmjax.models import transformer
+
+# (family, kind) → (module class, hyperparameter dataclass). Every model is listed here.
+REGISTRY: Dict[Tuple[str, str], Tuple[Callable[..., nn.Module], type]] = {
+    ('transformer', 'encdec'): (transformer.EncoderDecoder, transformer.TransformerConfig),
+    ('transformer', 'decoder'): (transformer.DecoderOnly, transformer.TransformerConfig),
+}
+
+# Fields of config.model that select the model rather than parameterise it.
+SELECTORS = ('family', 'kind')
+
+
+def build_model(model_config, **sizes) -> nn.Module:
+  """Builds the module named by `model_config.family` and `model_config.kind`.
+
+  Args:
+    model_config: the `config.model` ConfigDict (or dict): `family`, `kind` and
+      every field of the family's hyperparameter dataclass except the sizes.
+    **sizes: fields that come from the data, e.g. vocab_size=…, target_vocab_size=…,
+      num_classes=….
+
+  Returns:
+    An unbound flax module.
+
+  Raises:
+    ValueError: unknown family/kind, or fields missing or unknown.
+  """
+  cfg = dict(model_config)
+  key = (cfg.get('family'), cfg.get('kind'))
+  if key not in REGISTRY:
+    valid = ', '.join(f'{f}/{k}' for f, k in sorted(REGISTRY))
+    raise ValueError(f'config.model.family/kind = {key[0]}/{key[1]} is not a model; valid: {valid}')
+  module_cls, config_cls = REGISTRY[key]
+  fields = {f.name for f in dataclasses.fields(config_cls)}
+  values = {k: v for k, v in cfg.items() if k not in SELECTORS}
+  values.update({k: v for k, v in sizes.items() if k in fields})
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(f'config.model has fields {unknown} that {config_cls.__name__} does not take; '
+                     f'valid fields: {sorted(fields)}')
+  missing = sorted(f.name for f in dataclasses.fields(config_cls)
+                   if f.name not in values and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
+  if missing:
+    raise ValueError(f'config.model is missing fields {missing} for {config_cls.__name__}')
+  return module_cls(config_cls(**values))

@@ -1,0 +1,143 @@
+"""Building blocks shared by the model families: embeddings, positions, MLP, masks."""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+PAD_ID = 0
+EOS_ID = 1
+
+
+def shift_right(targets: jnp.ndarray, segmentation: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+  """Builds decoder inputs: targets shifted right by one with BOS (= 0) in front.
+
+  Args:
+    targets: (B, T) int32 target ids.
+    segmentation: optional (B, T) segment ids of packed rows; each segment then
+      starts with BOS instead of the previous segment's last token.
+
+  Returns:
+    (B, T) int32 decoder inputs.
+  """
+  shifted = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # (B, T)
+  if segmentation is not None:
+    prev_seg = jnp.pad(segmentation, ((0, 0), (1, 0)))[:, :-1]
+    shifted = jnp.where(segmentation == prev_seg, shifted, 0)
+  return shifted
+
+
+def attention_mask(q_valid: jnp.ndarray, k_valid: jnp.ndarray,
+                   q_segment: Optional[jnp.ndarray] = None,
+                   k_segment: Optional[jnp.ndarray] = None,
+                   causal: bool = False) -> jnp.ndarray:
+  """Boolean attention mask from padding, packing segments and causality.
+
+  Args:
+    q_valid: (B, Lq) bool, True on real query positions.
+    k_valid: (B, Lk) bool, True on real key positions.
+    q_segment: optional (B, Lq) segment ids (packed rows).
+    k_segment: optional (B, Lk) segment ids.
+    causal: if True, query i sees keys j <= i only.
+
+  Returns:
+    (B, 1, Lq, Lk) bool mask, broadcastable over heads.
+  """
+  mask = q_valid[:, :, None] & k_valid[:, None, :]  # (B, Lq, Lk)
+  if q_segment is not None:
+    mask &= q_segment[:, :, None] == k_segment[:, None, :]
+  if causal:
+    lq, lk = q_valid.shape[1], k_valid.shape[1]
+    mask &= jnp.arange(lq)[:, None] >= jnp.arange(lk)[None, :]
+  return mask[:, None]
+
+
+def sinusoidal_table(max_len: int, dim: int) -> np.ndarray:
+  """(max_len, dim) sinusoidal position table of Vaswani et al. (2017)."""
+  pos = np.arange(max_len)[:, None]
+  div = np.exp(np.arange(0, dim, 2) * -(np.log(10000.0) / dim))
+  table = np.zeros((max_len, dim), dtype=np.float32)
+  table[:, 0::2] = np.sin(pos * div)
+  table[:, 1::2] = np.cos(pos * div)[:, : dim // 2]
+  return table
+
+
+class PositionEmbedding(nn.Module):
+  """Adds sinusoidal or learned position embeddings.
+
+  Attributes:
+    kind: 'sinusoidal' or 'learned'.
+    max_len: largest position + 1.
+  """
+  kind: str
+  max_len: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, positions: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """Args: x (B, L, D); positions (B, L) int32 or None for 0..L-1. Returns (B, L, D)."""
+    d = x.shape[-1]
+    if positions is None:
+      positions = jnp.arange(x.shape[1])[None, :]
+    if self.kind == 'sinusoidal':
+      table = jnp.asarray(sinusoidal_table(self.max_len, d))
+    elif self.kind == 'learned':
+      table = self.param('pos_embedding', nn.with_logical_partitioning(
+          nn.initializers.normal(0.02), (None, 'embed')), (self.max_len, d))
+    else:
+      raise ValueError(f"config.model.position must be 'sinusoidal' or 'learned', got {self.kind!r}")
+    return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+
+
+class Embed(nn.Module):
+  """Token embedding that can also act as the tied output projection."""
+  num_embeddings: int
+  features: int
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param('embedding', nn.with_logical_partitioning(
+        nn.initializers.normal(1.0), ('vocab', 'embed')), (self.num_embeddings, self.features))
+
+  def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
+    """Args: ids (B, L) int32. Returns (B, L, D) embeddings scaled by sqrt(D)."""
+    emb = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+    return emb * jnp.sqrt(self.features).astype(self.dtype)
+
+  def attend(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Tied logits. Args: x (..., D). Returns (..., V)."""
+    return jnp.dot(x, self.embedding.astype(self.dtype).T) / jnp.sqrt(self.features).astype(self.dtype)
+
+
+def dense(features, names, dtype, name=None, use_bias=True,
+          init: Callable = nn.initializers.xavier_uniform()):
+  """nn.Dense with logically named kernel and bias."""
+  return nn.Dense(features, dtype=dtype, use_bias=use_bias, name=name,
+                  kernel_init=nn.with_logical_partitioning(init, names),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[-1:]))
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward block: Dense → ReLU → dropout → Dense."""
+  mlp_dim: int
+  dropout_rate: float
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+    """Args: x (B, L, D). Returns (B, L, D)."""
+    d = x.shape[-1]
+    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi')(x)  # (B, L, F)
+    h = nn.relu(h)
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return dense(d, ('mlp', 'embed'), self.dtype, name='wo')(h)
+
+
+def layer_norm(name=None, dtype=jnp.float32):
+  """LayerNorm with logically named scale and bias."""
+  return nn.LayerNorm(dtype=dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))

@@ -1,0 +1,233 @@
+"""Transformer encoder-decoder, decoder-only LM and encoder (Vaswani et al., 2017)."""
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lmjax.models import attention
+from lmjax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Transformer hyperparameters (values come from `config.model`).
+
+  Attributes:
+    vocab_size: source (or only) vocabulary size.
+    target_vocab_size: target vocabulary size (encdec).
+    share_embeddings: one embedding table for source and target (needs equal vocabs).
+    tie_output: output logits through the target embedding matrix.
+    emb_dim: model width D.
+    num_heads: attention heads H.
+    qkv_dim: total query/key/value width (H * head_dim).
+    mlp_dim: feed-forward width F.
+    num_encoder_layers: encoder depth.
+    num_decoder_layers: decoder depth.
+    max_len: longest sequence (positions table size).
+    dropout_rate: residual/embedding dropout.
+    attention_dropout_rate: attention-weight dropout.
+    pre_ln: pre-LayerNorm (True) or post-LayerNorm (False, original paper).
+    position: 'sinusoidal' or 'learned'.
+    dtype: computation dtype ('float32' or 'bfloat16'); params stay float32.
+  """
+  vocab_size: int
+  target_vocab_size: int
+  share_embeddings: bool
+  tie_output: bool
+  emb_dim: int
+  num_heads: int
+  qkv_dim: int
+  mlp_dim: int
+  num_encoder_layers: int
+  num_decoder_layers: int
+  max_len: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  pre_ln: bool
+  position: str
+  dtype: Any = 'float32'
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+class Block(nn.Module):
+  """One encoder or decoder layer: self-attention [+ cross-attention] + MLP.
+
+  Pre-LN: x + f(LN(x)); post-LN: LN(x + f(x)).
+  """
+  config: TransformerConfig
+  causal: bool
+  cross: bool
+
+  @nn.compact
+  def __call__(self, x, mask, encoded=None, cross_mask=None, *, deterministic: bool,
+               decode: bool = False, position=None, max_length: int = 0):
+    """Args: x (B, L, D); mask (B, 1, L, L); encoded (B, S, D); cross_mask (B, 1, L, S).
+
+    Returns: (B, L, D).
+    """
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    drop = nn.Dropout(cfg.dropout_rate)
+
+    def sublayer(name, fn, h):
+      ln = layers.layer_norm(name=f'{name}_ln', dtype=dt)
+      if cfg.pre_ln:
+        return h + drop(fn(ln(h)), deterministic=deterministic)
+      return ln(h + drop(fn(h), deterministic=deterministic))
+
+    def self_attn(h):
+      return attention.MultiHeadAttention(
+          cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention')(
+              h, h, mask, deterministic=deterministic, decode='self' if decode else '',
+              position=position, max_length=max_length)
+
+    x = sublayer('self_attention', self_attn, x)
+    if self.cross:
+      def cross_attn(h):
+        return attention.MultiHeadAttention(
+            cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='cross_attention')(
+                h, encoded, cross_mask, deterministic=deterministic,
+                decode='cross' if decode else '', position=position)
+      x = sublayer('cross_attention', cross_attn, x)
+    x = sublayer('mlp', lambda h: layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, name='mlp')(
+        h, deterministic=deterministic), x)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+
+class Encoder(nn.Module):
+  """Stack of bidirectional self-attention blocks."""
+  config: TransformerConfig
+  embed: nn.Module
+
+  @nn.compact
+  def __call__(self, inputs, segmentation=None, positions=None, *, deterministic: bool):
+    """Args: inputs (B, S) int32; segmentation/positions (B, S) or None. Returns (B, S, D)."""
+    cfg = self.config
+    x = self.embed(inputs)  # (B, S, D)
+    x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    valid = inputs > 0
+    mask = layers.attention_mask(valid, valid, segmentation, segmentation)
+    for i in range(cfg.num_encoder_layers):
+      x = Block(cfg, causal=False, cross=False, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    if cfg.pre_ln:
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
+    return x
+
+
+class Decoder(nn.Module):
+  """Stack of causal blocks, with cross-attention when `cross` is set."""
+  config: TransformerConfig
+  embed: nn.Module
+  cross: bool
+
+  @nn.compact
+  def __call__(self, decoder_inputs, encoded=None, cross_mask=None, segmentation=None,
+               positions=None, *, deterministic: bool, decode: bool = False,
+               position=None, max_length: int = 0):
+    """Runs the decoder over a whole sequence, or over one token when `decode`.
+
+    Args:
+      decoder_inputs: (B, T) int32 shifted targets, or (B, 1) when decoding.
+      encoded: (B, S, D) encoder output (encdec) or None.
+      cross_mask: (B, 1, T, S) bool or None.
+      segmentation: (B, T) segment ids when packed.
+      positions: (B, T) positions when packed.
+      deterministic: disables dropout.
+      decode: one-token step using the 'cache' collection.
+      position: scalar int32 step index when decoding.
+      max_length: cache length when decoding.
+
+    Returns:
+      (B, T, V) logits.
+    """
+    cfg = self.config
+    x = self.embed(decoder_inputs)  # (B, T, D)
+    if decode:
+      positions = jnp.full(decoder_inputs.shape, position)
+      mask = None
+    else:
+      valid = jnp.ones_like(decoder_inputs, dtype=bool)  # pads only follow real tokens
+      mask = layers.attention_mask(valid, valid, segmentation, segmentation, causal=True)
+    x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    for i in range(cfg.num_decoder_layers):
+      x = Block(cfg, causal=True, cross=self.cross, name=f'layer_{i}')(
+          x, mask, encoded, cross_mask, deterministic=deterministic, decode=decode,
+          position=position, max_length=max_length)
+    if cfg.pre_ln:
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
+    if cfg.tie_output:
+      logits = self.embed.attend(x)
+    else:
+      logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
+                            name='logits')(x)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+
+
+class EncoderDecoder(nn.Module):
+  """Sequence-to-sequence Transformer (kind = 'encdec')."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    if cfg.share_embeddings and cfg.vocab_size != cfg.target_vocab_size:
+      raise ValueError('config.model.share_embeddings=True needs equal source and target '
+                       f'vocab sizes, got {cfg.vocab_size} and {cfg.target_vocab_size}')
+    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.target_embed = (self.source_embed if cfg.share_embeddings
+                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt))
+    self.encoder = Encoder(cfg, self.source_embed)
+    self.decoder = Decoder(cfg, self.target_embed, cross=True)
+
+  def encode(self, inputs, segmentation=None, positions=None, *, train: bool = False):
+    """Args: inputs (B, S) int32. Returns encoded (B, S, D)."""
+    return self.encoder(inputs, segmentation, positions, deterministic=not train)
+
+  def __call__(self, batch, *, train: bool):
+    """Teacher-forced logits (B, T, V) for batch['inputs'] → batch['targets']."""
+    inputs, targets = batch['inputs'], batch['targets']
+    in_seg, tgt_seg = batch.get('inputs_segmentation'), batch.get('targets_segmentation')
+    encoded = self.encode(inputs, in_seg, batch.get('inputs_position'), train=train)
+    cross_mask = layers.attention_mask(jnp.ones_like(targets, dtype=bool), inputs > 0, tgt_seg, in_seg)
+    return self.decoder(layers.shift_right(targets, tgt_seg), encoded, cross_mask, tgt_seg,
+                        batch.get('targets_position'), deterministic=not train)
+
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+    """One decoding step. Args: encoded (B, S, D); inputs (B, S); token (B,). Returns (B, V)."""
+    cross_mask = (inputs > 0)[:, None, None, :]  # (B, 1, 1, S)
+    logits = self.decoder(token[:, None], encoded, cross_mask, deterministic=True, decode=True,
+                          position=position, max_length=max_length)
+    return logits[:, 0]
+
+
+class DecoderOnly(nn.Module):
+  """Causal language model (kind = 'decoder')."""
+  config: TransformerConfig
+
+  def setup(self):
+    self.embed = layers.Embed(self.config.target_vocab_size, self.config.emb_dim, self.config.jnp_dtype)
+    self.decoder = Decoder(self.config, self.embed, cross=False)
+
+  def encode(self, inputs, *, train: bool = False):
+    """Decoder-only models have no encoder. Returns None."""
+    del inputs, train
+    return None
+
+  def __call__(self, batch, *, train: bool):
+    """Next-token logits (B, T, V) for batch['targets']."""
+    targets, seg = batch['targets'], batch.get('targets_segmentation')
+    return self.decoder(layers.shift_right(targets, seg), segmentation=seg,
+                        positions=batch.get('targets_position'), deterministic=not train)
+
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+    """One step. Args: token (B,) previous token. Returns (B, V) logits."""
+    del encoded, inputs
+    return self.decoder(token[:, None], deterministic=True, decode=True, position=position,
+                        max_length=max_length)[:, 0]

@@ -1,0 +1,30 @@
+"""lmjax: JAX/Flax sequence models (Transformer and LSTM) for translation, LM, classification, tagging."""
+
+import setuptools
+
+setuptools.setup(
+    name='lmjax',
+    version='0.1.0',
+    description='JAX/Flax research codebase for Transformer and LSTM sequence models.',
+    packages=setuptools.find_packages(include=['lmjax', 'lmjax.*']),
+    package_data={'lmjax.models': ['CONTRACT.md']},
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.4.35,<0.11',
+        'flax>=0.10,<0.13',
+        'optax>=0.2.3,<0.3',
+        'orbax-checkpoint>=0.10,<0.13',
+        'ml_collections>=0.1.1',
+        'absl-py>=2.0',
+        'numpy>=1.26',
+        'tensorboardX>=2.6',
+        'tqdm>=4.66',
+        'matplotlib>=3.8',
+        'sacrebleu>=2.4,<3',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'hypothesis>=6.100'],
+        'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
+        'bench': ['torch>=2.3'],
+    },
+)
