@@ -1,6 +1,6 @@
 """Binds models to the decoding algorithms in `lmjax.decode`."""
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -64,3 +64,68 @@ def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: i
   cache = init_cache(model, params, encoded, inputs, batch_size, max_length)
   step_fn = make_step_fn(model, params, encoded, inputs, max_length)
   return decode.greedy(step_fn, cache, batch_size, max_length, eos_id)
+
+
+def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: int, *,
+                alpha: float, eos_id: int = 1, max_len_a: float = 0.0,
+                max_len_b: Optional[int] = None) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """Beam-search decodes a batch of sources (encdec) or continues from BOS (decoder).
+
+  The encoder runs once per sentence; its output and the inputs are repeated K times
+  (rows b*K + k) for the decoder.
+
+  Args:
+    model: encdec or decoder model.
+    params: model parameters.
+    inputs: (B, S) int32 source ids (0 = pad); for decoder-only models only B is used.
+    beam_size: beam width K.
+    max_length: output length L (static), EOS included.
+    alpha: GNMT length-penalty exponent.
+    eos_id: end-of-sequence id.
+    max_len_a: per-sentence limit max_len_a * src_len + max_len_b tokens before EOS,
+      src_len = number of non-pad source tokens (fairseq's --max-len-a/--max-len-b).
+    max_len_b: see max_len_a; with max_len_a = 0 and max_len_b None only L limits.
+
+  Returns:
+    sequences: (B, K, L) int32 n-best hypotheses, best first, 0 after EOS.
+    scores: (B, K) float32 length-normalised log-probabilities, descending.
+  """
+  batch_size = inputs.shape[0]
+  encoded = model.apply({'params': params}, inputs, method='encode')
+  encoded, rep_inputs = repeat_batch((encoded, inputs), beam_size)
+  cache = init_cache(model, params, encoded, rep_inputs, batch_size * beam_size, max_length)
+  step_fn = make_step_fn(model, params, encoded, rep_inputs, max_length)
+  max_lengths = None
+  if max_len_a != 0.0 or max_len_b is not None:
+    src_len = jnp.sum(inputs > 0, axis=1).astype(jnp.float32)  # (B,)
+    max_lengths = jnp.floor(max_len_a * src_len + (max_len_b or 0)).astype(jnp.int32)
+  return decode.beam_search(step_fn, cache, batch_size, beam_size, max_length, eos_id=eos_id,
+                            alpha=alpha, max_lengths=max_lengths)
+
+
+def sample_decode(model, params, inputs: jnp.ndarray, rng: jax.Array, max_length: int, *,
+                  temperature: float, top_k: int, top_p: float,
+                  prefix: Optional[jnp.ndarray] = None, eos_id: int = 1) -> jnp.ndarray:
+  """Samples one output per source (encdec) or per row (decoder, optionally from `prefix`).
+
+  Args:
+    model: encdec or decoder model.
+    params: model parameters.
+    inputs: (B, S) int32 source ids; for decoder-only models only B is used.
+    rng: PRNG key.
+    max_length: tokens to produce L.
+    temperature: softmax temperature (0 = greedy).
+    top_k: keep the k most likely tokens (0 = all).
+    top_p: nucleus mass (1 = all).
+    prefix: optional (B, P) int32 forced first tokens (0 = not forced), e.g. a prompt.
+    eos_id: end-of-sequence id.
+
+  Returns:
+    (B, L) int32 ids (prefix included), 0 after EOS.
+  """
+  batch_size = inputs.shape[0]
+  encoded = model.apply({'params': params}, inputs, method='encode')
+  cache = init_cache(model, params, encoded, inputs, batch_size, max_length)
+  step_fn = make_step_fn(model, params, encoded, inputs, max_length)
+  return decode.sample(step_fn, cache, rng, batch_size, max_length, eos_id=eos_id,
+                       temperature=temperature, top_k=top_k, top_p=top_p, prefix=prefix)

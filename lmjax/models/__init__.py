@@ -8,12 +8,18 @@ from typing import Callable, Dict, Tuple
 
 import flax.linen as nn
 
+from lmjax.models import heads
+from lmjax.models import lstm
 from lmjax.models import transformer
 
 # (family, kind) → (module class, hyperparameter dataclass). Every model is listed here.
 REGISTRY: Dict[Tuple[str, str], Tuple[Callable[..., nn.Module], type]] = {
     ('transformer', 'encdec'): (transformer.EncoderDecoder, transformer.TransformerConfig),
     ('transformer', 'decoder'): (transformer.DecoderOnly, transformer.TransformerConfig),
+    ('transformer', 'encoder'): (heads.TransformerEncoderModel, heads.TransformerEncoderConfig),
+    ('lstm', 'encdec'): (lstm.LSTMEncoderDecoder, lstm.LSTMConfig),
+    ('lstm', 'decoder'): (lstm.LSTMLanguageModel, lstm.LSTMConfig),
+    ('lstm', 'encoder'): (heads.LSTMEncoderModel, lstm.LSTMConfig),
 }
 
 # Fields of config.model that select the model rather than parameterise it.

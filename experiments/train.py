@@ -1,0 +1,28 @@
+r"""Trains a model. Rerunning the same command resumes from the latest checkpoint.
+
+    python experiments/train.py --config=configs/default.py --workdir=workdirs/default \
+        [--config.train.num_train_steps=5000 ...]
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from lmjax import configlib
+from lmjax import runtime
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, metrics, plots).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup(_CONFIG.value)
+  from lmjax.train import loop  # pylint: disable=g-import-not-at-top  (after runtime setup)
+  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=configlib.flags_parser)

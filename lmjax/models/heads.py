@@ -1,0 +1,225 @@
+"""Encoder models (kind = 'encoder'): sequence classification and tagging heads.
+
+The same heads sit on a (bi)LSTM or a Transformer encoder so that the families
+can be compared: head='classify' pools over real positions → (B, C) logits;
+head='tag' gives per-position emissions (B, S, C), optionally scored by a
+linear-chain CRF (see `lmjax.models.crf` for how the padding tag 0 is handled).
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmjax.models import crf
+from lmjax.models import layers
+from lmjax.models import lstm
+from lmjax.models import transformer
+
+POOLINGS = ('last', 'mean', 'attention')
+HEADS = ('classify', 'tag')
+
+@dataclasses.dataclass(frozen=True)
+class TransformerEncoderConfig:
+  """Transformer encoder classifier/tagger hyperparameters (values from `config.model`).
+
+  Attributes:
+    emb_dim: model width D.
+    num_heads: attention heads.
+    qkv_dim: total query/key/value width.
+    mlp_dim: feed-forward width.
+    num_encoder_layers: depth.
+    max_len: longest input (positions table size).
+    dropout_rate: residual/embedding/head dropout.
+    attention_dropout_rate: attention-weight dropout.
+    pre_ln: pre-LayerNorm (True) or post-LayerNorm (False).
+    position: 'sinusoidal' or 'learned'.
+    pooling: 'last', 'mean' or 'attention' (head='classify').
+    use_crf: linear-chain CRF on the tag emissions (head='tag').
+    head: 'classify' or 'tag'.
+    vocab_size: input vocabulary size; set by the trainer.
+    num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
+    dtype: computation dtype ('float32' or 'bfloat16').
+  """
+  emb_dim: int
+  num_heads: int
+  qkv_dim: int
+  mlp_dim: int
+  num_encoder_layers: int
+  max_len: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  pre_ln: bool
+  position: str
+  pooling: str
+  use_crf: bool
+  head: str
+  vocab_size: int = 0
+  num_classes: int = 0
+  dtype: Any = 'float32'
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  def transformer_config(self) -> transformer.TransformerConfig:
+    """The equivalent `TransformerConfig` for `transformer.Encoder` (decoder fields unused)."""
+    return transformer.TransformerConfig(
+        vocab_size=self.vocab_size, target_vocab_size=self.vocab_size, share_embeddings=False,
+        tie_output=False, emb_dim=self.emb_dim, num_heads=self.num_heads, qkv_dim=self.qkv_dim,
+        mlp_dim=self.mlp_dim, num_encoder_layers=self.num_encoder_layers, num_decoder_layers=0,
+        max_len=self.max_len, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, pre_ln=self.pre_ln,
+        position=self.position, dtype=self.dtype)
+
+
+def check_head_config(cfg):
+  """Validates the head fields shared by the encoder configs."""
+  lstm.check(cfg.head in HEADS, 'head', f'must be one of {HEADS} for kind=encoder, '
+             f'got {cfg.head!r}')
+  lstm.check(cfg.head != 'classify' or cfg.pooling in POOLINGS, 'pooling',
+             f'must be one of {POOLINGS}, got {cfg.pooling!r}')
+  lstm.check(not cfg.use_crf or cfg.head == 'tag', 'use_crf', "needs head='tag'")
+  lstm.check(cfg.vocab_size > 0 and cfg.num_classes > 0, 'num_classes',
+             'vocab_size and num_classes must be > 0 (passed by the trainer to build_model)')
+
+
+class Head(nn.Module):
+  """Classification (pooled) or tagging (per position) output layer.
+
+  Attributes:
+    head: 'classify' or 'tag'.
+    pooling: 'last', 'mean' or 'attention' (classify only).
+    num_classes: output classes C.
+    dropout_rate: dropout on the features.
+    dtype: computation dtype.
+  """
+  head: str
+  pooling: str
+  num_classes: int
+  dropout_rate: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, mask, last, *, deterministic: bool):
+    """Logits from encoder features.
+
+    Args:
+      features: (B, S, D) encoder outputs.
+      mask: (B, S) bool, True on real positions.
+      last: (B, D) summary at the sequence end (used by pooling='last').
+      deterministic: disables dropout.
+
+    Returns:
+      (B, C) logits for 'classify', (B, S, C) emissions for 'tag'; float32.
+    """
+    out = lambda name: layers.dense(self.num_classes, ('hidden', 'classes'), self.dtype, name=name)
+    drop = nn.Dropout(self.dropout_rate)
+    if self.head == 'tag':
+      return out('tag_logits')(drop(features, deterministic=deterministic)).astype(jnp.float32)
+    m = mask.astype(features.dtype)[..., None]  # (B, S, 1)
+    if self.pooling == 'last':
+      pooled = last
+    elif self.pooling == 'mean':
+      pooled = jnp.sum(features * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)  # (B, D)
+    else:  # additive self-attention pooling (Yang et al., 2016)
+      d = features.shape[-1]
+      u = jnp.tanh(layers.dense(d, ('hidden', 'hidden'), self.dtype, name='pool_hidden')(features))
+      scores = layers.dense(1, ('hidden', None), self.dtype, name='pool_score')(u)[..., 0]  # (B, S)
+      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), lstm.NEG_INF), -1)
+      weights = jnp.where(mask, weights, 0.0)
+      self.sow('intermediates', 'pooling_weights', weights)
+      pooled = jnp.einsum('bs,bsd->bd', weights.astype(features.dtype), features)  # (B, D)
+    return out('class_logits')(drop(pooled, deterministic=deterministic)).astype(jnp.float32)
+
+
+class CRFParams(nn.Module):
+  """Transition, start and end scores of a linear-chain CRF over `num_tags` tag ids."""
+  num_tags: int
+
+  @nn.compact
+  def __call__(self):
+    """Returns (transitions (C, C), start (C,), end (C,))."""
+    init = lambda names: nn.with_logical_partitioning(nn.initializers.zeros, names)
+    c = self.num_tags
+    return (self.param('transitions', init(('classes', 'classes')), (c, c)),
+            self.param('start', init(('classes',)), (c,)),
+            self.param('end', init(('classes',)), (c,)))
+
+
+class EncoderModelBase(nn.Module):
+  """Shared `__call__`, `crf_nll` and `crf_decode`; subclasses define `features`.
+
+  Subclass setup must create `self.head` (Head) and, with use_crf, `self.crf` (CRFParams).
+  """
+
+  def features(self, inputs, *, train: bool):
+    """Returns features (B, S, D) and last-position summary (B, D)."""
+    raise NotImplementedError
+
+  def __call__(self, batch, *, train: bool):
+    """Class logits (B, C) or tag emissions (B, S, C) for batch['inputs'] (B, S)."""
+    lstm.check_no_packing(batch, 'encoder')
+    inputs = batch['inputs']
+    feats, last = self.features(inputs, train=train)
+    if self.config.use_crf:
+      self.crf()  # creates the CRF parameters at init
+    return self.head(feats, inputs > 0, last, deterministic=not train)
+
+  def crf_nll(self, batch, *, train: bool):
+    """(B,) CRF negative log-likelihood of batch['tags'] (0 for all-padding rows)."""
+    emissions = self(batch, train=train)  # (B, S, C)
+    return crf.nll(emissions, batch['tags'], batch['inputs'] > 0, *self.crf())
+
+  def crf_decode(self, batch):
+    """(B, S) int32 Viterbi tags (1..C-1 on real positions, 0 on padding)."""
+    emissions = self(batch, train=False)
+    return crf.viterbi(emissions, batch['inputs'] > 0, *self.crf())
+
+
+class LSTMEncoderModel(EncoderModelBase):
+  """(Bi)LSTM classifier or tagger (family 'lstm', kind 'encoder')."""
+  config: lstm.LSTMConfig
+
+  def setup(self):
+    cfg = self.config
+    check_head_config(cfg)
+    dt = cfg.jnp_dtype
+    self.embed = lstm.embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.encoder = lstm.LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate,
+                                  cfg.bidirectional, dt)
+    self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
+    if cfg.use_crf:
+      self.crf = CRFParams(cfg.num_classes)
+
+  def features(self, inputs, *, train: bool):
+    """Returns outputs (B, S, D·H) and the top layer's final h per direction, concatenated."""
+    x = self.dropout(self.embed(inputs), deterministic=not train)  # (B, S, E)
+    outputs, states = self.encoder(x, jnp.sum(inputs > 0, -1), deterministic=not train)
+    last = jnp.concatenate([h for _, h in states[-1]], -1).astype(outputs.dtype)  # (B, D·H)
+    return outputs, last
+
+
+class TransformerEncoderModel(EncoderModelBase):
+  """Transformer classifier or tagger (family 'transformer', kind 'encoder')."""
+  config: TransformerEncoderConfig
+
+  def setup(self):
+    cfg = self.config
+    check_head_config(cfg)
+    dt = cfg.jnp_dtype
+    self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.encoder = transformer.Encoder(cfg.transformer_config(), self.embed)
+    self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
+    if cfg.use_crf:
+      self.crf = CRFParams(cfg.num_classes)
+
+  def features(self, inputs, *, train: bool):
+    """Returns encoder outputs (B, S, D) and those at each row's last real position."""
+    outputs = self.encoder(inputs, deterministic=not train)  # (B, S, D)
+    last_idx = jnp.maximum(jnp.sum(inputs > 0, -1) - 1, 0)  # (B,)
+    last = jnp.take_along_axis(outputs, last_idx[:, None, None], axis=1)[:, 0]  # (B, D)
+    return outputs, last

@@ -1,0 +1,448 @@
+"""LSTM baselines: attentional encoder-decoder and language model.
+
+References:
+  Sutskever et al. (2014), Sequence to sequence learning with neural networks.
+  Bahdanau et al. (2015), Neural machine translation by jointly learning to align and translate.
+  Luong et al. (2015), Effective approaches to attention-based neural machine translation.
+  Zaremba et al. (2014), Recurrent neural network regularization.
+"""
+
+import dataclasses
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmjax.models import layers
+
+ATTENTIONS = ('bahdanau', 'luong_dot', 'luong_general', 'none')
+NEG_INF = -1e9  # finite, so an all-padding row gives uniform weights instead of NaN
+
+# Per-layer states: a tuple over layers of (c, h), each (B, H).
+LayerStates = Tuple[Tuple[jnp.ndarray, jnp.ndarray], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig:
+  """LSTM family hyperparameters (values come from `config.model`).
+
+  One dataclass serves the three kinds; fields a kind does not use are ignored
+  by it (e.g. `attention` by the language model, `pooling` by encdec).
+
+  Attributes:
+    emb_dim: embedding width E.
+    hidden_dim: LSTM width H (per direction).
+    num_layers: encoder depth (encdec, encoder) or LM depth (decoder).
+    num_decoder_layers: decoder depth (encdec).
+    dropout_rate: dropout on embeddings, between layers and before the output layer.
+    bidirectional: bidirectional encoder (encdec, encoder).
+    attention: 'bahdanau' (additive), 'luong_dot', 'luong_general' or 'none' (encdec).
+    input_feeding: feed the previous attentional vector into the next decoder step (encdec).
+    tie_output: output logits through the target embedding matrix (encdec, decoder).
+    share_embeddings: one embedding table for source and target (encdec; equal vocabs).
+    pooling: 'last', 'mean' or 'attention' pooling for head='classify' (encoder).
+    use_crf: linear-chain CRF on top of the tag emissions (encoder, head='tag').
+    head: 'classify' or 'tag' (encoder); '' for the other kinds.
+    vocab_size: source (or only) vocabulary size; set by the trainer.
+    target_vocab_size: target vocabulary size (encdec, decoder); set by the trainer.
+    num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
+    dtype: computation dtype ('float32' or 'bfloat16'); params and states stay float32.
+  """
+  emb_dim: int
+  hidden_dim: int
+  num_layers: int
+  num_decoder_layers: int
+  dropout_rate: float
+  bidirectional: bool
+  attention: str
+  input_feeding: bool
+  tie_output: bool
+  share_embeddings: bool
+  pooling: str
+  use_crf: bool
+  head: str
+  vocab_size: int = 0
+  target_vocab_size: int = 0
+  num_classes: int = 0
+  dtype: Any = 'float32'
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def check(ok: bool, field: str, message: str):
+  """Raises ValueError naming the config field when `ok` is False."""
+  if not ok:
+    raise ValueError(f'config.model.{field}: {message}')
+
+
+def check_no_packing(batch, family: str):
+  """Recurrent models read rows left to right; packed rows would leak state across segments."""
+  packed = sorted(k for k in batch if k.endswith('_segmentation'))
+  check(not packed, 'family', f'{family} models do not take packed batches (got {packed}); '
+        'build batches without packing')
+
+
+def embed(num: int, features: int, dtype, name: Optional[str] = None) -> nn.Embed:
+  """Token embedding (its `attend` gives tied logits), rows named ('vocab', 'embed')."""
+  return nn.Embed(num, features, dtype=dtype, name=name, embedding_init=nn.with_logical_partitioning(
+      nn.initializers.normal(0.1), ('vocab', 'embed')))
+
+
+def lstm_cell(features: int, input_axis: str, dtype, **kwargs) -> nn.Module:
+  """nn.OptimizedLSTMCell with logically named kernels (input_axis, 'hidden').
+
+  kwargs go to the module (name=…, or parent=None for a cell handed to nn.RNN).
+  """
+  return nn.OptimizedLSTMCell(
+      features, dtype=dtype, **kwargs,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (input_axis, 'hidden')),
+      recurrent_kernel_init=nn.with_logical_partitioning(nn.initializers.orthogonal(),
+                                                         ('hidden', 'hidden')),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('hidden',)))
+
+
+def stack_states(states: LayerStates) -> dict:
+  """Per-layer (c, h) → {'c': (B, L, H), 'h': (B, L, H)} (batch-leading, for caches)."""
+  return {'c': jnp.stack([c for c, _ in states], 1), 'h': jnp.stack([h for _, h in states], 1)}
+
+
+def unstack_states(stacked: dict) -> LayerStates:
+  """Inverse of `stack_states`."""
+  return tuple((stacked['c'][:, i], stacked['h'][:, i]) for i in range(stacked['c'].shape[1]))
+
+
+class LSTMStack(nn.Module):
+  """Multi-layer, optionally bidirectional LSTM over a right-padded batch.
+
+  With `seq_lengths` the final states are those at each row's last real step, and
+  the backward direction starts at each row's true end (nn.RNN flips only the
+  real prefix). Outputs at padded steps are not zeroed.
+
+  Attributes:
+    hidden_dim: width H per direction.
+    num_layers: depth.
+    dropout_rate: dropout between layers.
+    bidirectional: add a backward direction; outputs are (B, L, 2H).
+    dtype: computation dtype.
+  """
+  hidden_dim: int
+  num_layers: int
+  dropout_rate: float
+  bidirectional: bool
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, seq_lengths=None, initial_state=None, *, deterministic: bool):
+    """Runs the stack.
+
+    Args:
+      x: (B, L, E) inputs.
+      seq_lengths: (B,) int32 real lengths, or None when every step is real.
+      initial_state: tuple over layers of tuple over directions of (c, h), each
+        (B, H); None for zeros.
+      deterministic: disables dropout.
+
+    Returns:
+      outputs (B, L, D·H) with D = 2 if bidirectional else 1, and the final
+      states in the format of `initial_state`.
+    """
+    directions = (False, True) if self.bidirectional else (False,)
+    final = []
+    for i in range(self.num_layers):
+      if i > 0:
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+      outputs, states = [], []
+      for d, reverse in enumerate(directions):
+        cell = lstm_cell(self.hidden_dim, 'embed' if i == 0 else 'hidden', self.dtype, parent=None)
+        rnn = nn.RNN(cell,
+                     return_carry=True, reverse=reverse, keep_order=True,
+                     name=f'layer_{i}' + ('_bwd' if reverse else ''))
+        zeros = jnp.zeros(x.shape[:1] + (self.hidden_dim,), jnp.float32)
+        start = (zeros, zeros) if initial_state is None else initial_state[i][d]
+        carry, y = rnn(x, initial_carry=start, seq_lengths=seq_lengths)  # y: (B, L, H)
+        if seq_lengths is not None:  # an empty row keeps its initial state
+          carry = jax.tree.map(lambda a, b: jnp.where((seq_lengths > 0)[:, None], a, b), carry, start)
+        outputs.append(y)
+        states.append(carry)
+      x = jnp.concatenate(outputs, axis=-1)  # (B, L, D·H)
+      final.append(tuple(states))
+    return x, tuple(final)
+
+
+class DecoderCell(nn.Module):
+  """One step of the attentional LSTM decoder (Luong et al., 2015 architecture).
+
+  Input y_t (+ previous attentional vector with input feeding) → LSTM layers →
+  top state h_t attends over the encoder memory → attentional vector
+  tanh(W_c [context; h_t]). 'bahdanau' is the additive (MLP) score
+  vᵀ tanh(W_q h_t + U m_s) in this architecture, as in OpenNMT's 'mlp' attention.
+  Scanned over time by `nn.scan` for teacher forcing and run for one step when
+  decoding, so both paths share parameters and code.
+  """
+  config: LSTMConfig
+
+  @nn.compact
+  def __call__(self, carry, y, memory, keys, mask, deterministic: bool):
+    """One step.
+
+    Args:
+      carry: (per-layer (c, h) states, feed (B, H) previous attentional vector).
+      y: (B, E) embedded previous target token.
+      memory: (B, S, He) encoder outputs.
+      keys: (B, S, H) attention keys precomputed from memory.
+      mask: (B, S) bool, True on real source positions.
+      deterministic: disables dropout.
+
+    Returns:
+      new carry, and (attentional vector (B, H), attention weights (B, S)).
+    """
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    states, feed = carry
+    x = jnp.concatenate([y, feed.astype(y.dtype)], -1) if cfg.input_feeding else y  # (B, E[+H])
+    new_states = []
+    for i in range(cfg.num_decoder_layers):
+      if i > 0:
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+      state, x = lstm_cell(cfg.hidden_dim, 'embed' if i == 0 else 'hidden', dt, name=f'layer_{i}')(
+          states[i], x)  # x: (B, H)
+      new_states.append(state)
+    if cfg.attention == 'none':
+      out, weights = x, jnp.zeros(mask.shape, jnp.float32)
+    else:
+      if cfg.attention == 'bahdanau':
+        query = layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt, name='attention_query',
+                             use_bias=False)(x)  # (B, H)
+        v = self.param('attention_v', nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.hidden_dim ** -0.5), ('hidden',)), (cfg.hidden_dim,))
+        scores = jnp.einsum('bsh,h->bs', jnp.tanh(keys + query[:, None]), v.astype(dt))  # (B, S)
+      else:  # Luong dot / general: keys are memory or W_a·memory
+        scores = jnp.einsum('bsh,bh->bs', keys, x)  # (B, S)
+      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), NEG_INF), axis=-1)
+      weights = jnp.where(mask, weights, 0.0)  # (B, S)
+      context = jnp.einsum('bs,bsd->bd', weights.astype(dt), memory)  # (B, He)
+      out = jnp.tanh(layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt, name='attention_out',
+                                  use_bias=False)(jnp.concatenate([context, x], -1)))  # (B, H)
+    return (tuple(new_states), out.astype(jnp.float32)), (out, weights)
+
+
+ScannedDecoder = nn.scan(DecoderCell, variable_broadcast='params',
+                         split_rngs={'params': False, 'dropout': True},
+                         in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                         out_axes=1)
+
+
+class StateCache(nn.Module):
+  """Decoding state in the 'cache' collection; a zero cache at position 0 reads as `initial`."""
+
+  @nn.compact
+  def __call__(self, initial, position, new=None):
+    """Reads the state (new=None) or writes `new`. Every leaf has leading batch axis."""
+    var = self.variable('cache', 'state', lambda: jax.tree.map(jnp.zeros_like, initial))
+    if new is not None:
+      var.value = new
+      return new
+    return jax.tree.map(lambda a, b: jnp.where(position == 0, a, b), initial, var.value)
+
+
+class OutputLayer(nn.Module):
+  """Dropout → target-vocabulary logits, through the (tied) embedding or a dense layer."""
+  config: LSTMConfig
+
+  @nn.compact
+  def __call__(self, x, embedding: Optional[nn.Embed], *, deterministic: bool):
+    """Args: x (B, T, H); embedding to tie with, or None. Returns float32 (B, T, V)."""
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    if embedding is None:
+      logits = layers.dense(cfg.target_vocab_size, ('hidden', 'vocab'), dt, name='logits')(x)
+    else:
+      if x.shape[-1] != cfg.emb_dim:  # tying needs width E
+        x = layers.dense(cfg.emb_dim, ('hidden', 'embed'), dt, name='projection')(x)
+      logits = embedding.attend(x)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+
+
+class LSTMEncoderDecoder(nn.Module):
+  """Attentional (bi)LSTM sequence-to-sequence model (kind = 'encdec')."""
+  config: LSTMConfig
+
+  def setup(self):
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    check(cfg.attention in ATTENTIONS, 'attention',
+          f'must be one of {ATTENTIONS}, got {cfg.attention!r}')
+    check(cfg.vocab_size > 0 and cfg.target_vocab_size > 0, 'vocab_size',
+          'vocab_size and target_vocab_size must be > 0 (passed by the trainer to build_model)')
+    check(not cfg.share_embeddings or cfg.vocab_size == cfg.target_vocab_size, 'share_embeddings',
+          f'needs equal vocab sizes, got {cfg.vocab_size} and {cfg.target_vocab_size}')
+    enc_dim = cfg.hidden_dim * (2 if cfg.bidirectional else 1)
+    check(cfg.attention != 'luong_dot' or enc_dim == cfg.hidden_dim, 'attention',
+          "'luong_dot' needs encoder width == hidden_dim; use bidirectional=False or 'luong_general'")
+    self.source_embed = embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.target_embed = (self.source_embed if cfg.share_embeddings
+                         else embed(cfg.target_vocab_size, cfg.emb_dim, dt))
+    self.encoder = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, cfg.bidirectional, dt)
+    if cfg.bidirectional:  # [fwd; bwd] final states (2H) → decoder states (H)
+      self.bridge_c = [layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt)
+                       for _ in range(cfg.num_decoder_layers)]
+      self.bridge_h = [layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt)
+                       for _ in range(cfg.num_decoder_layers)]
+    if cfg.attention in ('bahdanau', 'luong_general'):
+      self.attention_keys = layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt,
+                                         use_bias=cfg.attention == 'bahdanau')
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.decoder = ScannedDecoder(cfg)
+    self.output = OutputLayer(cfg)
+    self.cache = StateCache()
+
+  def encode(self, inputs, *, train: bool = False):
+    """Encodes a right-padded source batch.
+
+    Args:
+      inputs: (B, S) int32 source ids, 0 = padding.
+      train: enables dropout.
+
+    Returns:
+      {'memory': (B, S, He) encoder outputs, 'keys': (B, S, H) attention keys,
+       'c', 'h': (B, L_dec, H) initial decoder states}.
+    """
+    cfg = self.config
+    x = self.dropout(self.source_embed(inputs), deterministic=not train)  # (B, S, E)
+    memory, states = self.encoder(x, jnp.sum(inputs > 0, -1), deterministic=not train)  # (B, S, He)
+    init = []
+    for i in range(cfg.num_decoder_layers):
+      directions = states[min(i, cfg.num_layers - 1)]  # deeper decoders reuse the top encoder layer
+      if cfg.bidirectional:
+        c, h = (jnp.concatenate([d[k] for d in directions], -1) for k in (0, 1))  # (B, 2H)
+        init.append((self.bridge_c[i](c).astype(jnp.float32),
+                     jnp.tanh(self.bridge_h[i](h)).astype(jnp.float32)))
+      else:
+        init.append(directions[0])
+    keys = self.attention_keys(memory) if cfg.attention in ('bahdanau', 'luong_general') else memory
+    return dict(memory=memory, keys=keys, **stack_states(tuple(init)))
+
+  def _decode(self, encoded, inputs, carry, decoder_inputs, *, train: bool):
+    """Runs the decoder cell over decoder_inputs (B, T) from `carry`. Returns (carry, logits)."""
+    y = self.dropout(self.target_embed(decoder_inputs), deterministic=not train)  # (B, T, E)
+    carry, (out, weights) = self.decoder(carry, y, encoded['memory'], encoded['keys'], inputs > 0,
+                                         not train)  # out: (B, T, H); weights: (B, T, S)
+    if self.config.attention != 'none':
+      self.sow('intermediates', 'attention_weights', weights)
+    tied = self.target_embed if self.config.tie_output else None
+    return carry, self.output(out, tied, deterministic=not train)
+
+  def _initial_carry(self, encoded):
+    feed = jnp.zeros(encoded['c'].shape[:1] + (self.config.hidden_dim,), jnp.float32)  # (B, H)
+    return unstack_states({'c': encoded['c'], 'h': encoded['h']}), feed
+
+  def __call__(self, batch, *, train: bool):
+    """Teacher-forced logits (B, T, V) for batch['inputs'] → batch['targets']."""
+    check_no_packing(batch, 'lstm')
+    inputs, targets = batch['inputs'], batch['targets']
+    encoded = self.encode(inputs, train=train)
+    _, logits = self._decode(encoded, inputs, self._initial_carry(encoded),
+                             layers.shift_right(targets), train=train)
+    return logits
+
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+    """One decoding step; the (c, h) states and feed vector live in the 'cache'.
+
+    Args:
+      encoded: output of `encode`.
+      inputs: (B, S) source ids.
+      token: (B,) int32 previous token (0 at position 0).
+      position: scalar int32 step.
+      max_length: unused (the state does not grow).
+
+    Returns:
+      (B, V) float32 logits.
+    """
+    del max_length
+    state = self.cache(self._initial_carry(encoded), position)
+    state, logits = self._decode(encoded, inputs, state, token[:, None], train=False)
+    self.cache(state, position, new=state)
+    return logits[:, 0]
+
+
+class LSTMLanguageModel(nn.Module):
+  """Multi-layer LSTM language model (kind = 'decoder') with stateful TBPTT.
+
+  The carried state is {'c', 'h': (B, L, H), 'token': (B,)}: the LSTM states
+  after a chunk and the chunk's last target, which is the first input of the
+  next chunk. With `zero_state` the input is exactly shift_right(targets), so
+  consecutive chunks of a stream reproduce one pass over the whole stream.
+  """
+  config: LSTMConfig
+
+  def setup(self):
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    check(cfg.target_vocab_size > 0, 'target_vocab_size', 'must be > 0 (passed by the trainer)')
+    self.embed = embed(cfg.target_vocab_size, cfg.emb_dim, dt)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.lstm = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, False, dt)
+    self.output = OutputLayer(cfg)
+    self.cache = StateCache()
+
+  @nn.nowrap
+  def zero_state(self, batch_size: int) -> dict:
+    """Initial TBPTT state for `batch_size` rows (no parameters needed).
+
+    Returns:
+      {'c', 'h': (B, L, H) float32 zeros, 'token': (B,) int32 BOS}.
+    """
+    cfg = self.config
+    zeros = jnp.zeros((batch_size, cfg.num_layers, cfg.hidden_dim), jnp.float32)
+    return {'c': zeros, 'h': zeros, 'token': jnp.zeros((batch_size,), jnp.int32)}
+
+  def _run(self, decoder_inputs, state, *, train: bool):
+    """Inputs (B, T) from LSTM states `state` → (logits (B, T, V), new stacked states)."""
+    x = self.dropout(self.embed(decoder_inputs), deterministic=not train)  # (B, T, E)
+    initial = tuple((s,) for s in unstack_states(state))
+    x, final = self.lstm(x, None, initial, deterministic=not train)  # (B, T, H)
+    tied = self.embed if self.config.tie_output else None
+    logits = self.output(x, tied, deterministic=not train)
+    return logits, stack_states(tuple(s[0] for s in final))
+
+  def apply_with_state(self, batch, initial_state, *, train: bool):
+    """Logits and the state to carry into the next chunk (truncated BPTT).
+
+    Args:
+      batch: {'targets': (B, T)} one chunk of each row's stream, no padding.
+      initial_state: `zero_state(B)` or the state returned for the previous chunk.
+      train: enables dropout.
+
+    Returns:
+      (logits (B, T, V), final_state); gradients never flow into initial_state.
+    """
+    check_no_packing(batch, 'lstm')
+    targets = batch['targets']
+    initial_state = jax.lax.stop_gradient(initial_state)  # truncation point of BPTT
+    decoder_inputs = jnp.concatenate([initial_state['token'][:, None], targets[:, :-1]], 1)  # (B, T)
+    logits, states = self._run(decoder_inputs, initial_state, train=train)
+    return logits, dict(states, token=targets[:, -1])
+
+  def __call__(self, batch, *, train: bool, initial_state: Optional[dict] = None):
+    """Next-token logits (B, T, V) for batch['targets'], from `initial_state` or zeros."""
+    if initial_state is None:
+      initial_state = self.zero_state(batch['targets'].shape[0])
+    return self.apply_with_state(batch, initial_state, train=train)[0]
+
+  def encode(self, inputs, *, train: bool = False):
+    """Decoder-only models have no encoder. Returns None."""
+    del inputs, train
+    return None
+
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+    """One step; per-layer (c, h) live in the 'cache'. Args: token (B,). Returns (B, V)."""
+    del encoded, inputs, max_length
+    zero = self.zero_state(token.shape[0])
+    state = self.cache({'c': zero['c'], 'h': zero['h']}, position)
+    logits, state = self._run(token[:, None], state, train=False)
+    self.cache(state, position, new=state)
+    return logits[:, 0]

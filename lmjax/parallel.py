@@ -1,0 +1,102 @@
+"""Device mesh, logical-axis rules → NamedSharding, global batches, multi-host init.
+
+jax.jit with NamedSharding is the one parallelism path: data parallelism is
+`batch → data`; FSDP / tensor parallelism are further rules over the same mesh.
+"""
+
+import math
+from typing import Any, Mapping, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Rules = Sequence[Tuple[str, Any]]
+
+
+def create_mesh(mesh_config: Mapping[str, int], devices=None) -> Mesh:
+  """Builds a Mesh from named axis sizes; one size may be -1 ("the rest").
+
+  Args:
+    mesh_config: ordered axis name → size, e.g. {'data': -1, 'fsdp': 1, 'model': 1}.
+    devices: devices to use (default: all).
+
+  Returns:
+    The Mesh.
+
+  Raises:
+    ValueError: sizes that do not multiply to the device count.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  names = list(mesh_config.keys())
+  sizes = [int(mesh_config[n]) for n in names]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'config.mesh: at most one axis may be -1, got {dict(mesh_config)}')
+  known = math.prod(s for s in sizes if s != -1)
+  if any(s == 0 or s < -1 for s in sizes) or len(devices) % known:
+    raise ValueError(f'config.mesh={dict(mesh_config)} does not fit {len(devices)} devices: '
+                     'the sizes must multiply to the device count (use -1 for one axis)')
+  sizes = [len(devices) // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f'config.mesh={dict(mesh_config)} has {math.prod(sizes)} devices but '
+                     f'{len(devices)} are present')
+  return Mesh(np.asarray(devices).reshape(sizes), names)
+
+
+def batch_axes(rules: Rules) -> Tuple[str, ...]:
+  """Mesh axes that the logical 'batch' axis is split over."""
+  for name, axes in rules:
+    if name == 'batch':
+      if axes is None:
+        return ()
+      return tuple(axes) if isinstance(axes, (list, tuple)) else (axes,)
+  return ()
+
+
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+  """Sharding of batch arrays: leading axis over the batch mesh axes."""
+  axes = batch_axes(rules)
+  return NamedSharding(mesh, P(axes if axes else None))
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh, rules: Rules, field: str) -> None:
+  """Raises a clear error when the batch does not split evenly over the batch axes."""
+  n = math.prod(mesh.shape[a] for a in batch_axes(rules))
+  if global_batch_size % n:
+    raise ValueError(f'{field}={global_batch_size} is not divisible by the {n} devices of mesh '
+                     f'axes {batch_axes(rules)}: use a multiple of {n}')
+
+
+def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
+  """NamedShardings for a tree of (boxed) logically partitioned values."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, list(rules))
+
+
+def to_global(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> Any:
+  """Host-local numpy batch → global jax.Array sharded over the batch axes."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), dict(batch))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def maybe_initialize_distributed(dist_config: Mapping) -> None:
+  """Starts JAX's multi-controller runtime when asked (one process per host).
+
+  Args:
+    dist_config: `config.distributed` with `enabled`, `coordinator_address`,
+      `num_processes`, `process_id` (empty/-1 = auto-detect on Cloud TPU / SLURM).
+  """
+  if not dist_config['enabled']:
+    return
+  kwargs = {}
+  if dist_config['coordinator_address']:
+    kwargs['coordinator_address'] = dist_config['coordinator_address']
+  if dist_config['num_processes'] > 0:
+    kwargs['num_processes'] = dist_config['num_processes']
+  if dist_config['process_id'] >= 0:
+    kwargs['process_id'] = dist_config['process_id']
+  jax.distributed.initialize(**kwargs)

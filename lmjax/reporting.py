@@ -1,0 +1,145 @@
+"""Metric writers (TensorBoard + JSONL), progress bar and PNG plots."""
+
+import json
+import os
+import time
+from typing import Dict, List, Mapping, Optional
+
+import tqdm
+
+
+class MetricWriter:
+  """Writes scalars to TensorBoard (WORKDIR/tensorboard) and WORKDIR/metrics.jsonl.
+
+  Only the main process writes. Each JSONL line is
+  {"step": int, "split": "train"|"eval"|..., "time": float, <metric>: float, ...}.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      repair_jsonl(self.path)
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    """Appends one record and mirrors it to TensorBoard as `<split>/<name>`."""
+    if not self.enabled:
+      return
+    record = {'step': int(step), 'split': split, 'time': time.time()}
+    record.update({k: float(v) for k, v in scalars.items()})
+    with open(self.path, 'a', encoding='utf-8') as f:
+      f.write(json.dumps(record) + '\n')
+    for k, v in scalars.items():
+      self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    if self.enabled:
+      self._tb.add_text(tag, text, int(step))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records newer than `step` (written after the checkpoint we resume from)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    records = read_jsonl(self.path)
+    kept = [r for r in records if r['step'] <= step]
+    if len(kept) != len(records):
+      tmp = self.path + '.tmp'
+      with open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(r) + '\n' for r in kept)
+      os.replace(tmp, self.path)
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_jsonl(path: str) -> List[Dict]:
+  """Reads metrics.jsonl, skipping a torn (incomplete) last line."""
+  records = []
+  if not os.path.exists(path):
+    return records
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def repair_jsonl(path: str) -> None:
+  """Rewrites metrics.jsonl without unparseable lines (e.g. torn by a crash)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  good = [line for line in lines if _parses(line)]
+  if len(good) != len(lines) or (lines and not lines[-1].endswith('\n')):
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(line if line.endswith('\n') else line + '\n' for line in good)
+    os.replace(tmp, path)
+
+
+def _parses(line: str) -> bool:
+  try:
+    json.loads(line)
+    return True
+  except json.JSONDecodeError:
+    return False
+
+
+def progress(total: int, initial: int, enabled: bool) -> tqdm.tqdm:
+  """Progress bar over training steps (shows steps, rate and ETA; loss/tok/s as postfix)."""
+  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
+                   unit='step', desc='train', mininterval=1.0)
+
+
+def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
+  """PNG of training loss and eval metrics over steps.
+
+  Args:
+    metrics_path: metrics.jsonl.
+    out_path: PNG to write.
+
+  Returns:
+    out_path, or None when there is nothing to plot.
+  """
+  records = read_jsonl(metrics_path)
+  train = [r for r in records if r['split'] == 'train' and 'loss' in r]
+  evals = [r for r in records if r['split'] == 'eval']
+  if not train and not evals:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  eval_keys = sorted({k for r in evals for k in r} - {'step', 'split', 'time', 'loss', 'nll',
+                                                       'perplexity'})
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  if train:
+    axes[0].plot([r['step'] for r in train], [r['loss'] for r in train], label='train loss')
+  ev_loss = [r for r in evals if 'loss' in r]
+  if ev_loss:
+    axes[0].plot([r['step'] for r in ev_loss], [r['loss'] for r in ev_loss], 'o-', label='eval loss')
+  axes[0].set_xlabel('step')
+  axes[0].set_ylabel('loss')
+  axes[0].set_yscale('log')
+  axes[0].legend()
+  for k in eval_keys:
+    pts = [r for r in evals if k in r]
+    axes[1].plot([r['step'] for r in pts], [r[k] for r in pts], 'o-', label=k)
+  axes[1].set_xlabel('step')
+  axes[1].set_title('eval metrics')
+  if eval_keys:
+    axes[1].legend()
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
+  return out_path

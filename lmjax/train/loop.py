@@ -1,0 +1,194 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop for every model and task."""
+
+import functools
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax import configlib
+from lmjax import models
+from lmjax import parallel
+from lmjax import reporting
+from lmjax.data import pipeline
+from lmjax.data import tasks
+from lmjax.train import checkpoint as ckpt_lib
+from lmjax.train import evaluation
+from lmjax.train import optim
+from lmjax.train import state as state_lib
+from lmjax.train import step as step_lib
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates the workdir and checks that it is writable (clear error otherwise)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'--workdir {workdir} is not writable ({e.strerror}): choose a directory '
+                     'you can write to') from e
+
+
+def save_config(config, workdir: str, step: int) -> None:
+  """Writes WORKDIR/config.json; a resumed run with another config keeps the old file."""
+  path = os.path.join(workdir, 'config.json')
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return
+    path = os.path.join(workdir, f'config.resumed_at_{step}.json')
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
+class Trainer:
+  """Holds what one run builds once: task, model, mesh, compiled steps, checkpointer."""
+
+  def __init__(self, config, workdir: str):
+    configlib.validate(config)
+    prepare_workdir(workdir)
+    self.config, self.workdir = config, workdir
+    self.is_main = jax.process_index() == 0
+    self.mesh = parallel.create_mesh(config.mesh)
+    self.rules = [tuple(r) for r in config.logical_axis_rules]
+    parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
+    parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
+    self.task = tasks.build_task(config.task, workdir)
+    self.model = models.build_model(config.model, **self.task.model_sizes())
+    self.tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
+    dummy = pipeline.pad_batch(self.task.train_examples[:1], self.task.lengths, config.train.batch_size)
+    self.state, self.shardings = state_lib.create_sharded_state(
+        self.model, self.tx, dummy, config.seed, self.mesh, self.rules)
+    self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
+    rep = parallel.replicated(self.mesh)
+    self.train_step = jax.jit(
+        functools.partial(step_lib.train_step, model=self.model, tx=self.tx,
+                          label_smoothing=config.train.label_smoothing),
+        in_shardings=(self.shardings, self.batch_sharding), out_shardings=(self.shardings, rep),
+        donate_argnums=0)
+    self.evaluator = evaluation.Evaluator(self.task, self.model, config, self.mesh,
+                                          self.batch_sharding, self.shardings.params)
+    self.checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints,
+                                              config.train.async_checkpointing)
+    self.train_iter = pipeline.BatchIterator(
+        self.task.train_examples, config.train.batch_size, self.task.lengths,
+        seed=config.data_seed, process_index=jax.process_index(), process_count=jax.process_count())
+    self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0}
+
+  def restore_latest(self) -> int:
+    """Resumes from the latest checkpoint if there is one. Returns the step."""
+    latest = self.checkpointer.latest_step()
+    if latest is None:
+      return 0
+    abstract = ckpt_lib.abstract_like(self.state, self.shardings)
+    self.state, meta = self.checkpointer.restore(abstract, latest)
+    self.train_iter.set_state(meta['data'])
+    self.meta = {k: meta[k] for k in ('best', 'best_step', 'bad_evals')}
+    logging.info('Resumed from %s at step %d', self.checkpointer.directory, latest)
+    return latest
+
+  def checkpoint(self, best: bool = False) -> None:
+    meta = dict(self.meta, data=self.train_iter.get_state())
+    self.checkpointer.save(self.state, meta, best=best)
+
+  def improved(self, value: float) -> bool:
+    best = self.meta['best']
+    if best is None:
+      return True
+    return value > best if self.config.train.best_mode == 'max' else value < best
+
+
+def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = None) -> Dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+  Args:
+    config: experiment ConfigDict (see configs/default.py for every field).
+    workdir: run directory (checkpoints, metrics.jsonl, tensorboard/, tokenizers/, plots).
+    stop_after_steps: stop (with a checkpoint) once this many steps are done in total,
+      before num_train_steps — simulates an interruption or a time-sliced job.
+
+  Returns:
+    The final eval metrics.
+  """
+  t0 = time.time()
+  trainer = Trainer(config, workdir)
+  cfg = config.train
+  writer = reporting.MetricWriter(workdir, enabled=trainer.is_main)
+  start = trainer.restore_latest()
+  writer.truncate_after(start)
+  save_config(config, workdir, start)
+  total = cfg.num_train_steps if stop_after_steps is None else min(cfg.num_train_steps, stop_after_steps)
+  logging.info('Devices: %d (%s); mesh %s; steps %d → %d', jax.device_count(),
+               jax.devices()[0].platform, dict(trainer.mesh.shape), start, total)
+
+  bar = reporting.progress(cfg.num_train_steps, start, trainer.is_main)
+  sums, tokens, t_log, stopped_early = None, 0, time.time(), False
+  eval_metrics: Dict[str, float] = {}
+  step = start
+  while step < total:
+    local = next(trainer.train_iter)
+    tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
+    batch = parallel.to_global(local, trainer.batch_sharding)
+    trainer.state, m = trainer.train_step(trainer.state, batch)
+    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    step += 1
+    bar.update(1)
+    if step % cfg.log_every == 0 or step == total:
+      summary = step_lib.summarize(jax.device_get(sums))
+      summary['grad_norm'] = float(m['grad_norm'])
+      elapsed = time.time() - t_log
+      summary['tokens_per_sec'] = tokens / max(elapsed, 1e-9)
+      summary['learning_rate'] = float(optim.make_schedule(config.optimizer, cfg.num_train_steps)(step - 1))
+      writer.write(step, 'train', summary)
+      bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
+      sums, tokens, t_log = None, 0, time.time()
+    if step % cfg.eval_every == 0 or step == cfg.num_train_steps:
+      eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
+      writer.write(step, 'eval', eval_metrics)
+      value = eval_metrics[cfg.best_metric]
+      if trainer.improved(value):
+        trainer.meta.update(best=value, best_step=step, bad_evals=0)
+        trainer.checkpoint(best=True)
+      else:
+        trainer.meta['bad_evals'] += 1
+      bar.write(f'step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in eval_metrics.items()))
+      if cfg.early_stopping_patience and trainer.meta['bad_evals'] >= cfg.early_stopping_patience:
+        bar.write(f'early stopping at step {step}: no {cfg.best_metric} improvement in '
+                  f'{trainer.meta["bad_evals"]} evals')
+        stopped_early = True
+    if step % cfg.checkpoint_every == 0 or step == total or stopped_early:
+      trainer.checkpoint()
+    if stopped_early:
+      break
+  bar.close()
+
+  if not eval_metrics:
+    eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
+  samples = trainer.evaluator.samples(trainer.state.params, config.eval.num_samples)
+  writer.write_text(step, 'samples', '\n\n'.join(samples))
+  trainer.checkpointer.wait()
+  trainer.checkpointer.close()
+  writer.flush()
+  writer.close()
+  if trainer.is_main:
+    plot = reporting.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
+    summary = {'step': step, 'wall_time_sec': round(time.time() - t0, 1), **eval_metrics,
+               'best': trainer.meta['best'], 'best_step': trainer.meta['best_step']}
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    print('\n'.join(['', '=' * 60, f'Finished at step {step} in {summary["wall_time_sec"]} s '
+                     f'(workdir {workdir})'] +
+                    [f'  eval {k}: {v:.4f}' for k, v in eval_metrics.items()] +
+                    [f'  best {cfg.best_metric}: {trainer.meta["best"]} at step {trainer.meta["best_step"]}',
+                     f'  curves: {plot}', '  samples:'] + [f'    {s}' for s in samples] + ['=' * 60]))
+  return eval_metrics
