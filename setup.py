@@ -6,7 +6,7 @@ setuptools.setup(
     name='lmjax',
     version='0.1.0',
     description='JAX/Flax research codebase for Transformer and LSTM sequence models.',
-    packages=setuptools.find_packages(include=['lmjax', 'lmjax.*']),
+    packages=setuptools.find_packages(include=['lmjax', 'lmjax.*', 'configs']),
     package_data={'lmjax.models': ['CONTRACT.md']},
     python_requires='>=3.10',
     install_requires=[
@@ -21,6 +21,8 @@ setuptools.setup(
         'tqdm>=4.66',
         'matplotlib>=3.8',
         'sacrebleu>=2.4,<3',
+        'rouge-score>=0.1.2',
+        'seqeval>=1.2.2',
     ],
     extras_require={
         'test': ['pytest>=8', 'hypothesis>=6.100'],

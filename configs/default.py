@@ -92,13 +92,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Global batch size (sentences), divisible by the batch mesh axes.
   c.train.batch_size = 64
   # Total optimizer steps.
-  c.train.num_train_steps = 3_000
+  c.train.num_train_steps = 2_000
   # Label-smoothing epsilon.
   c.train.label_smoothing = 0.1
   # Steps between train-metric logs.
   c.train.log_every = 100
   # Steps between evaluations.
-  c.train.eval_every = 1_000
+  c.train.eval_every = 500
   # Steps between periodic checkpoints.
   c.train.checkpoint_every = 500
   # Periodic checkpoints kept (the best is kept separately).
@@ -114,7 +114,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   # Eval batch size (sentences).
-  c.eval.batch_size = 250
+  c.eval.batch_size = 256
   # Greedy-decode length for decode metrics (0 = task target length).
   c.eval.decode_max_length = 0
   # Decoded samples printed at the end.
@@ -125,7 +125,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Logical axis → mesh axis (None = replicated). Data parallelism by default.
   c.logical_axis_rules = [('batch', ('data', 'fsdp')), ('length', None), ('embed', None),
                           ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
-                          ('hidden', None), ('classes', None), ('layers', None)]
+                          ('hidden', None), ('hidden_in', None), ('classes', None),
+                          ('layers', None)]
 
   c.distributed = ml_collections.ConfigDict()
   # Call jax.distributed.initialize (multi-host: one process per host).
@@ -145,5 +146,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.train.num_train_steps, c.train.log_every = 20, 5
     c.train.eval_every = c.train.checkpoint_every = 10
     c.optimizer.warmup_steps = 5
-    c.train.batch_size, c.eval.batch_size = 16, 50
+    c.train.batch_size, c.eval.batch_size = 16, 64
   return c

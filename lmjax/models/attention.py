@@ -56,8 +56,10 @@ class MultiHeadAttention(nn.Module):
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
+    # A key bias adds the same score to every key of a query, which softmax cancels:
+    # its gradient is exactly zero and Adam would only amplify rounding noise.
     return nn.DenseGeneral(
-        (self.num_heads, head_dim), dtype=self.dtype, name=name,
+        (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=name != 'key',
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 

@@ -126,7 +126,7 @@ class Head(nn.Module):
       pooled = jnp.sum(features * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)  # (B, D)
     else:  # additive self-attention pooling (Yang et al., 2016)
       d = features.shape[-1]
-      u = jnp.tanh(layers.dense(d, ('hidden', 'hidden'), self.dtype, name='pool_hidden')(features))
+      u = jnp.tanh(layers.dense(d, ('hidden_in', 'hidden'), self.dtype, name='pool_hidden')(features))
       scores = layers.dense(1, ('hidden', None), self.dtype, name='pool_score')(u)[..., 0]  # (B, S)
       weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), lstm.NEG_INF), -1)
       weights = jnp.where(mask, weights, 0.0)

@@ -99,16 +99,21 @@ class Embed(nn.Module):
 
   def setup(self):
     self.embedding = self.param('embedding', nn.with_logical_partitioning(
-        nn.initializers.normal(1.0), ('vocab', 'embed')), (self.num_embeddings, self.features))
+        nn.initializers.normal(self.features ** -0.5), ('vocab', 'embed')),
+        (self.num_embeddings, self.features))
 
   def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
-    """Args: ids (B, L) int32. Returns (B, L, D) embeddings scaled by sqrt(D)."""
+    """Args: ids (B, L) int32. Returns (B, L, D) embeddings scaled by sqrt(D).
+
+    Entries are initialised with std D^-1/2, so scaled embeddings have unit scale,
+    comparable to the position signal added next (Vaswani et al. 2017).
+    """
     emb = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
     return emb * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
     """Tied logits. Args: x (..., D). Returns (..., V)."""
-    return jnp.dot(x, self.embedding.astype(self.dtype).T) / jnp.sqrt(self.features).astype(self.dtype)
+    return jnp.dot(x, self.embedding.astype(self.dtype).T)
 
 
 def dense(features, names, dtype, name=None, use_bias=True,

@@ -100,7 +100,7 @@ def lstm_cell(features: int, input_axis: str, dtype, **kwargs) -> nn.Module:
       features, dtype=dtype, **kwargs,
       kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (input_axis, 'hidden')),
       recurrent_kernel_init=nn.with_logical_partitioning(nn.initializers.orthogonal(),
-                                                         ('hidden', 'hidden')),
+                                                         ('hidden_in', 'hidden')),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('hidden',)))
 
 
@@ -156,7 +156,7 @@ class LSTMStack(nn.Module):
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
       outputs, states = [], []
       for d, reverse in enumerate(directions):
-        cell = lstm_cell(self.hidden_dim, 'embed' if i == 0 else 'hidden', self.dtype, parent=None)
+        cell = lstm_cell(self.hidden_dim, 'embed' if i == 0 else 'hidden_in', self.dtype, parent=None)
         rnn = nn.RNN(cell,
                      return_carry=True, reverse=reverse, keep_order=True,
                      name=f'layer_{i}' + ('_bwd' if reverse else ''))
@@ -207,14 +207,14 @@ class DecoderCell(nn.Module):
     for i in range(cfg.num_decoder_layers):
       if i > 0:
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-      state, x = lstm_cell(cfg.hidden_dim, 'embed' if i == 0 else 'hidden', dt, name=f'layer_{i}')(
+      state, x = lstm_cell(cfg.hidden_dim, 'embed' if i == 0 else 'hidden_in', dt, name=f'layer_{i}')(
           states[i], x)  # x: (B, H)
       new_states.append(state)
     if cfg.attention == 'none':
       out, weights = x, jnp.zeros(mask.shape, jnp.float32)
     else:
       if cfg.attention == 'bahdanau':
-        query = layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt, name='attention_query',
+        query = layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt, name='attention_query',
                              use_bias=False)(x)  # (B, H)
         v = self.param('attention_v', nn.with_logical_partitioning(
             nn.initializers.normal(cfg.hidden_dim ** -0.5), ('hidden',)), (cfg.hidden_dim,))
@@ -224,7 +224,7 @@ class DecoderCell(nn.Module):
       weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), NEG_INF), axis=-1)
       weights = jnp.where(mask, weights, 0.0)  # (B, S)
       context = jnp.einsum('bs,bsd->bd', weights.astype(dt), memory)  # (B, He)
-      out = jnp.tanh(layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt, name='attention_out',
+      out = jnp.tanh(layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt, name='attention_out',
                                   use_bias=False)(jnp.concatenate([context, x], -1)))  # (B, H)
     return (tuple(new_states), out.astype(jnp.float32)), (out, weights)
 
@@ -288,12 +288,12 @@ class LSTMEncoderDecoder(nn.Module):
                          else embed(cfg.target_vocab_size, cfg.emb_dim, dt))
     self.encoder = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, cfg.bidirectional, dt)
     if cfg.bidirectional:  # [fwd; bwd] final states (2H) → decoder states (H)
-      self.bridge_c = [layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt)
+      self.bridge_c = [layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt)
                        for _ in range(cfg.num_decoder_layers)]
-      self.bridge_h = [layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt)
+      self.bridge_h = [layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt)
                        for _ in range(cfg.num_decoder_layers)]
     if cfg.attention in ('bahdanau', 'luong_general'):
-      self.attention_keys = layers.dense(cfg.hidden_dim, ('hidden', 'hidden'), dt,
+      self.attention_keys = layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt,
                                          use_bias=cfg.attention == 'bahdanau')
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.decoder = ScannedDecoder(cfg)

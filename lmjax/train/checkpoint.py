@@ -93,3 +93,25 @@ def abstract_like(state, shardings):
   """TrainState of ShapeDtypeStructs carrying `shardings` (restore target)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       state, shardings)
+
+
+def load_params(workdir: str, step: Optional[int] = None, which: str = 'last'):
+  """Reads the params of a checkpoint as host numpy arrays (no model or mesh needed).
+
+  Args:
+    workdir: run directory.
+    step: checkpoint step (default: latest).
+    which: 'last' or 'best'.
+
+  Returns:
+    (params, step).
+  """
+  directory = os.path.join(workdir, 'checkpoints', which)
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f'no checkpoint in {directory}')
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return restored['state']['params'], step

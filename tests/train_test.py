@@ -1,0 +1,185 @@
+"""End-to-end trainer behaviour: learning, exact resume, 8-device equivalence, bad input."""
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from lmjax import configlib
+from lmjax import models
+from lmjax import parallel
+from lmjax import reporting
+from lmjax.data import pipeline
+from lmjax.data import tasks
+from lmjax.train import checkpoint as ckpt_lib
+from lmjax.train import loop
+from lmjax.train import optim
+from lmjax.train import state as state_lib
+from lmjax.train import step as step_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LSTM_MODEL = dict(family='lstm', kind='encdec', emb_dim=32, hidden_dim=32, num_layers=1,
+                  num_decoder_layers=1, dropout_rate=0.1, bidirectional=True, attention='luong_general',
+                  input_feeding=True, tie_output=False, share_embeddings=True, pooling='last',
+                  use_crf=False, head='')
+
+
+def tiny_config(family='transformer', steps=8):
+  config = default.get_config('runlocal')
+  config.train.num_train_steps = steps
+  config.train.log_every = 2
+  config.train.eval_every = steps
+  config.train.checkpoint_every = 4
+  config.train.async_checkpointing = False
+  config.eval.num_samples = 0
+  if family == 'lstm':
+    config.model = LSTM_MODEL
+  return config
+
+
+def params_of(workdir):
+  params, _ = ckpt_lib.load_params(workdir)
+  return params
+
+
+def assert_trees_equal(a, b):
+  flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(flat_a) == len(flat_b)
+  for x, y in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_loss_decreases_and_outputs_are_written(tmp_path):
+  config = tiny_config(steps=20)
+  loop.train_and_evaluate(config, str(tmp_path))
+  train = [r for r in reporting.read_jsonl(str(tmp_path / 'metrics.jsonl')) if r['split'] == 'train']
+  assert train[-1]['loss'] < train[0]['loss'] - 0.3
+  for name in ('curves.png', 'summary.json', 'config.json', 'tokenizers/vocab.json'):
+    assert (tmp_path / name).exists(), name
+  assert os.listdir(tmp_path / 'tensorboard')
+
+
+@pytest.mark.parametrize('family', ['transformer', 'lstm'])
+def test_resume_equals_uninterrupted(tmp_path, family):
+  config = tiny_config(family)
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, resumed, stop_after_steps=4)
+  assert ckpt_lib.load_params(resumed)[1] == 4
+  loop.train_and_evaluate(config, resumed)  # the same command again: resumes at 4
+  assert_trees_equal(params_of(straight), params_of(resumed))
+  hist = lambda d: [(r['step'], r['split'], r.get('loss')) for r in
+                    reporting.read_jsonl(os.path.join(d, 'metrics.jsonl'))]
+  assert hist(straight) == hist(resumed)
+
+
+@pytest.mark.parametrize('family', ['transformer', 'lstm'])
+def test_data_parallel_step_matches_single_device(family):
+  assert jax.device_count() == 8
+  config = tiny_config(family)
+  task = tasks.build_task(config.task, None)
+  model = models.build_model(config.model, **task.model_sizes())
+  tx = optim.make_optimizer(config.optimizer, 10)
+  rules = [tuple(r) for r in config.logical_axis_rules]
+  it = pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0)
+  batches = [next(it) for _ in range(3)]
+
+  def run(devices):
+    mesh = parallel.create_mesh(config.mesh, devices)
+    state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules)
+    bsh = parallel.batch_sharding(mesh, rules)
+    step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1),
+                   in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
+    losses = []
+    for b in batches:
+      state, m = step(state, parallel.to_global(b, bsh))
+      losses.append(float(m['loss'] / m['weight']))
+    return losses, jax.device_get(state.params), state
+
+  loss1, params1, _ = run(jax.devices()[:1])
+  loss8, params8, state8 = run(jax.devices())
+  assert len(jax.tree.leaves(state8.params)[0].sharding.device_set) == 8
+  np.testing.assert_allclose(loss8, loss1, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(params8), jax.tree.leaves(params1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_default_config_builds_and_runs_one_step(tmp_path):
+  config = default.get_config()
+  config.train.async_checkpointing = False
+  config.eval.num_samples = 1
+  config.task.num_eval = 256
+  metrics = loop.train_and_evaluate(config, str(tmp_path), stop_after_steps=1)
+  assert np.isfinite(metrics['loss'])
+  assert ckpt_lib.load_params(str(tmp_path))[1] == 1
+
+
+def test_unknown_config_key_lists_valid_keys(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
+       '--config=' + os.path.join(REPO, 'configs', 'default.py') + ':runlocal',
+       f'--workdir={tmp_path}', '--config.train.bogus_field=3'],
+      capture_output=True, text=True, timeout=120, cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=REPO))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'unknown config field --config.train.bogus_field' in proc.stderr
+  assert 'batch_size' in proc.stderr and 'Traceback' not in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_indivisible_batch_is_a_clear_error(tmp_path):
+  config = tiny_config()
+  config.train.batch_size = 12
+  with pytest.raises(ValueError, match=r'config.train.batch_size=12 is not divisible by the 8 devices'):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(ValueError, match='is not writable'):
+    loop.train_and_evaluate(tiny_config(), str(blocker / 'run'))
+
+
+def test_invalid_values_are_listed_together():
+  config = tiny_config()
+  config.train.label_smoothing = 1.5
+  config.model.num_heads = 3
+  config.optimizer.warmup_steps = 10_000
+  with pytest.raises(configlib.ConfigError) as err:
+    configlib.validate(config)
+  msg = str(err.value)
+  assert 'train.label_smoothing' in msg and 'model.qkv_dim' in msg and 'optimizer.warmup_steps' in msg
+
+
+def _digest(directory):
+  h = hashlib.sha256()
+  for root, _, files in sorted(os.walk(directory)):
+    for f in sorted(files):
+      h.update(f.encode())
+      with open(os.path.join(root, f), 'rb') as fh:
+        h.update(fh.read())
+  return h.hexdigest()
+
+
+def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
+  config = tiny_config()
+  loop.train_and_evaluate(config, str(tmp_path))
+  last = tmp_path / 'checkpoints' / 'last'
+  assert sorted(os.listdir(last)) == ['4', '8']
+  # Damage every array file of the newest checkpoint.
+  for root, _, files in os.walk(last / '8' / 'state'):
+    for f in files:
+      with open(os.path.join(root, f), 'wb') as fh:
+        fh.write(b'garbage')
+  before = {d: _digest(last / d) for d in ('4', '8')}
+  with pytest.raises(ValueError, match=r'checkpoints/last/8 is damaged.*Nothing was deleted'):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert {d: _digest(last / d) for d in ('4', '8')} == before
