@@ -1,5 +1,6 @@
 """Config checks: command-line overrides of unknown fields, and values validated before compiling."""
 
+import importlib.util
 import sys
 from typing import List, Sequence
 
@@ -41,9 +42,7 @@ def flags_parser(argv: Sequence[str], flag_name: str = 'config') -> List[str]:
            if a.startswith(f'--{flag_name}.')]
     config = None
     try:
-      flags.FLAGS.unparse_flags()
-      flags.FLAGS([argv[0]] + [a for a in argv[1:] if not a.startswith(f'--{flag_name}.')])
-      config = getattr(flags.FLAGS, flag_name)
+      config = load_config_file(_flag_value(argv, flag_name))
     except Exception:  # pylint: disable=broad-except
       pass
     if config is not None:
@@ -54,6 +53,24 @@ def flags_parser(argv: Sequence[str], flag_name: str = 'config') -> List[str]:
         sys.exit(2)
     sys.stderr.write(f'bad command line: {e}\n')
     sys.exit(2)
+
+
+def _flag_value(argv: Sequence[str], flag_name: str) -> str:
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith(f'--{flag_name}='):
+      return a.split('=', 1)[1]
+    if a == f'--{flag_name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  raise ValueError(f'--{flag_name} not given')
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:arg]' the way ml_collections' config flag does."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_lmjax_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def _has_path(config, dotted: str) -> bool:
