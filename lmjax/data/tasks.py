@@ -30,6 +30,8 @@ class Task:
     eval_sources: eval source strings (for samples).
     eval_references: eval reference strings, aligned with eval_examples.
     bleu_tokenize: sacreBLEU tokenizer for BLEU/chrF ('13a', 'none', …).
+    label_names: classify: class names (id = index); tag: tag names with index 0 =
+      padding ('<pad>'), real tags from 1. None for seq2seq/lm.
   """
   name: str
   kind: str
@@ -40,11 +42,16 @@ class Task:
   eval_sources: List[str]
   eval_references: List[str]
   bleu_tokenize: str = '13a'
+  label_names: Optional[List[str]] = None
 
   def model_sizes(self) -> Dict[str, int]:
     """Data-dependent model sizes passed to `lmjax.models.build_model`."""
-    sizes = {'target_vocab_size': self.tokenizers['targets'].vocab_size}
-    sizes['vocab_size'] = self.tokenizers.get('inputs', self.tokenizers['targets']).vocab_size
+    sizes = {}
+    if 'targets' in self.tokenizers:
+      sizes['target_vocab_size'] = self.tokenizers['targets'].vocab_size
+    sizes['vocab_size'] = self.tokenizers.get('inputs', self.tokenizers.get('targets')).vocab_size
+    if self.label_names is not None:
+      sizes['num_classes'] = len(self.label_names)
     return sizes
 
   def detokenize(self, ids) -> str:
