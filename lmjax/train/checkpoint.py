@@ -31,7 +31,8 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int, async_save: bool = True):
     """Args: workdir: run directory; keep: how many periodic checkpoints to keep;
     async_save: let Orbax write in the background."""
-    self.directory = os.path.join(workdir, 'checkpoints')
+    # Orbax needs absolute paths; users pass relative --workdir values.
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.last = _manager(os.path.join(self.directory, 'last'), keep, async_save)
     self.best = _manager(os.path.join(self.directory, 'best'), 1, async_save)
 
@@ -106,7 +107,7 @@ def load_params(workdir: str, step: Optional[int] = None, which: str = 'last'):
   Returns:
     (params, step).
   """
-  directory = os.path.join(workdir, 'checkpoints', which)
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints', which)
   manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(create=False))
   step = manager.latest_step() if step is None else step

@@ -121,6 +121,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
     The final eval metrics.
   """
   t0 = time.time()
+  workdir = os.path.abspath(workdir)
   trainer = Trainer(config, workdir)
   cfg = config.train
   writer = reporting.MetricWriter(workdir, enabled=trainer.is_main)
