@@ -56,9 +56,11 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_loss_decreases_and_outputs_are_written(tmp_path):
+def test_loss_decreases_and_outputs_are_written(tmp_path, monkeypatch):
   config = tiny_config(steps=20)
-  loop.train_and_evaluate(config, str(tmp_path))
+  config.train.async_checkpointing = True
+  monkeypatch.chdir(tmp_path.parent)
+  loop.train_and_evaluate(config, tmp_path.name)  # a relative --workdir, as in the README
   train = [r for r in reporting.read_jsonl(str(tmp_path / 'metrics.jsonl')) if r['split'] == 'train']
   assert train[-1]['loss'] < train[0]['loss'] - 0.3
   for name in ('curves.png', 'summary.json', 'config.json', 'tokenizers/vocab.json'):
