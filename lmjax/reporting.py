@@ -113,7 +113,8 @@ def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
     out_path, or None when there is nothing to plot.
   """
   records = read_jsonl(metrics_path)
-  train = [r for r in records if r['split'] == 'train' and 'loss' in r]
+  # NLL, not the training loss: label smoothing shifts the latter, eval has none.
+  train = [r for r in records if r['split'] == 'train' and 'nll' in r]
   evals = [r for r in records if r['split'] == 'eval']
   if not train and not evals:
     return None
@@ -124,12 +125,12 @@ def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
                                                        'perplexity'})
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if train:
-    axes[0].plot([r['step'] for r in train], [r['loss'] for r in train], label='train loss')
-  ev_loss = [r for r in evals if 'loss' in r]
+    axes[0].plot([r['step'] for r in train], [r['nll'] for r in train], label='train NLL')
+  ev_loss = [r for r in evals if 'nll' in r]
   if ev_loss:
-    axes[0].plot([r['step'] for r in ev_loss], [r['loss'] for r in ev_loss], 'o-', label='eval loss')
+    axes[0].plot([r['step'] for r in ev_loss], [r['nll'] for r in ev_loss], 'o-', label='eval NLL')
   axes[0].set_xlabel('step')
-  axes[0].set_ylabel('loss')
+  axes[0].set_ylabel('negative log-likelihood per token')
   axes[0].set_yscale('log')
   axes[0].legend()
   for k in eval_keys:

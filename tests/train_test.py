@@ -185,3 +185,25 @@ def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
   with pytest.raises(ValueError, match=r'checkpoints/last/8 is damaged.*Nothing was deleted'):
     loop.train_and_evaluate(config, str(tmp_path))
   assert {d: _digest(last / d) for d in ('4', '8')} == before
+
+
+def test_keeps_last_k_plus_best(tmp_path):
+  config = tiny_config(steps=8)
+  config.train.checkpoint_every = 2
+  config.train.keep_checkpoints = 2
+  config.train.eval_every = 2
+  config.train.best_metric, config.train.best_mode = 'loss', 'max'  # the first eval stays best
+  loop.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints' / 'last')) == ['6', '8']
+  assert os.listdir(tmp_path / 'checkpoints' / 'best') == ['2']
+
+
+def test_early_stopping(tmp_path):
+  config = tiny_config(steps=20)
+  config.train.eval_every = 2
+  config.train.early_stopping_patience = 2
+  config.train.best_metric, config.train.best_mode = 'loss', 'max'  # loss falls: never "improves"
+  loop.train_and_evaluate(config, str(tmp_path))
+  evals = [r['step'] for r in reporting.read_jsonl(str(tmp_path / 'metrics.jsonl')) if r['split'] == 'eval']
+  assert evals == [2, 4, 6]
+  assert ckpt_lib.load_params(str(tmp_path))[1] == 6
