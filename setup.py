@@ -23,9 +23,10 @@ setuptools.setup(
         'sacrebleu>=2.4,<3',
         'rouge-score>=0.1.2',
         'seqeval>=1.2.2',
+        'sentencepiece>=0.2',
     ],
     extras_require={
-        'test': ['pytest>=8', 'hypothesis>=6.100'],
+        'test': ['pytest>=8', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
     },

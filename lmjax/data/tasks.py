@@ -6,13 +6,16 @@ registry) and returns a `Task`.
 
 import dataclasses
 import os
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import sacrebleu
 
+from lmjax import metrics as metrics_lib
 from lmjax.data import pipeline
+from lmjax.data import sources
 from lmjax.data import synthetic
+from lmjax.data import synthetic_tasks
 from lmjax.data import tokenizers as tok_lib
 
 
@@ -32,6 +35,9 @@ class Task:
     bleu_tokenize: sacreBLEU tokenizer for BLEU/chrF ('13a', 'none', …).
     label_names: classify: class names (id = index); tag: tag names with index 0 =
       padding ('<pad>'), real tags from 1. None for seq2seq/lm.
+    batching: training batching options (`config.task.batching`: mode 'plain' | 'pack'
+      | 'bucket', bucket_lengths, max_tokens); None = plain.
+    decode_metrics: 'bleu' (exact match, BLEU, chrF) or 'rouge' (adds ROUGE-1/2/L).
   """
   name: str
   kind: str
@@ -43,6 +49,25 @@ class Task:
   eval_references: List[str]
   bleu_tokenize: str = '13a'
   label_names: Optional[List[str]] = None
+  batching: Optional[Dict[str, Any]] = None
+  decode_metrics: str = 'bleu'
+
+  def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
+                     process_count: int = 1):
+    """The resumable training-batch iterator for `self.batching` (see pipeline.make_train_iterator).
+
+    Args:
+      global_batch_size: rows per step (plain, pack), or the row multiple of every
+        bucket (bucket mode: rows come from the token budget).
+      seed: shuffling seed.
+      process_index: this host's index.
+      process_count: number of hosts.
+
+    Returns:
+      An iterator of host-local batches with get_state/set_state.
+    """
+    return pipeline.make_train_iterator(self.train_examples, global_batch_size, self.lengths, seed,
+                                        process_index, process_count, self.batching)
 
   def model_sizes(self) -> Dict[str, int]:
     """Data-dependent model sizes passed to `lmjax.models.build_model`."""
@@ -71,7 +96,10 @@ class Task:
     exact = float(np.mean([p == r for p, r in zip(predictions, refs)])) * 100.0
     bleu = sacrebleu.corpus_bleu(predictions, [refs], tokenize=self.bleu_tokenize)
     chrf = sacrebleu.corpus_chrf(predictions, [refs])
-    return {'exact_match': exact, 'bleu': float(bleu.score), 'chrf': float(chrf.score)}
+    out = {'exact_match': exact, 'bleu': float(bleu.score), 'chrf': float(chrf.score)}
+    if self.decode_metrics == 'rouge':
+      out.update(metrics_lib.rouge(predictions, refs))
+    return out
 
 
 def encode_seq2seq(pairs, src_tok, tgt_tok, max_input_length, max_target_length):
@@ -84,17 +112,37 @@ def encode_seq2seq(pairs, src_tok, tgt_tok, max_input_length, max_target_length)
   return out
 
 
-def load_or_build_tokenizer(workdir: Optional[str], name: str,
-                            build: Callable[[], tok_lib.VocabTokenizer]) -> tok_lib.VocabTokenizer:
-  """Reuses WORKDIR/tokenizers/<name>.json when present (resume), else builds and saves it."""
+def load_or_build_tokenizer(workdir: Optional[str], name: str, build: Callable[[], Any],
+                            options: Optional[Mapping[str, Any]] = None):
+  """Reuses WORKDIR/tokenizers/<name>.json when present (resume), else builds and saves it.
+
+  Args:
+    workdir: run directory (None: build, do not cache).
+    name: file stem.
+    build: makes the tokenizer.
+    options: the settings it is built with; a cached tokenizer built with other settings
+      (e.g. another vocab_size) is an error.
+
+  Returns:
+    The tokenizer.
+  """
   if workdir is None:
     return build()
   path = os.path.join(workdir, 'tokenizers', f'{name}.json')
   if os.path.exists(path):
-    return tok_lib.VocabTokenizer.load(path)
+    tokenizer = tok_lib.load(path)
+    saved = getattr(tokenizer, 'options', {})
+    if options is not None and saved != dict(options):
+      diff = {k: (saved.get(k), v) for k, v in dict(options).items() if saved.get(k) != v}
+      raise sources.DataError(
+          f'{path} was built with other tokenizer settings than config.task.tokenizer '
+          f'({", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())}): '
+          'use a fresh --workdir, or delete the file to rebuild it (the checkpoints in this '
+          'workdir were trained with the old vocabulary)')
+    return tokenizer
   tokenizer = build()
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tokenizer.save(path)
+  tokenizer.save(path, options)
   return tokenizer
 
 
@@ -116,9 +164,272 @@ def synthetic_dates(cfg: Mapping, workdir: Optional[str]) -> Task:
               bleu_tokenize='none')
 
 
+# ---------------------------------------------------------------------------------------
+# Generic tasks driven by config.task: a source (local files or TFDS), a tokenizer
+# (sentencepiece / word / char, trained on the training split and cached in the
+# workdir), length handling and a batching mode. See configs/multi30k_transformer.py.
+
+
+def _path(cfg: Mapping, name: str) -> str:
+  return os.path.join(cfg['data_dir'], name) if cfg['data_dir'] else name
+
+
+def _read_split(cfg: Mapping, split: str):
+  """Raw records of one split ('train' or 'eval') for the configured source type."""
+  src = cfg['source']
+  kind, errors = src['type'], src['encoding_errors']
+  files = [_path(cfg, f) for f in src[f'{split}_files']]
+  if kind == 'tfds':
+    return sources.tfds_examples(src['tfds_name'], src[f'{split}_split'], src['tfds_data_dir'] or None,
+                                 src[f'max_{split}_examples'])
+  if not files:
+    raise ValueError(f'config.task.source.{split}_files is empty: list the {split} file(s)')
+  if kind == 'parallel':
+    if len(files) != 2:
+      raise ValueError(f'config.task.source.{split}_files needs 2 files (source, target) for '
+                       f"type='parallel', got {files}")
+    return sources.parallel_text(files[0], files[1], errors)
+  if kind == 'monolingual':
+    return [t for f in files for t in sources.monolingual_text(
+        f, 'document' if src['lm_mode'] == 'stream' else 'line', errors)]
+  if kind == 'tsv':
+    return [r for f in files for r in sources.tsv(f, list(src['labels']), src['num_text_columns'],
+                                                   'auto', errors)]
+  if kind == 'labeled_lines':
+    return [r for f in files for r in sources.labeled_lines(f, list(src['labels']), errors)]
+  if kind == 'conll':
+    return [r for f in files for r in sources.conll(f, errors=errors)]
+  if kind == 'summaries':
+    return [r for f in files for r in sources.summaries(f, errors=errors)]
+  raise ValueError(f"config.task.source.type={kind!r} is not one of 'tfds', 'parallel', "
+                   "'monolingual', 'tsv', 'labeled_lines', 'conll', 'summaries'")
+
+
+def _limit(records: List, n: int) -> List:
+  return records[:n] if n else records
+
+
+def _tokenizer_options(cfg: Mapping) -> Dict:
+  t = cfg['tokenizer']
+  opts = {'type': t['type'], 'vocab_size': t['vocab_size'], 'lowercase': t['lowercase']}
+  if t['type'] == 'sentencepiece':
+    opts.update(model_type=t['model_type'], character_coverage=t['character_coverage'],
+                max_sentences=t['max_sentences'])
+  else:
+    opts.update(min_count=t['min_count'])
+  return opts
+
+
+def _tokenizers(cfg: Mapping, workdir: Optional[str], texts: Mapping[str, List[str]],
+                seed: int) -> Dict[str, Any]:
+  """Feature → tokenizer; one shared vocabulary or one per feature (config.task.tokenizer.shared)."""
+  opts = _tokenizer_options(cfg)
+  if cfg['tokenizer']['shared'] or len(texts) == 1:
+    all_texts = [t for v in texts.values() for t in v]
+    tok = load_or_build_tokenizer(workdir, 'vocab', lambda: tok_lib.build(all_texts, opts, seed), opts)
+    return {k: tok for k in texts}
+  return {k: load_or_build_tokenizer(workdir, f'{k}_vocab', lambda v=v: tok_lib.build(v, opts, seed),
+                                     opts) for k, v in texts.items()}
+
+
+def _lower(cfg: Mapping, text: str) -> str:
+  return text.lower() if cfg['tokenizer']['lowercase'] else text
+
+
+def _fit(examples: List[pipeline.Example], lengths: Mapping[str, int], how: str) -> List:
+  if how == 'filter':
+    return pipeline.filter_by_length(examples, lengths)
+  if how == 'truncate':
+    return pipeline.truncate(examples, lengths)
+  raise ValueError(f"config.task.length_handling must be 'truncate' or 'filter', got {how!r}")
+
+
+def _seq2seq_pairs(cfg: Mapping, records) -> List[Tuple[str, str]]:
+  src = cfg['source']
+  if src['type'] == 'tfds':
+    return [(r[src['input_key']], r[src['target_key']]) for r in records]
+  if src['type'] == 'summaries':
+    return [(r['document'], r['summary']) for r in records]
+  if src['type'] == 'parallel':
+    return records
+  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a seq2seq task "
+                   "(use 'parallel', 'summaries' or 'tfds')")
+
+
+def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """Translation or summarization from parallel files, AESLC-style documents or TFDS."""
+  train = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'train'), cfg['source']['max_train_examples']))
+  evals = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'eval'), cfg['source']['max_eval_examples']))
+  train = [(_lower(cfg, s), _lower(cfg, t)) for s, t in train]
+  evals = [(_lower(cfg, s), _lower(cfg, t)) for s, t in evals]
+  toks = _tokenizers(cfg, workdir, {'inputs': [s for s, _ in train], 'targets': [t for _, t in train]},
+                     cfg['tokenizer_seed'])
+  lengths = {'inputs': cfg['max_input_length'], 'targets': cfg['max_target_length']}
+  enc = lambda pairs, n_in, n_tgt: encode_seq2seq(pairs, toks['inputs'], toks['targets'], n_in, n_tgt)
+  big = 1 << 30  # filter on the full length, then cut nothing
+  train_ex = enc(train, big, big)
+  train_ex = _fit(train_ex, lengths, cfg['length_handling'])
+  if not train_ex:
+    raise ValueError('no training example fits config.task.max_input_length/max_target_length')
+  return Task(name=cfg['name'], kind='seq2seq', tokenizers=toks, lengths=lengths,
+              train_examples=train_ex, eval_examples=enc(evals, lengths['inputs'], lengths['targets']),
+              eval_sources=[s for s, _ in evals], eval_references=[t for _, t in evals],
+              bleu_tokenize=cfg['bleu_tokenize'], batching=dict(cfg['batching']),
+              decode_metrics=cfg['decode_metrics'])
+
+
+def _lm_texts(cfg: Mapping, records) -> List[str]:
+  src = cfg['source']
+  if src['type'] == 'tfds':
+    return [r[src['target_key']] for r in records]
+  return records
+
+
+def _stream_chunks(ids: List[int], length: int) -> List[pipeline.Example]:
+  """Cuts a token stream into rows of `length` (the remainder is a shorter last row)."""
+  return [{'targets': np.asarray(ids[s:s + length], np.int32)} for s in range(0, len(ids), length)]
+
+
+def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """Language modelling on lines (one example each, EOS-terminated) or a token stream.
+
+  lm_mode 'line': each line is an example (packing recommended for the Transformer).
+  lm_mode 'stream': the text is one stream cut into rows of max_target_length (no EOS
+  is added; word-level streams get an EOS between lines as the sentence separator).
+  With no eval files, the last `eval_fraction` of the (stream) training text is the eval split.
+  """
+  src = cfg['source']
+  train = _lm_texts(cfg, _limit(_read_split(cfg, 'train'), src['max_train_examples']))
+  if src['train_files'] and not src['eval_files'] and src['type'] != 'tfds':
+    if src['lm_mode'] != 'stream' or len(train) != 1:
+      raise ValueError('config.task.source.eval_files is empty: an eval split carved from the '
+                       "training text needs lm_mode='stream' and one training file")
+    cut = int(len(train[0]) * (1 - src['eval_fraction']))
+    train, evals = [train[0][:cut]], [train[0][cut:]]
+  else:
+    evals = _lm_texts(cfg, _limit(_read_split(cfg, 'eval'), src['max_eval_examples']))
+  train = [_lower(cfg, t) for t in train]
+  evals = [_lower(cfg, t) for t in evals]
+  length = cfg['max_target_length']
+  tok_texts = train if src['lm_mode'] != 'stream' or cfg['tokenizer']['type'] == 'char' else \
+      [l for t in train for l in t.split('\n')]
+  tok = _tokenizers(cfg, workdir, {'targets': tok_texts}, cfg['tokenizer_seed'])['targets']
+
+  def encode(texts: List[str], fit: str) -> List[pipeline.Example]:
+    if src['lm_mode'] == 'stream':
+      ids = []
+      for t in texts:
+        if cfg['tokenizer']['type'] == 'char':
+          ids.extend(tok.encode(t))
+        else:
+          for line in t.split('\n'):
+            if line.strip():
+              ids.extend(tok.encode(line) + [tok_lib.EOS_ID])
+      return _stream_chunks(ids, length)
+    out = [{'targets': np.asarray(tok.encode(t) + [tok_lib.EOS_ID], np.int32)} for t in texts]
+    return _fit(out, {'targets': length}, fit)
+
+  train_ex = encode(train, cfg['length_handling'])
+  eval_ex = encode(evals, 'truncate')
+  return Task(name=cfg['name'], kind='lm', tokenizers={'targets': tok},
+              lengths={'targets': length}, train_examples=train_ex, eval_examples=eval_ex,
+              eval_sources=[''] * len(eval_ex),
+              eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
+              batching=dict(cfg['batching']))
+
+
+def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
+  src = cfg['source']
+  labels = list(src['labels'])
+  if src['type'] == 'tfds':
+    rows = []
+    for i, r in enumerate(records):
+      label = int(r[src['label_key']])
+      if not 0 <= label < len(labels):
+        raise sources.DataError(f"TFDS {src['tfds_name']} example {i}: label {label} is outside "
+                                f'the configured label set {labels} (config.task.source.labels)')
+      rows.append((r[src['input_key']], label))
+    return rows
+  if src['type'] in ('tsv', 'labeled_lines'):
+    return [(' ||| '.join(texts), label) for texts, label in records]
+  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a classify task "
+                   "(use 'tsv', 'labeled_lines' or 'tfds')")
+
+
+def text_classify(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """Sentence(-pair) classification from TSV, `label text` lines or TFDS."""
+  src = cfg['source']
+  train = _classify_rows(cfg, _limit(_read_split(cfg, 'train'), src['max_train_examples']))
+  evals = _classify_rows(cfg, _limit(_read_split(cfg, 'eval'), src['max_eval_examples']))
+  tok = _tokenizers(cfg, workdir, {'inputs': [_lower(cfg, t) for t, _ in train]},
+                    cfg['tokenizer_seed'])['inputs']
+  n = cfg['max_input_length']
+
+  def encode(rows, fit):
+    out = [{'inputs': np.asarray(tok.encode(_lower(cfg, t)) or [tok_lib.UNK_ID], np.int32),
+            'label': np.int32(y)} for t, y in rows]
+    return _fit(out, {'inputs': n}, fit)
+
+  names = list(src['label_names'] or src['labels'])
+  return Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok}, lengths={'inputs': n},
+              train_examples=encode(train, cfg['length_handling']),
+              eval_examples=encode(evals, 'truncate'), eval_sources=[t for t, _ in evals],
+              eval_references=[names[y] for _, y in evals], label_names=names,
+              batching=dict(cfg['batching']))
+
+
+def text_tag(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """Sequence tagging (e.g. NER) from CoNLL files: one word-level id and one tag per token.
+
+  Tag ids: 0 = padding, real tags from 1 in the order of config.task.source.labels
+  (or, when that is empty, sorted tags of the training split).
+  """
+  src = cfg['source']
+  if src['type'] != 'conll':
+    raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a tag task (use 'conll')")
+  if cfg['tokenizer']['type'] != 'word':
+    raise ValueError("tag tasks need config.task.tokenizer.type='word' (one id per token)")
+  train = _limit(_read_split(cfg, 'train'), src['max_train_examples'])
+  evals = _limit(_read_split(cfg, 'eval'), src['max_eval_examples'])
+  tags = list(src['labels']) or sorted({t for _, ts in train for t in ts})
+  names = [tok_lib.PAD] + tags
+  ids = {t: i for i, t in enumerate(names)}
+  tok = _tokenizers(cfg, workdir, {'inputs': [' '.join(_lower(cfg, w) for w in ws) for ws, _ in train]},
+                    cfg['tokenizer_seed'])['inputs']
+  n = cfg['max_input_length']
+  files = {'train': src['train_files'], 'eval': src['eval_files']}
+
+  def encode(sentences, fit, split):
+    out = []
+    for i, (words, ts) in enumerate(sentences):
+      bad = [t for t in ts if t not in ids]
+      if bad:
+        raise sources.DataError(f'{files[split]}: sentence {i + 1} has tag {bad[0]!r}, not in the '
+                                f'label set {tags} (config.task.source.labels)')
+      word_ids = [tok._ids.get(_lower(cfg, w), tok_lib.UNK_ID) for w in words]  # one id per token
+      out.append({'inputs': np.asarray(word_ids, np.int32),
+                  'tags': np.asarray([ids[t] for t in ts], np.int32)})
+    return _fit(out, {'inputs': n, 'tags': n}, fit)
+
+  return Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok},
+              lengths={'inputs': n, 'tags': n},
+              train_examples=encode(train, cfg['length_handling'], 'train'),
+              eval_examples=encode(evals, 'truncate', 'eval'),
+              eval_sources=[' '.join(ws) for ws, _ in evals],
+              eval_references=[' '.join(ts) for _, ts in evals], label_names=names,
+              batching=dict(cfg['batching']))
+
+
 # Task name → builder(config.task, workdir). Every task is listed here.
 TASKS: Dict[str, Callable[[Mapping, Optional[str]], Task]] = {
     'synthetic_dates': synthetic_dates,
+    'synthetic_dates_lm': synthetic_tasks.synthetic_dates_lm,
+    'synthetic_dates_classify': synthetic_tasks.synthetic_dates_classify,
+    'synthetic_dates_tag': synthetic_tasks.synthetic_dates_tag,
+    'text_seq2seq': text_seq2seq,
+    'text_lm': text_lm,
+    'text_classify': text_classify,
+    'text_tag': text_tag,
 }
 
 

@@ -1,13 +1,28 @@
-"""Tokenizers. Ids 0 = padding, 1 = EOS, 2 = unknown; real tokens from 3."""
+"""Tokenizers. Ids 0 = padding, 1 = EOS, 2 = unknown; real tokens from 3.
 
+Every tokenizer has the same interface: `encode(text) -> ids` (no EOS), `decode(ids)`
+(stops at EOS, skips padding), `vocab_size`, `save(path)` and `load(path)`. Files are
+JSON with a 'type' field; `load(path)` reads any of them.
+"""
+
+import base64
 import collections
 import json
 import os
-from typing import Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 PAD, EOS, UNK = '<pad>', '</s>', '<unk>'
 SPECIALS = (PAD, EOS, UNK)
 EOS_ID, UNK_ID = 1, 2
+
+
+def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(data, f, ensure_ascii=False)
+  os.replace(tmp, path)
 
 
 class VocabTokenizer:
@@ -69,19 +84,141 @@ class VocabTokenizer:
         out.append(self.tokens[i] if i < len(self.tokens) else UNK)
     return (' ' if self.level == 'word' else '').join(out)
 
-  def save(self, path: str) -> None:
-    """Writes the vocabulary as JSON, atomically (write to a temp file, then rename)."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump({'type': 'vocab', 'level': self.level, 'tokens': self.tokens}, f, ensure_ascii=False)
-    os.replace(tmp, path)
+  def save(self, path: str, options: Optional[Mapping[str, Any]] = None) -> None:
+    """Writes the vocabulary as JSON, atomically (write to a temp file, then rename).
+
+    Args:
+      path: output file.
+      options: the settings it was built with (checked against the config on resume).
+    """
+    _write_json_atomic(path, {'type': 'vocab', 'level': self.level, 'tokens': self.tokens,
+                              'options': dict(options or {})})
 
   @classmethod
   def load(cls, path: str) -> 'VocabTokenizer':
     """Reads a vocabulary written by `save`."""
-    try:
-      with open(path, encoding='utf-8') as f:
-        data = json.load(f)
-      return cls(data['tokens'], data['level'])
-    except (OSError, ValueError, KeyError) as e:
-      raise ValueError(f'tokenizer file {path} is unreadable ({e}); delete it to rebuild it') from e
+    tokenizer = load(path)
+    if not isinstance(tokenizer, cls):
+      raise ValueError(f'tokenizer file {path} is not a word/char vocabulary')
+    return tokenizer
+
+
+class SentencePieceTokenizer:
+  """SentencePiece (unigram or BPE) subwords with ids 0 = pad, 1 = EOS, 2 = unk.
+
+  Attributes:
+    model_proto: the serialized SentencePiece model.
+  """
+
+  def __init__(self, model_proto: bytes):
+    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+    self.model_proto = model_proto
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (0, EOS_ID, UNK_ID):
+      raise ValueError('SentencePiece model must have pad_id=0, eos_id=1, unk_id=2')
+
+  @classmethod
+  def train(cls, texts: Sequence[str], vocab_size: int, model_type: str = 'unigram',
+            character_coverage: float = 1.0, max_sentences: int = 1_000_000, seed: int = 0,
+            max_sentence_length: int = 16384) -> 'SentencePieceTokenizer':
+    """Trains a model on `texts` (a deterministic sample of at most `max_sentences`).
+
+    Args:
+      texts: training sentences.
+      vocab_size: vocabulary size including pad/EOS/unk (a soft limit on tiny corpora).
+      model_type: 'unigram' or 'bpe'.
+      character_coverage: fraction of characters covered by the vocabulary (1.0 for
+        small alphabets, ~0.9995 for CJK).
+      max_sentences: sampled training-corpus size (0 = all).
+      seed: sampling seed.
+      max_sentence_length: longer sentences (bytes) are skipped by the trainer.
+
+    Returns:
+      The tokenizer.
+    """
+    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+    if model_type not in ('unigram', 'bpe'):
+      raise ValueError(f"sentencepiece model_type must be 'unigram' or 'bpe', got {model_type!r}")
+    texts = [t for t in texts if t.strip()]
+    if max_sentences and len(texts) > max_sentences:
+      idx = np.sort(np.random.default_rng(seed).choice(len(texts), max_sentences, replace=False))
+      texts = [texts[i] for i in idx]
+    model = __import__('io').BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        model_type=model_type, character_coverage=character_coverage, pad_id=0, eos_id=EOS_ID,
+        unk_id=UNK_ID, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+        hard_vocab_limit=False, input_sentence_size=0, num_threads=1,
+        max_sentence_length=max_sentence_length, normalization_rule_name='identity',
+        minloglevel=2)
+    return cls(model.getvalue())
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, text: str) -> List[int]:
+    """Text → ids (no EOS)."""
+    return self._sp.encode(text)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Ids → text, stopping at EOS and skipping padding."""
+    out = []
+    for i in ids:
+      i = int(i)
+      if i == EOS_ID:
+        break
+      if i > EOS_ID:
+        out.append(i if i < self.vocab_size else UNK_ID)
+    return self._sp.decode(out)
+
+  def save(self, path: str, options: Optional[Mapping[str, Any]] = None) -> None:
+    """Writes the model (base64 inside JSON), atomically."""
+    _write_json_atomic(path, {'type': 'sentencepiece', 'options': dict(options or {}),
+                              'model': base64.b64encode(self.model_proto).decode('ascii')})
+
+  @classmethod
+  def load(cls, path: str) -> 'SentencePieceTokenizer':
+    return load(path)
+
+
+def load(path: str):
+  """Reads any tokenizer written by a `save` method.
+
+  Returns:
+    The tokenizer; its build options are in `tokenizer.options`.
+  """
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+    if data.get('type', 'vocab') == 'sentencepiece':
+      tokenizer = SentencePieceTokenizer(base64.b64decode(data['model']))
+    else:
+      tokenizer = VocabTokenizer(data['tokens'], data['level'])
+  except (OSError, ValueError, KeyError, RuntimeError) as e:
+    raise ValueError(f'tokenizer file {path} is unreadable ({e}); delete it to rebuild it') from e
+  tokenizer.options = data.get('options', {})
+  return tokenizer
+
+
+def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
+  """Builds a tokenizer from training texts.
+
+  Args:
+    texts: training sentences (or documents).
+    options: 'type' ('sentencepiece' | 'word' | 'char') and its settings: vocab_size,
+      model_type, character_coverage, max_sentences (sentencepiece); min_count,
+      vocab_size (0 = no cap) (word/char).
+    seed: sampling seed for sentencepiece.
+
+  Returns:
+    The tokenizer.
+  """
+  kind = options['type']
+  if kind == 'sentencepiece':
+    return SentencePieceTokenizer.train(
+        texts, options['vocab_size'], options['model_type'], options['character_coverage'],
+        options['max_sentences'], seed)
+  if kind in ('word', 'char'):
+    return VocabTokenizer.build(texts, kind, options['min_count'], options['vocab_size'])
+  raise ValueError(f"tokenizer type must be 'sentencepiece', 'word' or 'char', got {kind!r}")

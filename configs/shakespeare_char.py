@@ -1,0 +1,64 @@
+r"""Character-level decoder-only Transformer on tiny Shakespeare (nanoGPT's shakespeare_char).
+
+    python experiments/train.py --config=configs/shakespeare_char.py:/path/to/data --workdir=workdirs/shakespeare
+
+The argument is the data directory holding `tinyshakespeare/input.txt`; add `,runlocal`
+for a smoke test. As nanoGPT: the first 90% of characters train, the last 10% evaluate;
+the text is one stream cut into 256-character rows. Model = nanoGPT's small CPU config
+(4 layers, 4 heads, d 128; its val loss is about 1.88 after 2000 iterations).
+"""
+
+import ml_collections
+
+from configs import default
+from configs import text_task
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Returns the config; `arg` = 'DATA_DIR[,runlocal]'."""
+  data_dir, options, _ = text_task.parse_arg(arg)
+  c = default.get_config()
+  c.task = text_task.task_config('text_lm', data_dir)
+  c.task.source.type = 'monolingual'
+  c.task.source.train_files = ['tinyshakespeare/input.txt']
+  # No eval file: the last eval_fraction of the characters.
+  c.task.source.eval_files = []
+  c.task.source.lm_mode = 'stream'
+  c.task.source.eval_fraction = 0.1
+  c.task.max_target_length = 256
+  c.task.tokenizer.type = 'char'
+  c.task.tokenizer.vocab_size = 0
+  c.task.batching.mode = 'plain'
+
+  c.model.kind = 'decoder'
+  c.model.share_embeddings = True
+  c.model.tie_output = True
+  c.model.emb_dim = c.model.qkv_dim = 128
+  c.model.mlp_dim = 512
+  c.model.num_heads = 4
+  c.model.num_encoder_layers = 0
+  c.model.num_decoder_layers = 4
+  c.model.max_len = 256
+  c.model.dropout_rate = 0.1
+  c.model.position = 'learned'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
+  c.optimizer.b2 = 0.99
+  c.optimizer.weight_decay = 0.1
+  c.train.batch_size = 32
+  c.train.num_train_steps = 2000
+  c.train.label_smoothing = 0.0
+  c.train.eval_every = c.train.checkpoint_every = 250
+  c.train.best_metric = 'loss'
+  c.train.best_mode = 'min'
+  c.eval.batch_size = 64
+  if 'runlocal' in options:
+    c.task.max_target_length = c.model.max_len = 64
+    c.model.emb_dim = c.model.qkv_dim = 32
+    c.model.mlp_dim = 64
+    c.model.num_decoder_layers = 1
+    c.optimizer.warmup_steps = 5
+    c.train.num_train_steps, c.train.log_every = 20, 5
+    c.train.eval_every = c.train.checkpoint_every = 10
+    c.train.batch_size, c.eval.batch_size = 16, 64
+  return c

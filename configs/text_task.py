@@ -1,0 +1,120 @@
+r"""Shared pieces of the real-data configs: the generic `config.task` and argument parsing.
+
+Not a runnable config itself; see e.g. configs/multi30k_transformer.py, which runs as
+
+    python experiments/train.py --config=configs/multi30k_transformer.py:/path/to/data --workdir=workdirs/m30k
+"""
+
+from typing import Dict, Set, Tuple
+
+import ml_collections
+
+
+def parse_arg(arg: str) -> Tuple[str, Set[str], Dict[str, str]]:
+  """'DATA_DIR[,runlocal]' or 'data_dir=DATA_DIR,runlocal' → (data_dir, flags, key=values)."""
+  data_dir, flags, values = '', set(), {}
+  for item in (arg or '').split(','):
+    if not item:
+      continue
+    if '=' in item:
+      key, value = item.split('=', 1)
+      values[key] = value
+    elif '/' in item or item.startswith('.') or item.startswith('~'):
+      data_dir = item
+    else:
+      flags.add(item)
+  return values.pop('data_dir', data_dir), flags, values
+
+
+def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
+  """The generic task section (lmjax.data.tasks text_* builders) with every field.
+
+  Args:
+    name: 'text_seq2seq', 'text_lm', 'text_classify' or 'text_tag'.
+    data_dir: directory the file names are relative to ('' = as given).
+
+  Returns:
+    config.task; the caller sets the source files and sizes.
+  """
+  t = ml_collections.ConfigDict()
+  # Registered task name (lmjax.data.tasks.TASKS).
+  t.name = name
+  # Directory that source.train_files / eval_files are relative to (the config argument).
+  t.data_dir = data_dir
+  # Static source length (tokens) for seq2seq / classify / tag.
+  t.max_input_length = 64
+  # Static target length (tokens, EOS included) for seq2seq / lm.
+  t.max_target_length = 64
+  # Training examples longer than the lengths: 'truncate' or 'filter' (eval always truncates).
+  t.length_handling = 'truncate'
+  # sacreBLEU tokenizer for BLEU ('13a'; 'none' for pre-tokenized text such as Multi30k tok/).
+  t.bleu_tokenize = '13a'
+  # Decode metrics for seq2seq: 'bleu' (exact match, BLEU, chrF) or 'rouge' (adds ROUGE).
+  t.decode_metrics = 'bleu'
+  # Seed of the tokenizer's training-corpus sample.
+  t.tokenizer_seed = 0
+
+  t.source = ml_collections.ConfigDict()
+  # 'parallel' | 'monolingual' | 'tsv' | 'labeled_lines' | 'conll' | 'summaries' | 'tfds'.
+  t.source.type = 'parallel'
+  # Training files relative to data_dir (parallel: [source, target]; .gz allowed).
+  t.source.train_files = []
+  # Eval files (lm with lm_mode='stream': empty = last eval_fraction of the training text).
+  t.source.eval_files = []
+  # Undecodable bytes: 'strict' (error naming file and line) or 'replace' (U+FFFD).
+  t.source.encoding_errors = 'strict'
+  # LM: 'line' (one example per line + EOS) or 'stream' (the text cut into fixed rows).
+  t.source.lm_mode = 'line'
+  # LM stream without eval files: fraction of the training text held out for eval.
+  t.source.eval_fraction = 0.1
+  # Classify: label strings as they appear in the data (id = index); tag: tag set ([] = from train).
+  t.source.labels = []
+  # Classify: display names of the labels ([] = the label strings).
+  t.source.label_names = []
+  # TSV: text columns before the label column (1, or 2 for sentence pairs).
+  t.source.num_text_columns = 1
+  # TFDS dataset name, e.g. 'wmt14_translate/de-en' (type='tfds').
+  t.source.tfds_name = ''
+  # TFDS data directory ('' = the TFDS default, ~/tensorflow_datasets).
+  t.source.tfds_data_dir = ''
+  # TFDS training split.
+  t.source.train_split = 'train'
+  # TFDS eval split.
+  t.source.eval_split = 'validation'
+  # TFDS feature with the source text (seq2seq, classify).
+  t.source.input_key = 'inputs'
+  # TFDS feature with the target text (seq2seq, lm).
+  t.source.target_key = 'targets'
+  # TFDS feature with the integer label (classify).
+  t.source.label_key = 'label'
+  # Keep at most this many training examples (0 = all).
+  t.source.max_train_examples = 0
+  # Keep at most this many eval examples (0 = all).
+  t.source.max_eval_examples = 0
+
+  t.tokenizer = ml_collections.ConfigDict()
+  # 'sentencepiece' (trained on the training split), 'word' or 'char'.
+  t.tokenizer.type = 'sentencepiece'
+  # Vocabulary size incl. pad/EOS/unk (sentencepiece: target size; word/char: cap, 0 = none).
+  t.tokenizer.vocab_size = 8000
+  # SentencePiece model: 'unigram' or 'bpe'.
+  t.tokenizer.model_type = 'unigram'
+  # SentencePiece character coverage (1.0 for small alphabets).
+  t.tokenizer.character_coverage = 1.0
+  # SentencePiece training-corpus sample size (sentences; 0 = all).
+  t.tokenizer.max_sentences = 1_000_000
+  # Word/char: minimum count to get an id (rarer tokens → <unk>).
+  t.tokenizer.min_count = 1
+  # Lowercase all text before tokenizing.
+  t.tokenizer.lowercase = False
+  # One vocabulary for source and target (seq2seq).
+  t.tokenizer.shared = True
+
+  t.batching = ml_collections.ConfigDict()
+  # 'plain' (one example per row), 'pack' (several per row; Transformer only) or 'bucket'.
+  t.batching.mode = 'plain'
+  # Bucket mode: allowed row lengths (the largest must hold every training example).
+  t.batching.bucket_lengths = [16, 32, 64]
+  # Bucket mode: token budget per global batch (rows × length ≤ max_tokens).
+  t.batching.max_tokens = 4096
+  return t

@@ -1,0 +1,83 @@
+r"""BiLSTM-CRF named-entity tagger on WNUT-17 (emerging and rare entities, BIO, 6 types).
+
+    python experiments/train.py --config=configs/wnut17_bilstm_crf.py:/path/to/data --workdir=workdirs/wnut17
+
+The argument is the data directory holding `wnut17/{wnut17train.conll,emerging.dev.conll}`;
+add `,runlocal` for a smoke test. Reference test entity F1: 40.42 (SJTU-Adapt BiLSTM-CRF),
+41.86 (UH-RiTUAL), both with pretrained embeddings and character features.
+"""
+
+import ml_collections
+
+from configs import default
+from configs import text_task
+
+TYPES = ('corporation', 'creative-work', 'group', 'location', 'person', 'product')
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Returns the config; `arg` = 'DATA_DIR[,runlocal]'."""
+  data_dir, options, _ = text_task.parse_arg(arg)
+  c = default.get_config()
+  c.task = text_task.task_config('text_tag', data_dir)
+  c.task.source.type = 'conll'
+  c.task.source.train_files = ['wnut17/wnut17train.conll']
+  c.task.source.eval_files = ['wnut17/emerging.dev.conll']
+  # Tag set (ids 1..13; 0 is padding).
+  c.task.source.labels = ['O'] + [f'{p}-{t}' for t in TYPES for p in ('B', 'I')]
+  c.task.max_input_length = 64
+  c.task.tokenizer.type = 'word'
+  c.task.tokenizer.vocab_size = 0
+  c.task.tokenizer.min_count = 2
+  c.task.tokenizer.lowercase = True
+  c.task.batching.mode = 'plain'
+
+  c.model = ml_collections.ConfigDict()
+  # Model family and kind.
+  c.model.family = 'lstm'
+  c.model.kind = 'encoder'
+  # Embedding width.
+  c.model.emb_dim = 100
+  # LSTM width per direction.
+  c.model.hidden_dim = 128
+  # Encoder layers.
+  c.model.num_layers = 1
+  # Unused by the encoder.
+  c.model.num_decoder_layers = 1
+  # Dropout on embeddings and before the emissions.
+  c.model.dropout_rate = 0.5
+  # Bidirectional encoder.
+  c.model.bidirectional = True
+  # Unused by the encoder.
+  c.model.attention = 'none'
+  # Unused by the encoder.
+  c.model.input_feeding = False
+  # Unused by the encoder.
+  c.model.tie_output = False
+  # Unused by the encoder.
+  c.model.share_embeddings = True
+  # Unused by the tagger.
+  c.model.pooling = 'last'
+  # Linear-chain CRF over the tag emissions.
+  c.model.use_crf = True
+  # Tagging head.
+  c.model.head = 'tag'
+  # Computation dtype.
+  c.model.dtype = 'float32'
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 100
+  c.train.batch_size = 32
+  c.train.num_train_steps = 3000
+  c.train.label_smoothing = 0.0
+  c.train.eval_every = c.train.checkpoint_every = 250
+  c.train.best_metric = 'loss'
+  c.train.best_mode = 'min'
+  c.eval.batch_size = 256
+  if 'runlocal' in options:
+    c.task.source.max_train_examples, c.task.source.max_eval_examples = 500, 64
+    c.model.emb_dim = c.model.hidden_dim = 32
+    c.optimizer.warmup_steps = 5
+    c.train.num_train_steps, c.train.log_every = 20, 5
+    c.train.eval_every = c.train.checkpoint_every = 10
+    c.train.batch_size, c.eval.batch_size = 16, 64
+  return c

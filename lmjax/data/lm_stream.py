@@ -1,0 +1,128 @@
+"""Token-stream batching for stateful truncated-BPTT language models (Zaremba et al., 2014).
+
+The classic layout: the token stream is cut into B contiguous rows, and batch t holds
+the t-th window of T tokens of every row,
+
+    stream  a b c d e f g h i j k l m n o p q r s t u v w x      (B = 2, T = 3)
+    rows    a b c d e f g h i j k l  |  m n o p q r s t u v w x
+    batch 0 [a b c] [m n o]    batch 1 [d e f] [p q r]    batch 2 ...
+
+so row i of batch t+1 continues row i of batch t and the LSTM state can be carried
+over. Every batch also has `reset` (B,) int32: 1 on the first window of an epoch,
+where the carried state must restart from zeros.
+"""
+
+from typing import Dict, Iterator, List, Mapping
+
+import numpy as np
+
+Batch = Dict[str, np.ndarray]
+
+
+def concat_stream(examples: List[Mapping[str, np.ndarray]], key: str = 'targets') -> np.ndarray:
+  """The examples' `key` sequences (padding-free, EOS-terminated) as one int32 stream."""
+  if not examples:
+    return np.zeros((0,), np.int32)
+  return np.concatenate([np.asarray(ex[key], np.int32) for ex in examples])
+
+
+class LMStreamIterator:
+  """Endless training batches of consecutive windows, exactly resumable from `get_state()`.
+
+  Each epoch starts the rows at an offset in [0, T) drawn from (seed, epoch), so the
+  window boundaries move between epochs; the tokens after the last full window of
+  each row are left out of that epoch. Every process takes its own contiguous block
+  of rows (rows are streams, so the global batch is the same for any host count).
+  """
+
+  def __init__(self, stream: np.ndarray, global_batch_size: int, seq_len: int, seed: int,
+               process_index: int = 0, process_count: int = 1):
+    """Args:
+      stream: (N,) int32 token stream.
+      global_batch_size: rows B over all processes.
+      seq_len: window length T (config.task.max_target_length).
+      seed: seed of the per-epoch offsets.
+      process_index: this host's index.
+      process_count: number of hosts (must divide B).
+
+    Raises:
+      ValueError: B not divisible by the process count, or a stream too short for one window.
+    """
+    if global_batch_size % process_count:
+      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
+                       f'the number of processes ({process_count})')
+    self.stream = np.asarray(stream, np.int32)
+    self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    self.row_len = (len(self.stream) - (seq_len - 1)) // global_batch_size
+    if self.row_len < seq_len:
+      raise ValueError(
+          f'the training stream has {len(self.stream)} tokens: too short for '
+          f'config.train.batch_size={global_batch_size} rows of at least one '
+          f'config.task.max_target_length={seq_len} window (needs '
+          f'{global_batch_size * seq_len + seq_len - 1}); use fewer rows or shorter windows')
+    self.epoch, self.index = 0, 0
+
+  @property
+  def batches_per_epoch(self) -> int:
+    return self.row_len // self.seq_len
+
+  def _offset(self) -> int:
+    return int(np.random.default_rng([self.seed, self.epoch]).integers(self.seq_len))
+
+  def __iter__(self) -> Iterator[Batch]:
+    return self
+
+  def __next__(self) -> Batch:
+    if self.index >= self.batches_per_epoch:
+      self.epoch, self.index = self.epoch + 1, 0
+    first_row = self.process_index * self.local_batch_size
+    rows = np.arange(first_row, first_row + self.local_batch_size)  # (b,)
+    starts = self._offset() + rows * self.row_len + self.index * self.seq_len  # (b,)
+    targets = self.stream[starts[:, None] + np.arange(self.seq_len)[None]]  # (b, T)
+    reset = np.full((self.local_batch_size,), int(self.index == 0), np.int32)
+    self.index += 1
+    return {'targets': targets, 'reset': reset}
+
+  def get_state(self) -> Dict[str, int]:
+    """Position to save in a checkpoint (JSON-serializable)."""
+    return {'mode': 'lm_stream', 'epoch': int(self.epoch), 'index': int(self.index),
+            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
+    if state.get('mode') != 'lm_stream':
+      raise ValueError(f"checkpointed data position is for batching mode {state.get('mode')!r} "
+                       'but config.train.stateful=True batches a token stream: resume with the '
+                       'config the checkpoint was written with')
+    if state['num_tokens'] != len(self.stream):
+      raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
+                       f'tokens but the training stream now has {len(self.stream)}: the data '
+                       'changed since the checkpoint was written')
+    self.epoch, self.index = int(state['epoch']), int(state['index'])
+
+
+def eval_stream_batches(stream: np.ndarray, global_batch_size: int, seq_len: int,
+                        process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+  """One pass over an eval stream in the same layout; every token is scored once.
+
+  Rows hold ceil(N / B) tokens (the last rows are completed with padding 0, weight 0),
+  and the last window is padded too. Padding only ever follows a row's real tokens, so
+  the state it produces is never used to score a real token.
+
+  Yields:
+    Host-local {'targets': (B/P, T), 'reset': (B/P,)}; reset = 1 on the first window.
+  """
+  n = len(stream)
+  row_len = max(-(-n // global_batch_size), 1)
+  windows = -(-row_len // seq_len)
+  grid = np.zeros((global_batch_size, windows * seq_len), np.int32)  # (B, W·T)
+  padded = np.zeros((global_batch_size * row_len,), np.int32)
+  padded[:n] = stream
+  grid[:, :row_len] = padded.reshape(global_batch_size, row_len)
+  local = global_batch_size // process_count
+  mine = grid[process_index * local:(process_index + 1) * local]
+  for w in range(windows):
+    yield {'targets': mine[:, w * seq_len:(w + 1) * seq_len],
+           'reset': np.full((local,), int(w == 0), np.int32)}

@@ -1,0 +1,113 @@
+"""Real-corpus configs build their tasks from tiny files laid out like shared/data, and one
+trains end to end; the real corpora are checked when present (skipped otherwise)."""
+
+import gzip
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from lmjax import configlib
+from lmjax.data import tasks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_DATA = os.environ.get('LMJAX_DATA_DIR', os.path.join(REPO, '..', 'shared', 'data'))
+
+EN = ['a man rides a horse .', 'two dogs play in the snow .', 'a woman reads a book .',
+      'children run on the beach .']
+DE = ['ein mann reitet ein pferd .', 'zwei hunde spielen im schnee .', 'eine frau liest ein buch .',
+      'kinder laufen am strand .']
+
+
+def write(path, text):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+
+
+def fake_corpora(root):
+  """Tiny files with the names and formats of shared/data (see its README)."""
+  for split, n in (('train', 40), ('val', 8)):
+    write(f'{root}/multi30k/tok/{split}.lc.norm.tok.en', '\n'.join((EN * n)[:n]) + '\n')
+    write(f'{root}/multi30k/tok/{split}.lc.norm.tok.de', '\n'.join((DE * n)[:n]) + '\n')
+  write(f'{root}/tinyshakespeare/input.txt', 'First Citizen:\nBefore we proceed any further, hear me speak.\n' * 60)
+  for split in ('train', 'valid'):
+    write(f'{root}/ptb/ptb.{split}.txt', ' the cat sat on the <unk> \n a dog ran N miles \n' * 120)
+  for split in ('train', 'dev'):
+    write(f'{root}/sst2/stsa_binary/stsa.binary.{split}', '1 a fine , moving film .\n0 dull and long .\n' * 20)
+    write(f'{root}/wnut17/{"wnut17train" if split == "train" else "emerging.dev"}.conll',
+          'Paris\tB-location\nis\tO\nnice\tO\n\n@bob\tO\nlikes\tO\nApple\tB-corporation\nMusic\tI-corporation\n\n' * 20)
+    os.makedirs(f'{root}/aeslc', exist_ok=True)
+    with tarfile.open(f'{root}/aeslc/enron_subject_line_{split}.tar.gz', 'w:gz') as tar:
+      for i in range(24):
+        body = f'Hi team,\nthe review meeting {i} moved to friday at {i % 12} pm.\n\n@subject\nmeeting {i} moved\n'
+        path = f'{root}/aeslc/tmp/{split}/{i}.subject'
+        write(path, body)
+        tar.add(path, arcname=f'enron_subject_line/{split}/{i}.subject')
+
+
+CONFIGS = {'multi30k_transformer': 'seq2seq', 'shakespeare_char': 'lm', 'ptb_lstm': 'lm',
+           'sst2_bilstm': 'classify', 'wnut17_bilstm_crf': 'tag', 'aeslc_transformer': 'seq2seq'}
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('data'))
+  fake_corpora(root)
+  return root
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_builds_its_task(data_dir, tmp_path, name):
+  config = configlib.load_config_file(os.path.join(REPO, f'configs/{name}.py') + f':{data_dir},runlocal')
+  config.task.tokenizer.vocab_size = min(config.task.tokenizer.vocab_size, 40)
+  configlib.validate(config)
+  task = tasks.build_task(config.task, str(tmp_path))
+  assert task.kind == CONFIGS[name]
+  assert task.train_examples and task.eval_examples
+  for seq_key, n in task.lengths.items():
+    assert all(len(ex[seq_key]) <= n for ex in task.train_examples + task.eval_examples)
+  batch = next(task.train_iterator(config.train.batch_size, seed=0))
+  assert batch[{'seq2seq': 'targets', 'lm': 'targets', 'classify': 'label', 'tag': 'tags'}[task.kind]].size
+  if task.kind == 'seq2seq':  # detokenization round-trips to the reference text
+    ref = task.eval_references[0]
+    assert task.detokenize(task.eval_examples[0]['targets']) == ref
+  if task.kind == 'tag':
+    assert task.label_names[0] == '<pad>' and len(task.label_names) == 14
+  os.listdir(os.path.join(str(tmp_path), 'tokenizers'))
+
+
+def test_data_dir_argument_forms(data_dir):
+  a = configlib.load_config_file(os.path.join(REPO, 'configs/ptb_lstm.py') + f':{data_dir}')
+  b = configlib.load_config_file(os.path.join(REPO, 'configs/ptb_lstm.py') + f':data_dir={data_dir},runlocal')
+  assert a.task.data_dir == b.task.data_dir == data_dir
+  assert b.train.num_train_steps < a.train.num_train_steps
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path):
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/sst2_bilstm.py') + f':{tmp_path}/nowhere')
+  with pytest.raises(ValueError, match=r'stsa\.binary\.train: file not found'):
+    tasks.build_task(config.task, None)
+
+
+def test_sst2_bilstm_trains_end_to_end(data_dir, tmp_path):
+  from lmjax.train import loop  # pylint: disable=g-import-not-at-top
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/sst2_bilstm.py') + f':{data_dir},runlocal')
+  config.model.emb_dim = config.model.hidden_dim = 8
+  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 2
+  config.optimizer.warmup_steps = 1
+  config.train.async_checkpointing = False
+  metrics = loop.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics['loss'])
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_DATA), reason=f'real corpora not found at {REAL_DATA} '
+                    '(set LMJAX_DATA_DIR to the shared data folder to run this)')
+@pytest.mark.parametrize('name', ['ptb_lstm', 'sst2_bilstm', 'wnut17_bilstm_crf'])
+def test_real_corpora(name):
+  config = configlib.load_config_file(os.path.join(REPO, f'configs/{name}.py') + f':{REAL_DATA}')
+  task = tasks.build_task(config.task, None)
+  expected = {'ptb_lstm': (26_000, 2_000), 'sst2_bilstm': (6_920, 872), 'wnut17_bilstm_crf': (3_394, 1_009)}
+  n_train, n_eval = expected[name]
+  assert len(task.train_examples) >= n_train and len(task.eval_examples) >= n_eval
