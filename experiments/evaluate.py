@@ -1,0 +1,45 @@
+r"""Evaluates a checkpoint of a training run on its eval split; writes a JSON report.
+
+    python experiments/evaluate.py --workdir=workdirs/default [--checkpoint=best] \
+        [--average_last=5] [--beam_size=4 --alpha=0.6] [--output=report.json]
+
+Loss, token accuracy and perplexity come from the trainer's eval step; exact match,
+BLEU and chrF from decoding (greedy, or beam search with --beam_size > 1), with the
+sacreBLEU signatures printed and stored in the report.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from lmjax import configlib
+from lmjax import inference
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
+_AVERAGE_LAST = flags.DEFINE_integer('average_last', 0,
+                                     'Evaluate the mean of the newest N kept checkpoints (0 = off).')
+_SPLIT = flags.DEFINE_string('split', 'eval', 'Split to evaluate.')
+_BEAM_SIZE = flags.DEFINE_integer('beam_size', 1, 'Beam width; 1 = greedy decoding.')
+_ALPHA = flags.DEFINE_float('alpha', 0.6, 'Beam-search length-penalty exponent.')
+_OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  inference.setup_process()
+  try:
+    report = inference.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
+                                        _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value, _OUTPUT.value)
+  except inference.USER_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(inference.format_report(report))
+  print(f"report: {report['output']}")
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=configlib.flags_parser)

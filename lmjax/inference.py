@@ -1,0 +1,537 @@
+"""Inference on a trained workdir: load it, decode text in batches, evaluate a split.
+
+    run = inference.Run(workdir)
+    params, ckpt = run.restore('best')                      # or 'latest', 'averaged', '1500'
+    outputs = list(run.decode_lines(params, ['march third 1994'], DecodeOptions(beam_size=4)))
+    report = run.evaluate(params, ckpt, beam_size=4)
+
+`experiments/evaluate.py` and `experiments/decode.py` are flag wrappers around
+`evaluate_workdir` and `decode_file`. Errors a user can fix (missing workdir or
+checkpoint, bad flag values) are `USER_ERRORS`; the scripts print them and exit 2.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+
+from absl import logging
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from configs import default
+from lmjax import averaging
+from lmjax import metrics as metrics_lib
+from lmjax import models
+from lmjax import parallel
+from lmjax import predict
+from lmjax.data import pipeline
+from lmjax.data import tasks
+from lmjax.train import evaluation
+
+
+class ToolError(ValueError):
+  """A problem the user can fix; the message names the flag or path and the fix."""
+
+
+USER_ERRORS = (ToolError, averaging.CheckpointError)
+SPLITS = ('eval',)
+
+
+def setup_process() -> None:
+  """Quiet logging (Orbax logs every array at INFO) and the trainer's RNG mode."""
+  logging.set_verbosity(logging.WARNING)
+  jax.config.update('jax_threefry_partitionable', True)
+
+
+def stderr_warning(message: str) -> None:
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+  """Which parameters were loaded: slot ('last', 'best', 'averaged'), step, averaged steps."""
+  slot: str
+  step: int
+  averaged_steps: Tuple[int, ...] = ()
+
+  @property
+  def label(self) -> str:
+    if self.averaged_steps:
+      return f'avg{len(self.averaged_steps)}-{self.slot}-{self.step}'
+    return f'{self.slot}-{self.step}'
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to decode (the flags of experiments/decode.py).
+
+  Attributes:
+    beam_size: beam width; 1 = greedy.
+    alpha: GNMT length-penalty exponent for beam search.
+    temperature: > 0 samples (with top_k / top_p); 0 = greedy or beam search.
+    top_k: sample among the k most likely tokens (0 = all).
+    top_p: nucleus mass (1 = all).
+    seed: sampling seed.
+    batch_size: sentences per batch (rounded up to a multiple of the batch devices).
+    max_length: output tokens, EOS included (0 = config.eval.decode_max_length or the
+      task's target length).
+  """
+  beam_size: int = 1
+  alpha: float = 0.6
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+  batch_size: int = 64
+  max_length: int = 0
+
+  @property
+  def method(self) -> str:
+    return 'sample' if self.temperature > 0 else 'beam' if self.beam_size > 1 else 'greedy'
+
+  def validate(self) -> None:
+    """Raises ToolError naming every bad flag value."""
+    problems = []
+    if self.beam_size < 1:
+      problems.append(f'--beam_size={self.beam_size}: must be >= 1')
+    if self.temperature < 0:
+      problems.append(f'--temperature={self.temperature}: must be >= 0 (0 = no sampling)')
+    if self.temperature > 0 and self.beam_size > 1:
+      problems.append('--temperature > 0 samples and --beam_size > 1 searches: choose one')
+    if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+      problems.append(f'--top_k={self.top_k} / --top_p={self.top_p}: need top_k >= 0 and '
+                      '0 < top_p <= 1')
+    if self.temperature == 0 and (self.top_k or self.top_p < 1.0):
+      problems.append('--top_k / --top_p only apply when sampling: set --temperature > 0')
+    if self.batch_size < 1 or self.max_length < 0:
+      problems.append(f'--batch_size={self.batch_size} / --max_length={self.max_length}: need '
+                      'batch_size >= 1 and max_length >= 0')
+    if problems:
+      raise ToolError('bad decoding flags:\n  ' + '\n  '.join(problems))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads WORKDIR/config.json (written by the trainer)."""
+  if not os.path.isdir(workdir):
+    raise ToolError(f'--workdir {workdir} does not exist: pass the --workdir of a training run '
+                    '(experiments/train.py)')
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ToolError(f'{path} not found: {workdir} is not a training workdir (the trainer writes '
+                    'config.json when it starts)')
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ToolError(f'{path} is not valid JSON ({e}); restore it from the run') from e
+  _backfill(config, path)
+  return config
+
+
+def _backfill(config: ml_collections.ConfigDict, path: str) -> None:
+  """Gives trainer fields added after the run was written (train.*, eval.*) their defaults."""
+  base, added = default.get_config(), []
+  for section in ('train', 'eval'):
+    for key, value in base[section].items():
+      if key not in config[section]:
+        config[section][key] = value
+        added.append(f'{section}.{key}={value!r}')
+  if added:
+    logging.warning('%s predates config fields %s; using their defaults', path, ', '.join(added))
+
+
+def inference_mesh(config, rules) -> jax.sharding.Mesh:
+  """config.mesh when it fits the devices here, else every device on the first batch axis."""
+  try:
+    return parallel.create_mesh(config.mesh)
+  except ValueError:
+    names = list(config.mesh.keys())
+    first = (parallel.batch_axes(rules) or names)[0]
+    logging.warning('config.mesh=%s does not fit %d devices; using data parallelism',
+                    dict(config.mesh), jax.device_count())
+    return parallel.create_mesh({n: -1 if n == first else 1 for n in names})
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str) -> Tuple[str, int]:
+  """'latest' | 'best' | 'averaged' | 'STEP' → (slot, step).
+
+  A bare step is looked up in the slots 'last', 'best', 'averaged' in that order.
+  """
+  found = {slot: averaging.list_steps(workdir, slot) for slot in averaging.SLOTS}
+  listing = '; '.join(f'{s}: {v or "none"}' for s, v in found.items())
+  named = {'latest': 'last', 'last': 'last', 'best': 'best', 'averaged': 'averaged'}
+  if checkpoint in named:
+    slot = named[checkpoint]
+    if not found[slot]:
+      hint = ('run experiments/average_checkpoints.py first' if slot == 'averaged'
+              else 'train first, or pick another with --checkpoint')
+      raise ToolError(f'no checkpoint in {averaging.slot_dir(workdir, slot)} ({listing}): {hint}')
+    return slot, found[slot][-1]
+  if checkpoint.isdigit():
+    for slot, steps in found.items():
+      if int(checkpoint) in steps:
+        return slot, int(checkpoint)
+    raise ToolError(f'--checkpoint={checkpoint}: no such step in {workdir}/checkpoints ({listing})')
+  raise ToolError(f'--checkpoint={checkpoint!r}: expected latest, best, averaged or a step number')
+
+
+def _check_matches(host, abstract, where: str) -> None:
+  got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(host)}
+  want = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(abstract)}
+  if got != want:
+    diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:3]
+    detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs model {want.get(k)}' for k in diff)
+    raise ToolError(f'checkpoint {where} does not fit the model of config.json ({detail}); '
+                    'was config.json edited after training?')
+
+
+class Run:
+  """A trained workdir: its config, task, model and compiled decoders (no parameters).
+
+  Attributes:
+    workdir: the run directory.
+    config: its config.json (eval.batch_size rounded to the batch devices here).
+    task: the task (tokenizers from WORKDIR/tokenizers).
+    model: the unbound module.
+    mesh, batch_sharding, param_shardings: where batches and parameters live.
+    rows_multiple: batch sizes are rounded up to a multiple of this (batch devices).
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    config = load_config(workdir)
+    try:
+      self.task = tasks.build_task(config.task, workdir)
+      self.model = models.build_model(config.model, **self.task.model_sizes())
+    except ValueError as e:
+      raise ToolError(f'cannot rebuild the run from {workdir}/config.json: {e}') from e
+    rules = [tuple(r) for r in config.logical_axis_rules]
+    self.mesh = inference_mesh(config, rules)
+    self.rows_multiple = math.prod(self.mesh.shape[a] for a in parallel.batch_axes(rules))
+    config.eval.batch_size = self.round_rows(config.eval.batch_size)
+    self.config = config
+    self.batch_sharding = parallel.batch_sharding(self.mesh, rules)
+    self.replicated = parallel.replicated(self.mesh)
+    source = self.task.eval_examples or self.task.train_examples
+    dummy = pipeline.pad_batch(source[:1], self.task.lengths, 1)
+    rng = jax.random.key(0)
+    boxed = jax.eval_shape(lambda: self.model.init({'params': rng, 'dropout': rng}, dummy,
+                                                   train=False))['params']
+    self.param_shardings = parallel.logical_shardings(boxed, self.mesh, rules)
+    self.abstract_params = nn.meta.unbox(boxed)
+    self._decoders: Dict[Any, Callable] = {}
+    self._evaluator, self._greedy = None, None
+
+  def round_rows(self, n: int) -> int:
+    return -(-n // self.rows_multiple) * self.rows_multiple
+
+  def restore(self, checkpoint: str = 'latest', average_last: int = 0) -> Tuple[Any, CheckpointInfo]:
+    """Loads parameters onto the mesh.
+
+    Args:
+      checkpoint: 'latest', 'best', 'averaged' or a step number.
+      average_last: > 0: the mean of the newest N checkpoints of checkpoints/last instead.
+
+    Returns:
+      (params, CheckpointInfo).
+    """
+    if average_last > 0:
+      if checkpoint != 'latest':
+        raise ToolError(f'--average_last={average_last} averages the newest checkpoints of '
+                        f'checkpoints/last: drop --checkpoint={checkpoint}')
+      steps = averaging.select_steps(averaging.list_steps(self.workdir, 'last'), average_last,
+                                     where=averaging.slot_dir(self.workdir, 'last'))
+      host = averaging.average_params(self.workdir, steps, 'last')
+      info = CheckpointInfo('last', steps[-1], tuple(steps))
+    else:
+      slot, step = resolve_checkpoint(self.workdir, checkpoint)
+      state, meta = averaging.read_checkpoint(self.workdir, slot, step)
+      host = state['params']
+      info = CheckpointInfo(slot, step, tuple(meta.get('averaged_from', {}).get('steps', ())))
+    _check_matches(host, self.abstract_params,
+                   os.path.join(averaging.slot_dir(self.workdir, info.slot), str(info.step)))
+    return jax.device_put(host, self.param_shardings), info
+
+  @property
+  def generates_from_prompts(self) -> bool:
+    """Decoder-only (language model) runs continue prompts; encdec runs translate sources."""
+    return self.config.model.kind == 'decoder'
+
+  def decode_length(self, requested: int = 0) -> int:
+    """Output length: `requested`, else config.eval.decode_max_length, else the task's."""
+    length = requested or self.config.eval.decode_max_length or self.task.lengths.get('targets', 0)
+    max_len = self.config.model.get('max_len')
+    if max_len and length > max_len:
+      raise ToolError(f'--max_length={length} exceeds the position table of the model '
+                      f'(config.model.max_len={max_len}): use --max_length <= {max_len}')
+    if self.generates_from_prompts and length < 2:
+      raise ToolError(f'--max_length={length}: a language model needs room for a prompt token and '
+                      'a generated one (>= 2)')
+    return length
+
+  def decoder(self, options: DecodeOptions, length: int) -> Callable:
+    """Compiled (params, inputs (B, W), rng) -> (B, length) ids for `options` (cached).
+
+    For encdec runs `inputs` are the sources; for decoder-only runs they are the
+    prompts (right-padded with 0, W = length - 1), forced as the first tokens.
+    """
+    kind, o, model = self.config.model.kind, options, self.model
+    if kind not in ('encdec', 'decoder') or self.task.kind not in ('seq2seq', 'lm'):
+      raise ToolError(f'{self.workdir} has config.model.kind={kind!r} on a {self.task.kind!r} '
+                      'task: decoding text needs an encdec (seq2seq) or decoder (language model) '
+                      'run; evaluate this one with experiments/evaluate.py')
+    if kind == 'decoder' and o.method == 'beam':
+      raise ToolError('--beam_size > 1 is not supported for language-model (decoder-only) runs: '
+                      'use greedy decoding or --temperature > 0')
+    key = (o.method, length, o.beam_size, o.alpha, o.temperature, o.top_k, o.top_p)
+    if key not in self._decoders:
+      if kind == 'decoder':  # temperature 0 = greedy continuation of the prompt
+        fn = lambda p, x, rng: predict.sample_decode(model, p, x, rng, length, temperature=o.temperature,
+                                                     top_k=o.top_k, top_p=o.top_p, prefix=x)
+      elif o.method == 'greedy':
+        fn = lambda p, x, rng: predict.greedy_decode(model, p, x, length)
+      elif o.method == 'beam':
+        fn = lambda p, x, rng: predict.beam_decode(model, p, x, o.beam_size, length,
+                                                   alpha=o.alpha)[0][:, 0]  # best of the n-best
+      else:
+        fn = lambda p, x, rng: predict.sample_decode(model, p, x, rng, length, temperature=o.temperature,
+                                                     top_k=o.top_k, top_p=o.top_p)
+      self._decoders[key] = jax.jit(
+          fn, in_shardings=(self.param_shardings, self.batch_sharding, self.replicated),
+          out_shardings=self.batch_sharding)
+    return self._decoders[key]
+
+  def source_limit(self, options: DecodeOptions) -> int:
+    """Most tokens of one input: the source length, or for prompts max_length - 1."""
+    if self.generates_from_prompts:
+      return self.decode_length(options.max_length) - 1
+    return self.task.lengths['inputs']
+
+  def encode_line(self, text: str, options: DecodeOptions) -> Tuple[List[int], int]:
+    """Token ids of a source (or prompt) within `source_limit`, and its untruncated length.
+
+    Over-long sources keep their first tokens; over-long prompts their last ones.
+    """
+    feature = 'targets' if self.generates_from_prompts else 'inputs'
+    ids = self.task.tokenizers[feature].encode(text)
+    limit = self.source_limit(options)
+    if len(ids) <= limit:
+      return ids, len(ids)
+    return (ids[-limit:] if self.generates_from_prompts else ids[:limit]), len(ids)
+
+  def decode_ids(self, params, sources: Sequence[Sequence[int]], options: DecodeOptions,
+                 batch_index: int = 0) -> List[np.ndarray]:
+    """Decodes encoded sources (or prompts), from `encode_line`, in one padded batch.
+
+    Args:
+      params: parameters from `restore`.
+      sources: token ids, at most options.batch_size rows.
+      options: decoding options.
+      batch_index: folded into the sampling seed (different draws per batch).
+
+    Returns:
+      Per source, the output ids (0 after EOS); for prompts only the continuation.
+    """
+    rows = self.round_rows(max(options.batch_size, len(sources)))
+    length = self.decode_length(options.max_length)
+    width = self.source_limit(options)
+    examples = [{'inputs': np.asarray(s, np.int32)} for s in sources]
+    batch = pipeline.pad_batch(examples, {'inputs': width}, rows)  # (N, W)
+    inputs = jax.device_put(batch['inputs'], self.batch_sharding)
+    rng = jax.random.fold_in(jax.random.key(options.seed), batch_index)
+    ids = np.asarray(jax.device_get(self.decoder(options, length)(params, inputs, rng)))  # (N, L)
+    if self.generates_from_prompts:
+      return [row[len(src):] for row, src in zip(ids, sources)]
+    return list(ids[:len(sources)])
+
+  def decode_lines(self, params, lines: Iterable[str], options: DecodeOptions,
+                   warn: Callable[[str], None] = stderr_warning) -> Iterator[str]:
+    """Decodes lines of text in batches, yielding one output line per input line, in order.
+
+    Empty lines give empty outputs without running the model; sources longer than the
+    model's input length (prompts longer than max_length - 1) are truncated with a
+    warning. Newlines in outputs become spaces, so outputs stay aligned with inputs.
+
+    Args:
+      params: parameters from `restore`.
+      lines: sources (encdec) or prompts (decoder-only); a trailing newline is ignored.
+      options: decoding options.
+      warn: receives warnings (default: printed to stderr).
+
+    Yields:
+      Detokenized outputs (for prompts: the continuation only).
+    """
+    options.validate()
+    self.decoder(options, self.decode_length(options.max_length))  # unsupported runs fail here
+    limit = self.source_limit(options)
+    chunk: List[List[int]] = []
+    batch_index = 0
+
+    def truncated(number, full):
+      if self.generates_from_prompts:
+        return (f'prompt line {number} has {full} tokens; truncated to the last {limit} '
+                f'(--max_length={limit + 1} leaves room for {limit})')
+      return (f'input line {number} has {full} tokens; truncated to the first {limit} '
+              f'(config.task.max_input_length of {self.workdir})')
+
+    def flush(chunk, batch_index):
+      real = [ids for ids in chunk if ids]
+      outputs = iter(self.decode_ids(params, real, options, batch_index) if real else [])
+      for ids in chunk:
+        yield self.task.detokenize(next(outputs)).replace('\n', ' ') if ids else ''
+
+    for number, line in enumerate(lines, 1):
+      ids, full = self.encode_line(line.rstrip('\r\n'), options)
+      if full > limit:
+        warn(truncated(number, full))
+      chunk.append(ids)
+      if len(chunk) == options.batch_size:
+        yield from flush(chunk, batch_index)
+        chunk, batch_index = [], batch_index + 1
+    if chunk:
+      yield from flush(chunk, batch_index)
+
+  def evaluator(self) -> evaluation.Evaluator:
+    """The trainer's Evaluator, built once (its greedy decoder is kept in `_greedy`)."""
+    if self._evaluator is None:
+      self._evaluator = evaluation.Evaluator(self.task, self.model, self.config, self.mesh,
+                                             self.batch_sharding, self.param_shardings)
+      self._greedy = self._evaluator.decode
+    return self._evaluator
+
+  def evaluate(self, params, info: CheckpointInfo, split: str = 'eval', beam_size: int = 1,
+               alpha: float = 0.6) -> Dict[str, Any]:
+    """The trainer's eval metrics of `split`, optionally decoding with beam search.
+
+    Every metric comes from `lmjax.train.evaluation.Evaluator.evaluate`, as during
+    training (loss, accuracy, perplexity; exact match, BLEU, chrF for seq2seq; F1 for
+    classify and tag); seq2seq runs also get the sacreBLEU signatures and predictions.
+
+    Args:
+      params: parameters from `restore`.
+      info: which checkpoint they are (for the report).
+      split: one of SPLITS.
+      beam_size: 1 = greedy (the trainer's decoder), else beam search (seq2seq only).
+      alpha: length penalty for beam search.
+
+    Returns:
+      The report: workdir, checkpoint, split, num_examples, metrics, and for seq2seq
+      decoding, signatures, predictions.
+    """
+    if split not in SPLITS:
+      raise ToolError(f'--split={split!r}: this task has splits {list(SPLITS)}')
+    DecodeOptions(beam_size=beam_size, alpha=alpha).validate()
+    evaluator = self.evaluator()
+    if self._greedy is None and beam_size > 1:
+      raise ToolError(f'--beam_size={beam_size}: only seq2seq runs decode during evaluation; '
+                      f'this is a {self.task.kind!r} task')
+    length = evaluator.decode_length
+    if beam_size > 1:  # the trainer's batching and scoring, another search
+      beam = self.decoder(DecodeOptions(beam_size=beam_size, alpha=alpha), length)
+      no_rng = jax.random.key(0)
+      evaluator.decode = lambda p, x: beam(p, x, no_rng)
+    else:
+      evaluator.decode = self._greedy
+    examples = self.task.eval_examples
+    report = {'workdir': os.path.abspath(self.workdir), 'split': split,
+              'num_examples': len(examples), 'metrics': evaluator.evaluate(params),
+              'checkpoint': dict(dataclasses.asdict(info), label=info.label), 'signatures': {}}
+    if self._greedy is not None:
+      predictions = evaluator.predict_texts(params, examples)
+      refs = self.task.eval_references[:len(predictions)]
+      if 'bleu' in report['metrics']:
+        report['signatures']['bleu'] = metrics_lib.bleu(predictions, refs,
+                                                        tokenize=self.task.bleu_tokenize)[1]
+      if 'chrf' in report['metrics']:
+        report['signatures']['chrf'] = metrics_lib.chrf(predictions, refs)[1]
+      report['decoding'] = {'method': 'beam' if beam_size > 1 else 'greedy',
+                            'beam_size': beam_size, 'alpha': alpha if beam_size > 1 else None,
+                            'max_length': length}
+      report['predictions'] = predictions
+    return report
+
+
+def format_report(report: Dict[str, Any]) -> str:
+  """The report as a text table with the sacreBLEU signatures."""
+  ckpt, dec = report['checkpoint'], report.get('decoding')
+  how = 'no decoding' if dec is None else (
+      f"beam {dec['beam_size']}, alpha {dec['alpha']}" if dec['method'] == 'beam' else 'greedy')
+  lines = [f"{report['workdir']}  checkpoint {ckpt['label']}"
+           + (f" (average of steps {ckpt['averaged_steps']})" if ckpt['averaged_steps'] else ''),
+           f"split {report['split']} ({report['num_examples']} examples), {how}",
+           f"{'metric':<18}{'value':>12}", '-' * 30]
+  lines += [f'{k:<18}{v:>12.4f}' for k, v in report['metrics'].items()]
+  names = {'bleu': 'BLEU', 'chrf': 'chrF'}
+  lines += [f'{names.get(k, k)} signature: {sig}' for k, sig in report['signatures'].items()]
+  return '\n'.join(lines)
+
+
+def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
+                     split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
+                     output: str = '') -> Dict[str, Any]:
+  """Restores a checkpoint of `workdir`, evaluates `split`, writes the JSON report.
+
+  Args:
+    workdir: training run directory.
+    checkpoint: 'latest', 'best', 'averaged' or a step.
+    average_last: evaluate the mean of the newest N checkpoints instead.
+    split: one of SPLITS.
+    beam_size: 1 = greedy, else beam search.
+    alpha: beam-search length penalty.
+    output: report path ('' = WORKDIR/eval_<checkpoint label>_<split>.json).
+
+  Returns:
+    The report (also written to `report['output']`).
+  """
+  run = Run(workdir)
+  params, info = run.restore(checkpoint, average_last)
+  report = run.evaluate(params, info, split, beam_size, alpha)
+  suffix = f'_beam{beam_size}' if beam_size > 1 else ''
+  output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
+  report['output'] = os.path.abspath(output)
+  os.makedirs(os.path.dirname(report['output']), exist_ok=True)
+  with open(output, 'w', encoding='utf-8') as f:
+    json.dump(report, f, indent=2, ensure_ascii=False)
+  return report
+
+
+def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
+                options: DecodeOptions = DecodeOptions(), checkpoint: str = 'latest',
+                warn: Callable[[str], None] = stderr_warning) -> int:
+  """Decodes every line of `input_path` ('-' = stdin) into `output_path` ('-' = stdout).
+
+  Args:
+    workdir: training run directory.
+    input_path: one source sentence per line.
+    output_path: one output per input line (empty for empty inputs).
+    options: decoding options.
+    checkpoint: 'latest', 'best', 'averaged' or a step.
+    warn: receives warnings (truncated inputs).
+
+  Returns:
+    Number of lines written.
+  """
+  options.validate()
+  if input_path != '-' and not os.path.isfile(input_path):
+    raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
+  run = Run(workdir)
+  params, _ = run.restore(checkpoint)
+  fin = sys.stdin if input_path == '-' else open(input_path, encoding='utf-8')
+  fout = sys.stdout if output_path == '-' else open(output_path, 'w', encoding='utf-8')
+  count = 0
+  try:
+    for out in run.decode_lines(params, fin, options, warn):
+      fout.write(out + '\n')
+      fout.flush()
+      count += 1
+  finally:
+    if fin is not sys.stdin:
+      fin.close()
+    if fout is not sys.stdout:
+      fout.close()
+  return count
