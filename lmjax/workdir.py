@@ -1,0 +1,123 @@
+"""A training workdir as the tools see it: its config, checkpoints and user-facing errors."""
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Tuple
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from configs import default
+from lmjax import averaging
+from lmjax import parallel
+
+
+class ToolError(ValueError):
+  """A problem the user can fix; the message names the flag or path and the fix."""
+
+
+USER_ERRORS = (ToolError, averaging.CheckpointError)
+SPLITS = ('eval',)
+
+
+def setup_process() -> None:
+  """Quiet logging (Orbax logs every array at INFO) and the trainer's RNG mode."""
+  logging.set_verbosity(logging.WARNING)
+  jax.config.update('jax_threefry_partitionable', True)
+
+
+def stderr_warning(message: str) -> None:
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+  """Which parameters were loaded: slot ('last', 'best', 'averaged'), step, averaged steps."""
+  slot: str
+  step: int
+  averaged_steps: Tuple[int, ...] = ()
+
+  @property
+  def label(self) -> str:
+    if self.averaged_steps:
+      return f'avg{len(self.averaged_steps)}-{self.slot}-{self.step}'
+    return f'{self.slot}-{self.step}'
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads WORKDIR/config.json (written by the trainer)."""
+  if not os.path.isdir(workdir):
+    raise ToolError(f'--workdir {workdir} does not exist: pass the --workdir of a training run '
+                    '(experiments/train.py)')
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ToolError(f'{path} not found: {workdir} is not a training workdir (the trainer writes '
+                    'config.json when it starts)')
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ToolError(f'{path} is not valid JSON ({e}); restore it from the run') from e
+  _backfill(config, path)
+  return config
+
+
+def _backfill(config: ml_collections.ConfigDict, path: str) -> None:
+  """Gives trainer fields added after the run was written (train.*, eval.*) their defaults."""
+  base, added = default.get_config(), []
+  for section in ('train', 'eval'):
+    for key, value in base[section].items():
+      if key not in config[section]:
+        config[section][key] = value
+        added.append(f'{section}.{key}={value!r}')
+  if added:
+    logging.warning('%s predates config fields %s; using their defaults', path, ', '.join(added))
+
+
+def inference_mesh(config, rules) -> jax.sharding.Mesh:
+  """config.mesh when it fits the devices here, else every device on the first batch axis."""
+  try:
+    return parallel.create_mesh(config.mesh)
+  except ValueError:
+    names = list(config.mesh.keys())
+    first = (parallel.batch_axes(rules) or names)[0]
+    logging.warning('config.mesh=%s does not fit %d devices; using data parallelism',
+                    dict(config.mesh), jax.device_count())
+    return parallel.create_mesh({n: -1 if n == first else 1 for n in names})
+
+
+def resolve_checkpoint(workdir: str, checkpoint: str) -> Tuple[str, int]:
+  """'latest' | 'best' | 'averaged' | 'STEP' → (slot, step).
+
+  A bare step is looked up in the slots 'last', 'best', 'averaged' in that order.
+  """
+  found = {slot: averaging.list_steps(workdir, slot) for slot in averaging.SLOTS}
+  listing = '; '.join(f'{s}: {v or "none"}' for s, v in found.items())
+  named = {'latest': 'last', 'last': 'last', 'best': 'best', 'averaged': 'averaged'}
+  if checkpoint in named:
+    slot = named[checkpoint]
+    if not found[slot]:
+      hint = ('run experiments/average_checkpoints.py first' if slot == 'averaged'
+              else 'train first, or pick another with --checkpoint')
+      raise ToolError(f'no checkpoint in {averaging.slot_dir(workdir, slot)} ({listing}): {hint}')
+    return slot, found[slot][-1]
+  if checkpoint.isdigit():
+    for slot, steps in found.items():
+      if int(checkpoint) in steps:
+        return slot, int(checkpoint)
+    raise ToolError(f'--checkpoint={checkpoint}: no such step in {workdir}/checkpoints ({listing})')
+  raise ToolError(f'--checkpoint={checkpoint!r}: expected latest, best, averaged or a step number')
+
+
+def _check_matches(host, abstract, where: str) -> None:
+  got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(host)}
+  want = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(abstract)}
+  if got != want:
+    diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:3]
+    detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs model {want.get(k)}' for k in diff)
+    raise ToolError(f'checkpoint {where} does not fit the model of config.json ({detail}); '
+                    'was config.json edited after training?')
