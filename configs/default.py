@@ -63,8 +63,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.pre_ln = True
   # 'sinusoidal' or 'learned' positions.
   c.model.position = 'sinusoidal'
-  # Computation dtype ('float32' or 'bfloat16').
+  # Computation dtype ('float32' or 'bfloat16'); params and optimizer state stay float32.
   c.model.dtype = 'float32'
+  # Stack layers with nn.scan (params get a leading 'layers' axis; compile time flat in depth).
+  c.model.scan_layers = False
+  # Recompute layers in the backward pass: 'none', 'full', 'dots_saveable' or
+  # 'dots_with_no_batch_dims_saveable' (keep matmul outputs).
+  c.model.remat_policy = 'none'
 
   c.optimizer = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.
@@ -111,6 +116,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.best_mode = 'max'
   # Stop after this many evals without improvement (0 = never).
   c.train.early_stopping_patience = 0
+  # Carry the LSTM LM state across batches (truncated BPTT over a token stream; lm tasks only).
+  c.train.stateful = False
 
   c.eval = ml_collections.ConfigDict()
   # Eval batch size (sentences).
@@ -127,6 +134,22 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                           ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
                           ('hidden', None), ('hidden_in', None), ('classes', None),
                           ('layers', None)]
+  # Sharding strategy: a key of config.sharding_rules, or 'custom' = config.logical_axis_rules.
+  c.sharding = 'dp'
+  # Named rule tables (logical axis → mesh axes; the first rule whose mesh axes are free wins).
+  c.sharding_rules = ml_collections.ConfigDict({
+      # Data parallelism: params and optimizer state replicated.
+      'dp': list(c.logical_axis_rules),
+      # FSDP (ZeRO-3): params and optimizer state split over 'fsdp' along embed/hidden;
+      # activations keep 'fsdp' on the batch, so those rules do not apply to them.
+      'fsdp': [('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('hidden', 'fsdp'),
+               ('length', None), ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
+               ('hidden_in', None), ('classes', None), ('layers', None)],
+      # FSDP + tensor parallelism: mlp/heads/hidden over 'model', embed over 'fsdp'.
+      'fsdp_tp': [('batch', ('data', 'fsdp')), ('mlp', 'model'), ('heads', 'model'),
+                  ('hidden', 'model'), ('embed', 'fsdp'), ('length', None), ('kv', None),
+                  ('vocab', None), ('hidden_in', None), ('classes', None), ('layers', None)],
+  })
 
   c.distributed = ml_collections.ConfigDict()
   # Call jax.distributed.initialize (multi-host: one process per host).
@@ -148,3 +171,25 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 5
     c.train.batch_size, c.eval.batch_size = 16, 64
   return c
+
+
+def get_sweep(arg: str = 'lr') -> list:
+  """Sweeps for `launch.sh local configs/default.py --sweep NAME`.
+
+  Args:
+    arg: sweep name.
+
+  Returns:
+    One dict of overrides (dotted field → value) per trial.
+  """
+  sweeps = {
+      # Peak learning rate.
+      'lr': [{'optimizer.learning_rate': lr} for lr in (1e-3, 2e-3)],
+      # Model width × depth.
+      'size': [{'model.emb_dim': d, 'model.qkv_dim': d, 'model.mlp_dim': 4 * d,
+                'model.num_encoder_layers': n, 'model.num_decoder_layers': n}
+               for d in (64, 128) for n in (1, 2)],
+  }
+  if arg not in sweeps:
+    raise ValueError(f'unknown sweep {arg!r}; configs/default.py defines {sorted(sweeps)}')
+  return sweeps[arg]

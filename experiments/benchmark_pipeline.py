@@ -39,7 +39,7 @@ def time_train_step(task, config, n: int) -> float:
   from lmjax import models, parallel  # pylint: disable=g-import-not-at-top
   from lmjax.train import optim, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
   mesh = parallel.create_mesh(config.mesh)
-  rules = [tuple(r) for r in config.logical_axis_rules]
+  rules = parallel.rules_from_config(config)
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
   task.batching = {'mode': 'plain'}

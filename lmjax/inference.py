@@ -106,7 +106,7 @@ class Run:
       self.model = models.build_model(config.model, **self.task.model_sizes())
     except ValueError as e:
       raise ToolError(f'cannot rebuild the run from {workdir}/config.json: {e}') from e
-    rules = [tuple(r) for r in config.logical_axis_rules]
+    rules = parallel.rules_from_config(config)
     self.mesh = inference_mesh(config, rules)
     self.rows_multiple = math.prod(self.mesh.shape[a] for a in parallel.batch_axes(rules))
     config.eval.batch_size = self.round_rows(config.eval.batch_size)

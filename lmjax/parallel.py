@@ -2,6 +2,9 @@
 
 jax.jit with NamedSharding is the one parallelism path: data parallelism is
 `batch → data`; FSDP / tensor parallelism are further rules over the same mesh.
+A strategy is a named rules table in `config.sharding_rules`, chosen by
+`config.sharding` (see `rules_from_config`); `logical_shardings` validates the
+tables against the parameters before anything is created.
 """
 
 import math
@@ -68,8 +71,104 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh, rules: Rules, fiel
                      f'axes {batch_axes(rules)}: use a multiple of {n}')
 
 
+def rules_from_config(config) -> list:
+  """The logical-axis rules of a run: `config.sharding_rules[config.sharding]`.
+
+  `config.sharding = 'custom'` selects `config.logical_axis_rules` instead.
+
+  Args:
+    config: experiment config.
+
+  Returns:
+    List of (logical name, mesh axes) tuples; mesh axes are None, a name or a tuple.
+
+  Raises:
+    ValueError: unknown strategy.
+  """
+  if config.sharding == 'custom':
+    table = config.logical_axis_rules
+  elif config.sharding in config.sharding_rules:
+    table = config.sharding_rules[config.sharding]
+  else:
+    raise ValueError(f'config.sharding={config.sharding!r} is not a strategy: expected one of '
+                     f"{sorted(config.sharding_rules)} (config.sharding_rules) or 'custom' "
+                     '(config.logical_axis_rules)')
+  return [(name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in table]
+
+
+def _path_str(path) -> str:
+  parts = []
+  for k in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+  return '/'.join(parts)
+
+
+def _mesh_axes(axes) -> Tuple[str, ...]:
+  if axes is None:
+    return ()
+  return tuple(axes) if isinstance(axes, (list, tuple)) else (axes,)
+
+
+def check_rules(abstract_tree: Any, mesh: Mesh, rules: Rules) -> None:
+  """Validates rules against a tree of boxed (logically named) abstract values.
+
+  Args:
+    abstract_tree: e.g. `jax.eval_shape(init)` of the TrainState (params and
+      optimizer state carry their logical names).
+    mesh: device mesh.
+    rules: logical-axis rules.
+
+  Raises:
+    ValueError: listing every problem: a rule naming a mesh axis the mesh lacks, a
+      logical axis without a rule, a dimension not divisible by its mesh axes (with
+      the param path, dimension and mesh axes).
+  """
+  problems = []
+  for name, axes in rules:
+    for a in _mesh_axes(axes):
+      if a not in mesh.shape:
+        problems.append(f'rule ({name!r}, {axes!r}) names mesh axis {a!r}, but config.mesh has '
+                        f'only {list(mesh.shape)}')
+  known = {name for name, _ in rules}
+  is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+  leaves = jax.tree_util.tree_flatten_with_path(abstract_tree, is_leaf=is_box)[0]
+  missing = {}
+  for path, leaf in leaves:
+    if not is_box(leaf):
+      continue
+    names = leaf.names
+    for n in names:
+      if isinstance(n, str) and n not in known:
+        missing.setdefault(n, _path_str(path))
+    if any(isinstance(n, str) and n not in known for n in names):
+      continue
+    shape = leaf.value.shape
+    for dim, axes in enumerate(nn.logical_to_mesh_axes(names, list(rules))):
+      mesh_axes = tuple(a for a in _mesh_axes(axes) if a in mesh.shape)
+      n = math.prod(mesh.shape[a] for a in mesh_axes)
+      if n > 1 and shape[dim] % n:
+        problems.append(
+            f'{_path_str(path)} {tuple(shape)}: dimension {dim} ({names[dim]!r}, size '
+            f'{shape[dim]}) is not divisible by mesh axes {mesh_axes} of size {n}: change the '
+            f'model size, config.mesh, or the rule for {names[dim]!r}')
+  for n, path in sorted(missing.items()):
+    problems.insert(0, f'logical axis {n!r} (e.g. of {path}) has no rule: add ({n!r}, None) to '
+                    'replicate it, or a mesh axis to shard it')
+  if problems:
+    shown = problems[:20] + ([f'... and {len(problems) - 20} more'] if len(problems) > 20 else [])
+    raise ValueError('sharding rules do not fit the model (config.sharding / '
+                     'config.sharding_rules, config.mesh):\n  ' + '\n  '.join(shown))
+
+
 def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
-  """NamedShardings for a tree of (boxed) logically partitioned values."""
+  """NamedShardings for a tree of (boxed) logically partitioned values.
+
+  Validates the rules first (see `check_rules`).
+  """
+  check_rules(abstract_tree, mesh, rules)
   specs = nn.get_partition_spec(abstract_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, list(rules))
 

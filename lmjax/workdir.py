@@ -69,6 +69,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def _backfill(config: ml_collections.ConfigDict, path: str) -> None:
   """Gives trainer fields added after the run was written (train.*, eval.*) their defaults."""
   base, added = default.get_config(), []
+  for key in ('sharding', 'sharding_rules'):
+    if key not in config:
+      config[key] = base[key]
+      added.append(key)
   for section in ('train', 'eval'):
     for key, value in base[section].items():
       if key not in config[section]:

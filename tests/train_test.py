@@ -89,7 +89,7 @@ def test_data_parallel_step_matches_single_device(family):
   task = tasks.build_task(config.task, None)
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
-  rules = [tuple(r) for r in config.logical_axis_rules]
+  rules = parallel.rules_from_config(config)
   it = pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0)
   batches = [next(it) for _ in range(3)]
 

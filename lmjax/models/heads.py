@@ -144,7 +144,8 @@ class CRFParams(nn.Module):
     """Returns (transitions (C, C), start (C,), end (C,))."""
     init = lambda names: nn.with_logical_partitioning(nn.initializers.zeros, names)
     c = self.num_tags
-    return (self.param('transitions', init(('classes', 'classes')), (c, c)),
+    # An array cannot name one logical axis twice; the (tiny) C×C table is replicated anyway.
+    return (self.param('transitions', init((None, 'classes')), (c, c)),
             self.param('start', init(('classes',)), (c,)),
             self.param('end', init(('classes',)), (c,)))
 

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lmjax.models import attention
@@ -31,6 +32,11 @@ class TransformerConfig:
     pre_ln: pre-LayerNorm (True) or post-LayerNorm (False, original paper).
     position: 'sinusoidal' or 'learned'.
     dtype: computation dtype ('float32' or 'bfloat16'); params stay float32.
+    scan_layers: stack each layer stack with `nn.scan` (params get a leading 'layers'
+      axis; compile time stays flat with depth). See `unstacked_to_scanned`.
+    remat_policy: rematerialise each layer in the backward pass: 'none', 'full'
+      (save nothing), 'dots_saveable' or 'dots_with_no_batch_dims_saveable'
+      (keep matmul outputs, recompute the rest).
   """
   vocab_size: int
   target_vocab_size: int
@@ -48,29 +54,53 @@ class TransformerConfig:
   pre_ln: bool
   position: str
   dtype: Any = 'float32'
+  scan_layers: bool = False
+  remat_policy: str = 'none'
 
   @property
   def jnp_dtype(self):
     return jnp.dtype(self.dtype)
 
 
+# config.model.remat_policy → jax.checkpoint policy (None = save nothing, recompute all).
+REMAT_POLICIES = {
+    'full': None,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 class Block(nn.Module):
   """One encoder or decoder layer: self-attention [+ cross-attention] + MLP.
 
   Pre-LN: x + f(LN(x)); post-LN: LN(x + f(x)).
+
+  Attributes:
+    config: hyperparameters.
+    causal: unused by the block itself (the mask carries causality); names the stack.
+    cross: add cross-attention to `encoded`.
+    deterministic: disables dropout.
+    decode: one-token step with the 'cache' collection.
+    max_length: decode cache length.
+    scanned: return (x, None), the carry/output pair `nn.scan` expects.
   """
   config: TransformerConfig
   causal: bool
   cross: bool
+  deterministic: bool = True
+  decode: bool = False
+  max_length: int = 0
+  scanned: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, encoded=None, cross_mask=None, *, deterministic: bool,
-               decode: bool = False, position=None, max_length: int = 0):
-    """Args: x (B, L, D); mask (B, 1, L, L); encoded (B, S, D); cross_mask (B, 1, L, S).
+  def __call__(self, x, mask, encoded=None, cross_mask=None, position=None):
+    """Args: x (B, L, D); mask (B, 1, L, L); encoded (B, S, D); cross_mask (B, 1, L, S);
+    position: scalar int32 when decoding.
 
-    Returns: (B, L, D).
+    Returns: (B, L, D), or ((B, L, D), None) when `scanned`.
     """
     cfg = self.config
+    deterministic, decode, max_length = self.deterministic, self.decode, self.max_length
     dt = cfg.jnp_dtype
     drop = nn.Dropout(cfg.dropout_rate)
 
@@ -96,7 +126,88 @@ class Block(nn.Module):
       x = sublayer('cross_attention', cross_attn, x)
     x = sublayer('mlp', lambda h: layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, name='mlp')(
         h, deterministic=deterministic), x)
-    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    return (x, None) if self.scanned else x
+
+
+def layer_stack(x, cfg: TransformerConfig, num_layers: int, mask, encoded=None, cross_mask=None,
+                position=None, **block_kwargs):
+  """Applies `num_layers` Blocks, unrolled (`layer_{i}`) or scanned (`layers`).
+
+  Must be called inside a compact method: the blocks are children of the caller.
+  Scanned params and decode caches get a 'layers' axis (axis 0 for params; axis 1
+  for the cache, so that its leading axis stays the batch, as beam search needs).
+
+  Args:
+    x: (B, L, D) input.
+    cfg: hyperparameters (reads scan_layers, remat_policy).
+    num_layers: depth.
+    mask, encoded, cross_mask, position: passed to every block.
+    **block_kwargs: Block attributes (causal, cross, deterministic, decode, max_length).
+
+  Returns:
+    (B, L, D) output.
+  """
+  if cfg.remat_policy not in ('none', *REMAT_POLICIES):
+    raise ValueError(f"config.model.remat_policy={cfg.remat_policy!r}: expected 'none' or one "
+                     f'of {sorted(REMAT_POLICIES)}')
+  block_cls = Block
+  if cfg.remat_policy != 'none':
+    # Inside scan, CSE cannot merge the recomputation into the forward pass anyway.
+    block_cls = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy],
+                         prevent_cse=not cfg.scan_layers)
+  if not cfg.scan_layers:
+    for i in range(num_layers):
+      x = block_cls(cfg, name=f'layer_{i}', **block_kwargs)(x, mask, encoded, cross_mask, position)
+    return x
+  if num_layers == 0:
+    return x
+  scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 1},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=(nn.broadcast,) * 4, length=num_layers,
+                    metadata_params={nn.PARTITION_NAME: 'layers'})
+  x, _ = scanned(cfg, scanned=True, name='layers', **block_kwargs)(
+      x, mask, encoded, cross_mask, position)
+  return x
+
+
+def unstacked_to_scanned(params):
+  """Converts unrolled-stack params (`layer_0`, `layer_1`, …) to the scanned layout.
+
+  Every dict holding `layer_{i}` children gets one `layers` child whose leaves are
+  the layers' leaves stacked on a new leading axis; everything else is unchanged.
+
+  Args:
+    params: (unboxed) params of a model built with scan_layers=False.
+
+  Returns:
+    The params of the same model built with scan_layers=True.
+  """
+  if not isinstance(params, dict) and not hasattr(params, 'items'):
+    return params
+  out, layer_keys = {}, sorted((k for k in params if k.startswith('layer_') and k[6:].isdigit()),
+                               key=lambda k: int(k[6:]))
+  for k, v in params.items():
+    if k not in layer_keys:
+      out[k] = unstacked_to_scanned(v)
+  if layer_keys:
+    out['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys])
+  return out
+
+
+def scanned_to_unstacked(params):
+  """Inverse of `unstacked_to_scanned`: splits every `layers` child into `layer_{i}`."""
+  if not isinstance(params, dict) and not hasattr(params, 'items'):
+    return params
+  out = {}
+  for k, v in params.items():
+    if k == 'layers':
+      n = jax.tree.leaves(v)[0].shape[0]
+      for i in range(n):
+        out[f'layer_{i}'] = jax.tree.map(lambda x, i=i: x[i], v)
+    else:
+      out[k] = scanned_to_unstacked(v)
+  return out
 
 
 class Encoder(nn.Module):
@@ -113,8 +224,8 @@ class Encoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     valid = inputs > 0
     mask = layers.attention_mask(valid, valid, segmentation, segmentation)
-    for i in range(cfg.num_encoder_layers):
-      x = Block(cfg, causal=False, cross=False, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
+                    deterministic=deterministic)
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
     return x
@@ -156,10 +267,9 @@ class Decoder(nn.Module):
       mask = layers.attention_mask(valid, valid, segmentation, segmentation, causal=True)
     x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-    for i in range(cfg.num_decoder_layers):
-      x = Block(cfg, causal=True, cross=self.cross, name=f'layer_{i}')(
-          x, mask, encoded, cross_mask, deterministic=deterministic, decode=decode,
-          position=position, max_length=max_length)
+    x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position,
+                    causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
+                    max_length=max_length)
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
     if cfg.tie_output:

@@ -1,21 +1,65 @@
-"""Evaluation during training: loss/accuracy on the eval split and decode-based metrics."""
+"""Evaluation during training: loss/accuracy on the eval split plus the metrics of each task kind.
+
+| task kind | metrics (`metric_names`) |
+|---|---|
+| seq2seq  | loss, accuracy, nll, perplexity (teacher-forced); exact_match, bleu, chrf (greedy decode) |
+| lm       | loss, accuracy (next-token, %), nll, perplexity |
+| classify | loss, accuracy (%), nll, perplexity, macro_f1 (%) |
+| tag      | loss, accuracy (of the predicted tags, %), entity_precision, entity_recall, entity_f1 |
+|          | (seqeval, CoNLL scoring); nll and perplexity, or nll_per_token with a CRF |
+
+Taggers with a CRF predict by Viterbi decoding (`crf_decode`), the others by argmax; a
+CRF's loss is the mean NLL per sentence.
+"""
 
 import functools
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from lmjax import metrics as metrics_lib
 from lmjax import parallel
 from lmjax import predict
 from lmjax.data import pipeline
+from lmjax.train import stateful
 from lmjax.train import step as step_lib
+
+KIND_METRICS = {
+    'seq2seq': ('loss', 'accuracy', 'nll', 'perplexity', 'exact_match', 'bleu', 'chrf'),
+    'lm': ('loss', 'accuracy', 'nll', 'perplexity'),
+    'classify': ('loss', 'accuracy', 'nll', 'perplexity', 'macro_f1'),
+    'tag': ('loss', 'accuracy', 'entity_precision', 'entity_recall', 'entity_f1'),
+}
+
+
+def metric_names(task, model) -> Tuple[str, ...]:
+  """Names of the eval metrics the trainer reports for `task` and `model`."""
+  names = KIND_METRICS[task.kind]
+  if task.kind == 'seq2seq' and task.decode_metrics == 'rouge':
+    names += ('rouge1', 'rouge2', 'rougeL')
+  if task.kind == 'tag':
+    names += ('nll_per_token',) if step_lib.uses_crf(model) else ('nll', 'perplexity')
+  return names
+
+
+def check_best_metric(config, task, model) -> None:
+  """Raises a ValueError when config.train.best_metric is not reported for this task."""
+  names = metric_names(task, model)
+  if config.train.best_metric not in names:
+    raise ValueError(f'config.train.best_metric={config.train.best_metric!r} is not an eval '
+                     f'metric of this {task.kind!r} task; choose one of {list(names)}')
+
+
+def _gather(x) -> np.ndarray:
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True)
+                    if jax.process_count() > 1 else x)
 
 
 class Evaluator:
-  """Compiles the eval and greedy-decode functions once and runs them over the eval split."""
+  """Compiles the eval, predict and greedy-decode functions once and runs them over the eval split."""
 
   def __init__(self, task, model, config, mesh, batch_sharding, param_shardings):
     self.task, self.model, self.config = task, model, config
@@ -23,6 +67,17 @@ class Evaluator:
     rep = parallel.replicated(mesh)
     self.eval_step = jax.jit(functools.partial(step_lib.eval_step, model=model),
                              in_shardings=(param_shardings, batch_sharding), out_shardings=rep)
+    self.stateful_eval_step = None
+    if config.train.stateful:
+      carry = jax.tree.map(lambda _: batch_sharding, model.zero_state(1))
+      self.stateful_eval_step = jax.jit(
+          functools.partial(step_lib.stateful_eval_step, model=model),
+          in_shardings=(param_shardings, carry, batch_sharding), out_shardings=(rep, carry))
+    self.predict_step = None
+    if task.kind in ('classify', 'tag'):
+      self.predict_step = jax.jit(functools.partial(step_lib.predict_step, model=model),
+                                  in_shardings=(param_shardings, batch_sharding),
+                                  out_shardings=batch_sharding)
     self.decode_length = config.eval.decode_max_length or task.lengths.get('targets', 0)
     self.decode = None
     if task.kind == 'seq2seq':
@@ -35,7 +90,7 @@ class Evaluator:
                                  jax.process_index(), jax.process_count())
 
   def evaluate(self, params) -> Dict[str, float]:
-    """Eval-split loss, accuracy and perplexity; plus decode metrics for seq2seq tasks.
+    """The eval-split metrics of the task's kind (see the table at the top of this module).
 
     Args:
       params: model parameters (sharded).
@@ -43,33 +98,73 @@ class Evaluator:
     Returns:
       Metric name → value.
     """
-    sums = None
-    for local in self._batches(self.task.eval_examples):
-      m = self.eval_step(params, parallel.to_global(local, self.batch_sharding))
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    if self.stateful_eval_step is not None:
+      sums = stateful.eval_sums(self.stateful_eval_step, params, self.task, self.model,
+                                self.config, self.batch_sharding, parallel.to_global)
+    else:
+      sums = None
+      for local in self._batches(self.task.eval_examples):
+        m = self.eval_step(params, parallel.to_global(local, self.batch_sharding))
+        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
     metrics = step_lib.summarize(jax.device_get(sums))
     metrics.pop('grad_norm', None)
     if self.decode is not None:
       predictions = self.predict_texts(params, self.task.eval_examples)
       metrics.update(self.task.score_predictions(predictions))
+    if self.task.kind == 'classify':
+      metrics.update(self.classify_metrics(self.predict_ids(params, self.task.eval_examples)))
+    if self.task.kind == 'tag':
+      metrics.update(self.tag_metrics(self.predict_ids(params, self.task.eval_examples)))
     return metrics
+
+  def predict_ids(self, params, examples) -> List[np.ndarray]:
+    """Predicted class ids (classify) or tag-id rows (tag) for `examples`, in order."""
+    out = []
+    for local in self._batches(examples):
+      out.extend(_gather(self.predict_step(params, parallel.to_global(local, self.batch_sharding))))
+    return out[:len(examples)]
+
+  def classify_metrics(self, predictions: List[np.ndarray]) -> Dict[str, float]:
+    """Macro-F1 (%) of predicted classes against the eval labels."""
+    gold = [int(ex['label']) for ex in self.task.eval_examples]
+    return {'macro_f1': 100.0 * metrics_lib.macro_f1(np.asarray(predictions), np.asarray(gold))}
+
+  def tag_metrics(self, predictions: List[np.ndarray]) -> Dict[str, float]:
+    """Token accuracy (%) and entity-level P/R/F1 (seqeval) of predicted tag rows."""
+    names = self.task.label_names
+    gold_tags, pred_tags = [], []
+    for ex, pred in zip(self.task.eval_examples, predictions):
+      gold = np.asarray(ex['tags'])[:len(pred)]
+      gold_tags.append([names[t] for t in gold])
+      pred_tags.append([names[t] for t in pred[:len(gold)]])
+    tokens = sum(len(g) for g in gold_tags)
+    correct = sum(g == p for gs, ps in zip(gold_tags, pred_tags) for g, p in zip(gs, ps))
+    scores = metrics_lib.entity_f1(gold_tags, pred_tags)
+    return {'accuracy': 100.0 * correct / max(tokens, 1), 'entity_precision': scores['precision'],
+            'entity_recall': scores['recall'], 'entity_f1': scores['f1']}
 
   def predict_texts(self, params, examples) -> List[str]:
     """Greedy-decoded, detokenized outputs for `examples` (in order)."""
     out = []
     for local in self._batches(examples):
       batch = parallel.to_global(local, self.batch_sharding)
-      ids = self.decode(params, batch['inputs'])
-      ids = np.asarray(multihost_utils.process_allgather(ids, tiled=True)
-                       if jax.process_count() > 1 else ids)
+      ids = _gather(self.decode(params, batch['inputs']))
       out.extend(self.task.detokenize(row) for row in ids)
     return out[:len(examples)]
 
   def samples(self, params, n: int) -> List[str]:
     """A few 'source → prediction (reference)' lines for the log."""
-    if self.decode is None or n <= 0:
+    if n <= 0:
       return []
     examples = self.task.eval_examples[:n]
-    preds = self.predict_texts(params, examples)
-    return [f'{s}  →  {p}   (ref: {r})' for s, p, r in
-            zip(self.task.eval_sources[:n], preds, self.task.eval_references[:n])]
+    refs = self.task.eval_references[:n]
+    if self.decode is not None:
+      preds = self.predict_texts(params, examples)
+    elif self.predict_step is not None:
+      ids = self.predict_ids(params, examples)
+      names = self.task.label_names
+      preds = ([names[int(i)] for i in ids] if self.task.kind == 'classify' else
+               [' '.join(names[t] for t in row[:len(ex['tags'])]) for row, ex in zip(ids, examples)])
+    else:
+      return []
+    return [f'{s}  →  {p}   (ref: {r})' for s, p, r in zip(self.task.eval_sources[:n], preds, refs)]

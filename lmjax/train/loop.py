@@ -20,6 +20,7 @@ from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
 from lmjax.train import optim
+from lmjax.train import stateful
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
 
@@ -60,19 +61,27 @@ class Trainer:
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
     self.mesh = parallel.create_mesh(config.mesh)
-    self.rules = [tuple(r) for r in config.logical_axis_rules]
+    self.rules = parallel.rules_from_config(config)
     parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
     self.task = tasks.build_task(config.task, workdir)
     self.model = models.build_model(config.model, **self.task.model_sizes())
+    evaluation.check_best_metric(config, self.task, self.model)
+    self.stateful = config.train.stateful
+    if self.stateful:
+      stateful.check(config, self.task, self.model)
     self.tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
     dummy = pipeline.pad_batch(self.task.train_examples[:1], self.task.lengths, config.train.batch_size)
     self.state, self.shardings = state_lib.create_sharded_state(
         self.model, self.tx, dummy, config.seed, self.mesh, self.rules)
     self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
+    if self.stateful:  # the LSTM state carried between batches is part of the TrainState
+      self.state, self.shardings = stateful.add_carry(self.state, self.shardings, self.model,
+                                                      config.train.batch_size, self.batch_sharding)
     rep = parallel.replicated(self.mesh)
+    step_fn = step_lib.stateful_train_step if self.stateful else step_lib.train_step
     self.train_step = jax.jit(
-        functools.partial(step_lib.train_step, model=self.model, tx=self.tx,
+        functools.partial(step_fn, model=self.model, tx=self.tx,
                           label_smoothing=config.train.label_smoothing),
         in_shardings=(self.shardings, self.batch_sharding), out_shardings=(self.shardings, rep),
         donate_argnums=0)
@@ -80,9 +89,12 @@ class Trainer:
                                           self.batch_sharding, self.shardings.params)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints,
                                               config.train.async_checkpointing)
-    self.train_iter = pipeline.BatchIterator(
-        self.task.train_examples, config.train.batch_size, self.task.lengths,
-        seed=config.data_seed, process_index=jax.process_index(), process_count=jax.process_count())
+    if self.stateful:
+      self.train_iter = stateful.train_iterator(self.task, config, jax.process_index(),
+                                                jax.process_count())
+    else:
+      self.train_iter = self.task.train_iterator(config.train.batch_size, config.data_seed,
+                                                 jax.process_index(), jax.process_count())
     self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0}
 
   def restore_latest(self) -> int:

@@ -1,10 +1,19 @@
 """Pure, top-level train and eval steps, and the losses they use.
 
-Both steps return *sums* (loss, correct predictions, weights) so metrics can be
-accumulated over batches and hosts exactly; `summarize` turns them into means.
+Both steps return *sums* so metrics can be accumulated over batches and hosts
+exactly; `summarize` turns them into means. The sums are
+
+  loss         Σ training loss terms: token cross-entropy, or per-sentence CRF NLL;
+  loss_weight  what `loss` is a mean over: tokens (rows for classify), or sentences (CRF);
+  nll          Σ unsmoothed negative log-likelihood (same units as `loss`);
+  correct      Σ correct argmax predictions;  weight  Σ scored tokens (rows for classify);
+  sentences    CRF only: Σ sentences (= loss_weight), marks a sentence-level loss.
+
+The stateful (truncated-BPTT) LM steps carry the LSTM state from one batch to the next
+(Zaremba et al., 2014); see `lmjax.train.stateful`.
 """
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +22,9 @@ import optax
 from lmjax.train.state import TrainState
 
 Metrics = Dict[str, jnp.ndarray]
+
+# Batch keys that steer the trainer and are not model inputs.
+CONTROL_KEYS = ('reset',)
 
 
 def cross_entropy_sums(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.ndarray,
@@ -29,7 +41,8 @@ def cross_entropy_sums(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.nd
     label_smoothing: epsilon in [0, 1).
 
   Returns:
-    {'loss': Σ w·CE_smoothed, 'nll': Σ w·CE, 'correct': Σ w·[argmax = label], 'weight': Σ w}.
+    {'loss': Σ w·CE_smoothed, 'nll': Σ w·CE, 'correct': Σ w·[argmax = label],
+     'weight': Σ w, 'loss_weight': Σ w}.
   """
   vocab = logits.shape[-1]
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -43,8 +56,9 @@ def cross_entropy_sums(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.nd
   else:
     loss = nll
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  weight = jnp.sum(weights)
   return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'correct': jnp.sum(correct * weights), 'weight': jnp.sum(weights)}
+          'correct': jnp.sum(correct * weights), 'weight': weight, 'loss_weight': weight}
 
 
 def label_key(batch) -> str:
@@ -55,38 +69,80 @@ def label_key(batch) -> str:
   raise ValueError(f'batch has none of targets/tags/label (keys: {sorted(batch)})')
 
 
-def compute_metrics(model, params, batch, *, train: bool, rngs=None,
-                    label_smoothing: float = 0.0) -> Metrics:
-  """Forward pass + loss sums for any model kind (see lmjax/models/CONTRACT.md).
-
-  Models with a structured output layer (a CRF tagger) expose `crf_nll`; their
-  loss is the sequence negative log-likelihood.
-  """
+def label_weights(batch) -> jnp.ndarray:
+  """Weights of the labels: 0 on padding tokens and on empty (padding) classification rows."""
   key = label_key(batch)
   labels = batch[key]
   if key == 'label':
-    weights = jnp.ones(labels.shape, jnp.float32)
     if 'inputs' in batch:  # empty (padding) rows of the last eval batch do not count
-      weights = (jnp.sum(batch['inputs'] > 0, axis=-1) > 0).astype(jnp.float32)
-  else:
-    weights = (labels > 0).astype(jnp.float32)
+      return (jnp.sum(batch['inputs'] > 0, axis=-1) > 0).astype(jnp.float32)
+    return jnp.ones(labels.shape, jnp.float32)
+  return (labels > 0).astype(jnp.float32)
+
+
+def uses_crf(model) -> bool:
+  """Whether `model` is a CRF tagger (its loss is the sentence NLL, `crf_nll`)."""
+  return bool(getattr(model.config, 'use_crf', False))
+
+
+def model_inputs(batch) -> Dict[str, Any]:
+  """The batch without the trainer's control fields."""
+  return {k: v for k, v in batch.items() if k not in CONTROL_KEYS}
+
+
+def compute_metrics(model, params, batch, *, train: bool, rngs=None,
+                    label_smoothing: float = 0.0, carry: Optional[Any] = None):
+  """Forward pass + loss sums for any model kind (see lmjax/models/CONTRACT.md).
+
+  A CRF tagger's loss is the mean negative log-likelihood per sentence: `loss` and
+  `nll` hold Σ sentence NLL and `loss_weight` the number of sentences (label
+  smoothing does not apply). `correct`/`weight` still give the argmax-emission token
+  accuracy.
+
+  Args:
+    model: unbound module.
+    params: parameters.
+    batch: global batch.
+    train: enables dropout.
+    rngs: {'dropout': key} when training.
+    label_smoothing: epsilon for the cross-entropy.
+    carry: stateful LM only: the LSTM state from the previous batch (see
+      `LSTMLanguageModel.apply_with_state`); None for every other model.
+
+  Returns:
+    Metric sums; with `carry`, (sums, new carry).
+  """
+  labels = batch[label_key(batch)]
+  weights = label_weights(batch)
   variables = {'params': params}
-  logits = model.apply(variables, batch, train=train, rngs=rngs)
+  inputs = model_inputs(batch)
+  if carry is not None:
+    logits, new_carry = model.apply(variables, inputs, carry, train=train, rngs=rngs,
+                                    method='apply_with_state')
+  else:
+    logits = model.apply(variables, inputs, train=train, rngs=rngs)
   sums = cross_entropy_sums(logits, labels, weights, label_smoothing)
-  if getattr(model.config, 'use_crf', False):
-    nll = model.apply(variables, batch, train=train, rngs=rngs, method='crf_nll')  # (B,)
-    row_w = (jnp.sum(weights, axis=-1) > 0).astype(jnp.float32)
-    sums['loss'] = jnp.sum(nll * row_w) / jnp.maximum(jnp.sum(row_w), 1.0) * sums['weight']
-    sums['nll'] = sums['loss']
-  return sums
+  if uses_crf(model):
+    nll = model.apply(variables, inputs, train=train, rngs=rngs, method='crf_nll')  # (B,)
+    sentences = (jnp.sum(weights, axis=-1) > 0).astype(jnp.float32)  # (B,)
+    sums['loss'] = sums['nll'] = jnp.sum(nll * sentences)
+    sums['loss_weight'] = sums['sentences'] = jnp.sum(sentences)
+  return sums if carry is None else (sums, new_carry)
+
+
+def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Metrics]:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  sums['grad_norm'] = optax.global_norm(grads)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 
 def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float
                ) -> Tuple[TrainState, Metrics]:
   """One optimizer update on the global batch.
 
-  The loss is the mean over non-padding labels of the whole (global) batch, so the
-  gradient is the same on 1 device or N.
+  The loss is the mean over the whole (global) batch's non-padding labels (or
+  sentences for a CRF), so the gradient is the same on 1 device or N.
 
   Args:
     state: current TrainState (donated by the caller's jit).
@@ -96,21 +152,54 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float
     label_smoothing: epsilon (static).
 
   Returns:
-    (new state, metric sums incl. 'grad_norm' and 'learning_rate'-free scalars).
+    (new state, metric sums incl. 'grad_norm').
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def loss_fn(params):
     sums = compute_metrics(model, params, batch, train=True, rngs={'dropout': rng},
                            label_smoothing=label_smoothing)
-    return sums['loss'] / jnp.maximum(sums['weight'], 1.0), sums
+    return sums['loss'] / jnp.maximum(sums['loss_weight'], 1.0), sums
 
   grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  sums['grad_norm'] = optax.global_norm(grads)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, sums
+  return _update(state, grads, sums, tx)
+
+
+def reset_carry(carry, zero, reset: jnp.ndarray):
+  """Rows with reset > 0 start from `zero`; the others keep `carry`. reset: (B,) int32."""
+  def pick(z, c):
+    r = reset.reshape(reset.shape + (1,) * (c.ndim - 1)) > 0
+    return jnp.where(r, z, c)
+  return jax.tree.map(pick, zero, carry)
+
+
+def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
+  """`train_step` for truncated BPTT: the LSTM state `state.carry` flows between batches.
+
+  Rows with batch['reset'] > 0 (the first window of an epoch) start from zeros; the
+  gradient stops at the batch boundary (`apply_with_state` stops it).
+
+  Args:
+    state: a `stateful.StatefulTrainState` (donated by the caller's jit).
+    batch: {'targets': (B, T), 'reset': (B,)} consecutive windows of B streams.
+    model: an LSTM language model (static).
+    tx: optimizer (static).
+    label_smoothing: epsilon (static).
+
+  Returns:
+    (new state with the carry after this batch, metric sums incl. 'grad_norm').
+  """
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  carry = reset_carry(state.carry, model.zero_state(batch['targets'].shape[0]), batch['reset'])
+
+  def loss_fn(params):
+    sums, new_carry = compute_metrics(model, params, batch, train=True, rngs={'dropout': rng},
+                                      label_smoothing=label_smoothing, carry=carry)
+    return sums['loss'] / jnp.maximum(sums['loss_weight'], 1.0), (sums, new_carry)
+
+  grads, (sums, new_carry) = jax.grad(loss_fn, has_aux=True)(state.params)
+  state, sums = _update(state, grads, sums, tx)
+  return state.replace(carry=new_carry), sums
 
 
 def eval_step(params, batch, *, model) -> Metrics:
@@ -118,12 +207,49 @@ def eval_step(params, batch, *, model) -> Metrics:
   return compute_metrics(model, params, batch, train=False)
 
 
+def stateful_eval_step(params, carry, batch, *, model) -> Tuple[Metrics, Any]:
+  """`eval_step` for a stream batch, from `carry` (reset where batch['reset'] > 0).
+
+  Returns:
+    (metric sums, carry after this batch).
+  """
+  carry = reset_carry(carry, model.zero_state(batch['targets'].shape[0]), batch['reset'])
+  return compute_metrics(model, params, batch, train=False, carry=carry)
+
+
+def predict_step(params, batch, *, model) -> jnp.ndarray:
+  """Predicted classes (B,) for classifiers, tags (B, S) for taggers (0 on padding).
+
+  A CRF tagger predicts by Viterbi decoding (`crf_decode`), other taggers by argmax
+  over the real tags 1..C-1.
+  """
+  inputs = model_inputs(batch)
+  variables = {'params': params}
+  if uses_crf(model):
+    return model.apply(variables, inputs, method='crf_decode')
+  logits = model.apply(variables, inputs, train=False)
+  if logits.ndim == 2:  # (B, C) classes
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+  tags = jnp.argmax(logits[..., 1:], -1).astype(jnp.int32) + 1  # (B, S), never the padding id
+  return jnp.where(inputs['inputs'] > 0, tags, 0)
+
+
 def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
-  """Metric sums → means: loss, accuracy (%), perplexity."""
+  """Metric sums → means.
+
+  Returns:
+    loss (per token, or per sentence for a CRF), accuracy (%, argmax per token/row) and
+    for token-level losses nll and perplexity; for a CRF nll_per_token (Σ sentence NLL /
+    tokens) instead. Plus grad_norm when present.
+  """
   w = max(float(sums['weight']), 1.0)
-  out = {'loss': float(sums['loss']) / w, 'accuracy': 100.0 * float(sums['correct']) / w,
-         'nll': float(sums['nll']) / w}
-  out['perplexity'] = float(jnp.exp(jnp.minimum(out['nll'], 50.0)))
+  lw = max(float(sums['loss_weight']), 1.0)
+  out = {'loss': float(sums['loss']) / lw, 'accuracy': 100.0 * float(sums['correct']) / w}
+  if 'sentences' in sums:  # sentence-level (CRF) loss: a per-token perplexity would be meaningless
+    out['nll_per_token'] = float(sums['nll']) / w
+  else:
+    out['nll'] = float(sums['nll']) / w
+    out['perplexity'] = float(jnp.exp(jnp.minimum(out['nll'], 50.0)))
   if 'grad_norm' in sums:
     out['grad_norm'] = float(sums['grad_norm'])
   return out
