@@ -9,6 +9,7 @@ model differs. Arg `runlocal` shrinks everything for a smoke test.
 import ml_collections
 
 from configs import default
+from configs import model_sections
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -18,38 +19,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Registered task name (lmjax.data.synthetic_tasks).
   c.task.name = 'synthetic_dates_classify'
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'transformer'
-  c.model.kind = 'encoder'
-  # Model width.
-  c.model.emb_dim = 128
-  # Attention heads.
-  c.model.num_heads = 4
-  # Query/key/value width (all heads).
-  c.model.qkv_dim = 128
-  # Feed-forward width.
-  c.model.mlp_dim = 512
-  # Encoder layers.
-  c.model.num_encoder_layers = 2
-  # Position table size (>= task.max_input_length).
-  c.model.max_len = 32
-  # Residual, embedding and head dropout.
-  c.model.dropout_rate = 0.1
-  # Attention-weight dropout.
-  c.model.attention_dropout_rate = 0.0
-  # Pre-LayerNorm (True) or post-LayerNorm (False).
-  c.model.pre_ln = True
-  # 'sinusoidal' or 'learned' positions.
-  c.model.position = 'sinusoidal'
-  # Sentence vector: 'mean' over real positions, 'last' or 'attention'.
-  c.model.pooling = 'mean'
-  # Unused by the classifier.
-  c.model.use_crf = False
-  # Classification head.
-  c.model.head = 'classify'
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.transformer_encoder()
 
   # Total optimizer steps.
   c.train.num_train_steps = 1_000

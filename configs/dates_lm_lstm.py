@@ -12,6 +12,7 @@ Arg `runlocal` shrinks everything for a smoke test.
 import ml_collections
 
 from configs import default
+from configs import model_sections
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -25,38 +26,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # BPTT window T (tokens per row per step); also the per-sentence cut-off (≤ 11 needed).
   c.task.max_target_length = 20
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'lstm'
-  c.model.kind = 'decoder'
-  # Embedding width.
-  c.model.emb_dim = 128
-  # LSTM width.
-  c.model.hidden_dim = 128
-  # LSTM layers.
-  c.model.num_layers = 2
-  # Unused by the LM (encdec decoder depth).
-  c.model.num_decoder_layers = 1
-  # Dropout on embeddings, between layers and before the output.
-  c.model.dropout_rate = 0.1
-  # Unused by the LM.
-  c.model.bidirectional = False
-  # Unused by the LM.
-  c.model.attention = 'none'
-  # Unused by the LM.
-  c.model.input_feeding = False
-  # Output logits through the embedding (needs emb_dim == hidden_dim or adds a projection).
-  c.model.tie_output = True
-  # Unused by the LM.
-  c.model.share_embeddings = True
-  # Unused by the LM.
-  c.model.pooling = 'last'
-  # Unused by the LM.
-  c.model.use_crf = False
-  # Unused by the LM.
-  c.model.head = ''
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.lstm(
+      kind='decoder',
+      hidden_dim=128,
+      num_layers=2,
+      bidirectional=False,
+      attention='none',
+      input_feeding=False,
+      tie_output=True)
 
   # Carry the LSTM state across batches (truncated BPTT over the token stream).
   c.train.stateful = True

@@ -11,6 +11,7 @@ token accuracy and entity-level F1 (seqeval). Arg `runlocal` shrinks everything.
 import ml_collections
 
 from configs import default
+from configs import model_sections
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -20,38 +21,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Registered task name (lmjax.data.synthetic_tasks).
   c.task.name = 'synthetic_dates_tag'
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'lstm'
-  c.model.kind = 'encoder'
-  # Embedding width.
-  c.model.emb_dim = 64
-  # LSTM width per direction.
-  c.model.hidden_dim = 128
-  # Encoder layers.
-  c.model.num_layers = 1
-  # Unused by the encoder.
-  c.model.num_decoder_layers = 1
-  # Dropout on embeddings, between layers and before the emissions.
-  c.model.dropout_rate = 0.1
-  # Bidirectional encoder.
-  c.model.bidirectional = True
-  # Unused by the encoder.
-  c.model.attention = 'none'
-  # Unused by the encoder.
-  c.model.input_feeding = False
-  # Unused by the encoder.
-  c.model.tie_output = False
-  # Unused by the encoder.
-  c.model.share_embeddings = True
-  # Unused by the tagger.
-  c.model.pooling = 'last'
-  # Linear-chain CRF over the tag emissions (Viterbi decoding at eval).
-  c.model.use_crf = True
-  # Tagging head.
-  c.model.head = 'tag'
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.lstm(
+      kind='encoder',
+      emb_dim=64,
+      hidden_dim=128,
+      attention='none',
+      input_feeding=False,
+      use_crf=True,
+      head='tag')
 
   # Total optimizer steps.
   c.train.num_train_steps = 1_000

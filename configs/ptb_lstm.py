@@ -12,6 +12,7 @@ Model ≈ the TF tutorial "small" (2×200) with dropout.
 import ml_collections
 
 from configs import default
+from configs import model_sections
 from configs import text_task
 
 
@@ -31,38 +32,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.tokenizer.min_count = 1
   c.task.batching.mode = 'plain'
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'lstm'
-  c.model.kind = 'decoder'
-  # Embedding width.
-  c.model.emb_dim = 200
-  # LSTM width.
-  c.model.hidden_dim = 200
-  # LSTM layers.
-  c.model.num_layers = 2
-  # Unused by the LM (encdec decoder depth).
-  c.model.num_decoder_layers = 1
-  # Dropout on embeddings, between layers and before the output.
-  c.model.dropout_rate = 0.2
-  # Unused by the LM.
-  c.model.bidirectional = False
-  # Unused by the LM.
-  c.model.attention = 'none'
-  # Unused by the LM.
-  c.model.input_feeding = False
-  # Output logits through the embedding (emb_dim == hidden_dim).
-  c.model.tie_output = True
-  # Unused by the LM.
-  c.model.share_embeddings = True
-  # Unused by the LM.
-  c.model.pooling = 'last'
-  # Unused by the LM.
-  c.model.use_crf = False
-  # Unused by the LM.
-  c.model.head = ''
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.lstm(
+      kind='decoder',
+      emb_dim=200,
+      hidden_dim=200,
+      num_layers=2,
+      dropout_rate=0.2,
+      bidirectional=False,
+      attention='none',
+      input_feeding=False,
+      tie_output=True)
   c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 0.0

@@ -10,6 +10,7 @@ The argument is the data directory holding `sst2/stsa_binary/stsa.binary.{train,
 import ml_collections
 
 from configs import default
+from configs import model_sections
 from configs import text_task
 
 
@@ -30,38 +31,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.tokenizer.lowercase = True
   c.task.batching.mode = 'plain'
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'lstm'
-  c.model.kind = 'encoder'
-  # Embedding width.
-  c.model.emb_dim = 128
-  # LSTM width per direction.
-  c.model.hidden_dim = 128
-  # Encoder layers.
-  c.model.num_layers = 1
-  # Unused by the encoder.
-  c.model.num_decoder_layers = 1
-  # Dropout on embeddings, between layers and before the head.
-  c.model.dropout_rate = 0.5
-  # Bidirectional encoder.
-  c.model.bidirectional = True
-  # Unused by the encoder.
-  c.model.attention = 'none'
-  # Unused by the encoder.
-  c.model.input_feeding = False
-  # Unused by the encoder.
-  c.model.tie_output = False
-  # Unused by the encoder.
-  c.model.share_embeddings = True
-  # Sentence vector: 'last', 'mean' or 'attention' pooling.
-  c.model.pooling = 'mean'
-  # Unused by the classifier.
-  c.model.use_crf = False
-  # Classification head.
-  c.model.head = 'classify'
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.lstm(
+      kind='encoder',
+      hidden_dim=128,
+      dropout_rate=0.5,
+      attention='none',
+      input_feeding=False,
+      pooling='mean',
+      head='classify')
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 100
   c.train.batch_size = 32

@@ -10,6 +10,7 @@ add `,runlocal` for a smoke test. Reference test entity F1: 40.42 (SJTU-Adapt Bi
 import ml_collections
 
 from configs import default
+from configs import model_sections
 from configs import text_task
 
 TYPES = ('corporation', 'creative-work', 'group', 'location', 'person', 'product')
@@ -32,38 +33,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.tokenizer.lowercase = True
   c.task.batching.mode = 'plain'
 
-  c.model = ml_collections.ConfigDict()
-  # Model family and kind.
-  c.model.family = 'lstm'
-  c.model.kind = 'encoder'
-  # Embedding width.
-  c.model.emb_dim = 100
-  # LSTM width per direction.
-  c.model.hidden_dim = 128
-  # Encoder layers.
-  c.model.num_layers = 1
-  # Unused by the encoder.
-  c.model.num_decoder_layers = 1
-  # Dropout on embeddings and before the emissions.
-  c.model.dropout_rate = 0.5
-  # Bidirectional encoder.
-  c.model.bidirectional = True
-  # Unused by the encoder.
-  c.model.attention = 'none'
-  # Unused by the encoder.
-  c.model.input_feeding = False
-  # Unused by the encoder.
-  c.model.tie_output = False
-  # Unused by the encoder.
-  c.model.share_embeddings = True
-  # Unused by the tagger.
-  c.model.pooling = 'last'
-  # Linear-chain CRF over the tag emissions.
-  c.model.use_crf = True
-  # Tagging head.
-  c.model.head = 'tag'
-  # Computation dtype.
-  c.model.dtype = 'float32'
+  c.model = model_sections.lstm(
+      kind='encoder',
+      emb_dim=100,
+      hidden_dim=128,
+      dropout_rate=0.5,
+      attention='none',
+      input_feeding=False,
+      use_crf=True,
+      head='tag')
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 100
   c.train.batch_size = 32

@@ -1,7 +1,6 @@
 """Real-corpus configs build their tasks from tiny files laid out like shared/data, and one
 trains end to end; the real corpora are checked when present (skipped otherwise)."""
 
-import gzip
 import os
 import tarfile
 

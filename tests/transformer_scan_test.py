@@ -1,6 +1,5 @@
 """Scanned layer stacks, rematerialisation and bf16 compute in the Transformer."""
 
-import functools
 
 import flax.linen as nn
 import jax

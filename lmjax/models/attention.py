@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.models import layers
 
 Dtype = Any
 

@@ -1,7 +1,7 @@
 """Transformer encoder-decoder, decoder-only LM and encoder (Vaswani et al., 2017)."""
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -1,6 +1,6 @@
 """TrainState and its sharded creation."""
 
-from typing import Any, Callable, Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import flax.struct
