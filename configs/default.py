@@ -98,6 +98,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.batch_size = 64
   # Total optimizer steps.
   c.train.num_train_steps = 2_000
+  # Micro-batches per step (gradients summed; same update as one big batch, less memory).
+  c.train.grad_accum_steps = 1
   # Label-smoothing epsilon.
   c.train.label_smoothing = 0.1
   # Steps between train-metric logs.

@@ -101,6 +101,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   t, o, m = config.train, config.optimizer, config.model
   need(t.batch_size > 0, 'train.batch_size', 'a positive integer')
   need(t.num_train_steps > 0, 'train.num_train_steps', 'a positive integer')
+  need(t.grad_accum_steps > 0 and t.batch_size % max(t.grad_accum_steps, 1) == 0,
+       'train.grad_accum_steps', f'a positive divisor of train.batch_size={t.batch_size}')
   for f in ('log_every', 'eval_every', 'checkpoint_every'):
     need(t[f] > 0, f'train.{f}', 'a positive integer')
   need(t.keep_checkpoints > 0, 'train.keep_checkpoints', 'a positive integer')

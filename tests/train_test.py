@@ -2,6 +2,8 @@
 
 import functools
 import hashlib
+import signal
+import time
 import os
 import subprocess
 import sys
@@ -207,3 +209,61 @@ def test_early_stopping(tmp_path):
   evals = [r['step'] for r in reporting.read_jsonl(str(tmp_path / 'metrics.jsonl')) if r['split'] == 'eval']
   assert evals == [2, 4, 6]
   assert ckpt_lib.load_params(str(tmp_path))[1] == 6
+
+
+def test_grad_accumulation_equals_one_big_batch():
+  config = tiny_config()
+  config.model.dropout_rate = 0.0  # micro-batches draw other dropout masks than one batch
+  task = tasks.build_task(config.task, None)
+  model = models.build_model(config.model, **task.model_sizes())
+  tx = optim.make_optimizer(config.optimizer, 10)
+  rules = parallel.rules_from_config(config)
+  batch = next(pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0))
+  mesh = parallel.create_mesh(config.mesh)
+  bsh = parallel.batch_sharding(mesh, rules)
+
+  def run(k):
+    state, shardings = state_lib.create_sharded_state(model, tx, batch, 0, mesh, rules)
+    step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1,
+                                     grad_accum_steps=k))
+    for _ in range(2):
+      state, m = step(state, parallel.to_global(batch, bsh))
+    return jax.device_get(state.params), float(m['loss'] / m['loss_weight'])
+
+  params1, loss1 = run(1)
+  params4, loss4 = run(4)
+  np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params4), jax.tree.leaves(params1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
+  steps = 60
+  overrides = [f'--config.train.num_train_steps={steps}', '--config.train.log_every=2',
+               f'--config.train.eval_every={steps}', '--config.train.checkpoint_every=1000',
+               '--config.train.async_checkpointing=False', '--config.eval.num_samples=0']
+  workdir = tmp_path / 'preempted'
+  cmd = [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
+         '--config=' + os.path.join(REPO, 'configs', 'default.py') + ':runlocal',
+         f'--workdir={workdir}'] + overrides
+  env = dict(os.environ, PYTHONPATH=REPO)
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and reporting.read_jsonl(str(metrics)):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err.decode()[-2000:]
+  stopped = ckpt_lib.load_params(str(workdir))[1]
+  assert 2 <= stopped < steps, stopped
+  resumed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+
+  config = tiny_config(steps=steps)
+  config.train.log_every, config.train.eval_every = 2, steps
+  config.train.checkpoint_every = 1000
+  loop.train_and_evaluate(config, str(tmp_path / 'straight'))
+  assert_trees_equal(params_of(str(tmp_path / 'straight')), params_of(str(workdir)))

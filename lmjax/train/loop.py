@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -10,6 +12,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from lmjax import configlib
 from lmjax import models
@@ -52,6 +55,36 @@ def save_config(config, workdir: str, step: int) -> None:
   os.replace(path + '.tmp', path)
 
 
+class PreemptionWatcher:
+  """Turns SIGTERM (preemption, Cloud TPU maintenance, `kill`) into a checkpoint and a clean exit.
+
+  The handler only sets a flag; the loop saves at the next step boundary. With
+  several processes the flag is combined over all of them every `sync_every` steps,
+  so every host stops at the same step.
+  """
+
+  def __init__(self):
+    self.flag = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.flag = True
+
+  def requested(self, step: int, sync_every: int) -> bool:
+    if jax.process_count() == 1:
+      return self.flag
+    if step % sync_every:
+      return False
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.flag))))
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 class Trainer:
   """Holds what one run builds once: task, model, mesh, compiled steps, checkpointer."""
 
@@ -79,7 +112,10 @@ class Trainer:
       self.state, self.shardings = stateful.add_carry(self.state, self.shardings, self.model,
                                                       config.train.batch_size, self.batch_sharding)
     rep = parallel.replicated(self.mesh)
-    step_fn = step_lib.stateful_train_step if self.stateful else step_lib.train_step
+    if self.stateful:
+      step_fn = step_lib.stateful_train_step
+    else:
+      step_fn = functools.partial(step_lib.train_step, grad_accum_steps=config.train.grad_accum_steps)
     self.train_step = jax.jit(
         functools.partial(step_fn, model=self.model, tx=self.tx,
                           label_smoothing=config.train.label_smoothing),
@@ -148,6 +184,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
   sums, tokens, t_log, stopped_early = None, 0, time.time(), False
   eval_metrics: Dict[str, float] = {}
   step = start
+  preemption, preempted = PreemptionWatcher(), False
   while step < total:
     local = next(trainer.train_iter)
     tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
@@ -183,11 +220,18 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
       trainer.checkpoint()
     if stopped_early:
       break
+    if preemption.requested(step, cfg.log_every):
+      trainer.checkpoint()
+      bar.write(f'SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume')
+      preempted = True
+      break
+  preemption.restore()
   bar.close()
 
-  if not eval_metrics:
+  if not eval_metrics and not preempted:  # a preempted job has seconds left: only save
     eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
-  samples = trainer.evaluator.samples(trainer.state.params, config.eval.num_samples)
+  samples = [] if preempted else trainer.evaluator.samples(trainer.state.params,
+                                                            config.eval.num_samples)
   writer.write_text(step, 'samples', '\n\n'.join(samples))
   trainer.checkpointer.wait()
   trainer.checkpointer.close()

@@ -137,12 +137,13 @@ def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Me
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 
-def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float
-               ) -> Tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
+               grad_accum_steps: int = 1) -> Tuple[TrainState, Metrics]:
   """One optimizer update on the global batch.
 
   The loss is the mean over the whole (global) batch's non-padding labels (or
-  sentences for a CRF), so the gradient is the same on 1 device or N.
+  sentences for a CRF), so the gradient is the same on 1 device or N, and with
+  `grad_accum_steps` micro-batches it equals the gradient of the whole batch.
 
   Args:
     state: current TrainState (donated by the caller's jit).
@@ -150,18 +151,37 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float
     model: unbound module (static).
     tx: optimizer (static).
     label_smoothing: epsilon (static).
+    grad_accum_steps: split the batch into this many micro-batches, run them one
+      after the other and sum their gradients (static; 1 = off). Saves activation memory.
 
   Returns:
     (new state, metric sums incl. 'grad_norm').
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
-    sums = compute_metrics(model, params, batch, train=True, rngs={'dropout': rng},
+  def sum_loss_fn(params, micro_batch, micro_rng):
+    sums = compute_metrics(model, params, micro_batch, train=True, rngs={'dropout': micro_rng},
                            label_smoothing=label_smoothing)
-    return sums['loss'] / jnp.maximum(sums['loss_weight'], 1.0), sums
+    return sums['loss'], sums
 
-  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+  if grad_accum_steps == 1:
+    grad_sum, sums = jax.grad(sum_loss_fn, has_aux=True)(state.params, batch, rng)
+  else:
+    k = grad_accum_steps
+    # (B, ...) → (k, B/k, ...): micro-batch i holds rows i*B/k … (i+1)*B/k - 1.
+    micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+        jax.grad(sum_loss_fn, has_aux=True), state.params, first, rng))
+
+    def body(acc, xs):
+      i, micro_batch = xs
+      out = jax.grad(sum_loss_fn, has_aux=True)(state.params, micro_batch,
+                                                jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, acc, out), None
+
+    (grad_sum, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+  grads = jax.tree.map(lambda g: g / jnp.maximum(sums['loss_weight'], 1.0), grad_sum)
   return _update(state, grads, sums, tx)
 
 
