@@ -26,7 +26,7 @@ setuptools.setup(
         'sentencepiece>=0.2',
     ],
     extras_require={
-        'test': ['pytest>=8', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
     },
