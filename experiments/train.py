@@ -4,6 +4,8 @@ r"""Trains a model. Rerunning the same command resumes from the latest checkpoin
         [--config.train.num_train_steps=5000 ...]
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -21,7 +23,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   runtime.setup(_CONFIG.value)
   from lmjax.train import loop  # pylint: disable=g-import-not-at-top  (after runtime setup)
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except configlib.ConfigError as e:
+    sys.exit(f'{e}\n(config file: {flags.FLAGS["config"].config_filename})')
 
 
 if __name__ == '__main__':

@@ -227,3 +227,17 @@ def test_config_builds(name):
       'nll_per_token', 'nll', 'perplexity', 'rouge1', 'rouge2', 'rougeL'), config.train.best_metric
   jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_batch(kind), train=False))
   assert isinstance(config.train.stateful, bool)
+
+
+def test_stateful_lm_trains_on_one_device_through_the_cli(tmp_path):
+  """The suite simulates 8 devices; a single device once hit a donated-twice carry buffer."""
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, os.path.join(repo, 'experiments', 'train.py'),
+         '--config=' + os.path.join(repo, 'configs', 'dates_lm_lstm.py') + ':runlocal',
+         f'--workdir={tmp_path}', '--config.train.num_train_steps=6', '--config.train.log_every=2',
+         '--config.train.eval_every=6', '--config.train.checkpoint_every=6']
+  env = dict(os.environ, PYTHONPATH=repo, XLA_FLAGS='')
+  proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (tmp_path / 'checkpoints' / 'last' / '6').is_dir()

@@ -11,6 +11,7 @@ from typing import Any, Tuple
 
 import flax.struct
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from lmjax.data import lm_stream
@@ -54,7 +55,10 @@ def add_carry(state: TrainState, shardings: TrainState, model, batch_size: int,
   """
   zero = model.zero_state(batch_size)
   carry_shardings = jax.tree.map(lambda _: batch_sharding, zero)
-  carry = jax.device_put(zero, carry_shardings)
+  # One fresh buffer per leaf: zero_state may return the same array twice (c and h),
+  # and the donated train step cannot take one buffer as two arguments.
+  carry = jax.tree.map(lambda z, s: jax.device_put(np.zeros(z.shape, z.dtype), s),
+                       zero, carry_shardings)
   fields = {k: getattr(state, k) for k in ('step', 'params', 'opt_state', 'rng')}
   shard_fields = {k: getattr(shardings, k) for k in fields}
   return (StatefulTrainState(**fields, carry=carry),
