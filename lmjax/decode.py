@@ -123,10 +123,14 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     logp = logp.reshape(b_size, k_size, vocab)  # (B, K, V)
     forced = (i >= limit)[:, None, None] & (jnp.arange(vocab) != eos_id)
     logp = jnp.where(forced, neg_inf, logp)
-    cand = (live_logp[:, :, None] + logp).reshape(b_size, k_size * vocab)  # (B, K*V)
     num = min(2 * k_size, k_size * vocab)
+    # The top 2K of all K*V candidates are among each beam's own top 2K: two small top_k
+    # instead of one over K*V (several times faster on CPU).
+    row_logp, row_tok = jax.lax.top_k(logp, min(num, vocab))  # (B, K, C)
+    cand = (live_logp[:, :, None] + row_logp).reshape(b_size, -1)  # (B, K*C)
     top_logp, top_idx = jax.lax.top_k(cand, num)  # (B, 2K)
-    parent, tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    parent = top_idx // row_tok.shape[-1]
+    tok = jnp.take_along_axis(row_tok.reshape(b_size, -1), top_idx, axis=1).astype(jnp.int32)
     seqs = _gather_beams(live_seqs, parent)  # (B, 2K, L)
     seqs = jnp.where(positions == i, tok[:, :, None], seqs)
     final = (tok == eos_id) | (i == l_size - 1)  # (B, 2K)
@@ -142,7 +146,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     live_seqs = _gather_beams(seqs, idx)
     live_tok = _gather_beams(tok, idx)
     rows = (jnp.arange(b_size)[:, None] * k_size + _gather_beams(parent, idx)).reshape(-1)
-    cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), cache)
+    cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=0, mode='clip'), cache)  # rows in range
 
     # log P only falls, and length_penalty is monotone in the length.
     max_penalty = jnp.maximum(length_penalty(i + 2, alpha), length_penalty(longest, alpha))

@@ -25,16 +25,57 @@ def init_cache(model, params, encoded, inputs, batch_size: int, max_length: int)
   def one_step():
     _, variables = model.apply({'params': params}, encoded, inputs,
                                jnp.zeros((batch_size,), jnp.int32), jnp.zeros((), jnp.int32),
-                               max_length=max_length, method='decode_step', mutable=['cache'])
+                               max_length=max_length, method='decode_step',
+                               mutable=['cache', 'cross_cache'])
     return variables['cache']
   shapes = jax.eval_shape(one_step)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def make_step_fn(model, params, encoded, inputs, max_length: int) -> decode.StepFn:
-  """Step function (cache, token, position) -> (logits, cache) for `model`."""
+def precompute_cross(model, params, encoded, inputs, batch_size: int, max_length: int) -> Any:
+  """The 'cross_cache' collection: per-layer encoder keys/values, projected once.
+
+  Runs one prefill decode step with 'cross_cache' mutable and keeps only that
+  collection (the step's logits are unused and compiled away under jit).
+
+  Args:
+    model: a module with `decode_step`.
+    params: model parameters.
+    encoded: encoder output (batch_size, S, D), or None.
+    inputs: (batch_size, S) source ids, or None.
+    batch_size: rows N.
+    max_length: decode length.
+
+  Returns:
+    The collection (leaves (N, H, S, Dh)); {} for models without cross-attention caches.
+  """
+  _, variables = model.apply({'params': params}, encoded, inputs,
+                             jnp.zeros((batch_size,), jnp.int32), jnp.zeros((), jnp.int32),
+                             max_length=max_length, method='decode_step',
+                             mutable=['cache', 'cross_cache'])
+  return variables.get('cross_cache', {})
+
+
+def make_step_fn(model, params, encoded, inputs, max_length: int,
+                 cross_cache: Optional[Any] = None) -> decode.StepFn:
+  """Step function (cache, token, position) -> (logits, cache) for `model`.
+
+  Args:
+    model, params, encoded, inputs, max_length: as for `init_cache`.
+    cross_cache: `precompute_cross` output for these rows; computed here when None.
+
+  Returns:
+    The step function; the cross-attention keys/values are constants of its closure.
+  """
+  if cross_cache is None and (inputs is not None or encoded is not None):
+    rows = (inputs if inputs is not None else encoded).shape[0]
+    cross_cache = precompute_cross(model, params, encoded, inputs, rows, max_length)
+  constants = {'params': params}
+  if cross_cache:
+    constants['cross_cache'] = cross_cache
+
   def step_fn(cache, token, position):
-    logits, variables = model.apply({'params': params, 'cache': cache}, encoded, inputs, token,
+    logits, variables = model.apply({**constants, 'cache': cache}, encoded, inputs, token,
                                     position, max_length=max_length, method='decode_step',
                                     mutable=['cache'])
     return logits, variables['cache']
@@ -92,9 +133,11 @@ def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: 
   """
   batch_size = inputs.shape[0]
   encoded = model.apply({'params': params}, inputs, method='encode')
+  # One copy per sentence: attention folds the K beams into its query axis.
+  cross_cache = precompute_cross(model, params, encoded, inputs, batch_size, max_length)
   encoded, rep_inputs = repeat_batch((encoded, inputs), beam_size)
   cache = init_cache(model, params, encoded, rep_inputs, batch_size * beam_size, max_length)
-  step_fn = make_step_fn(model, params, encoded, rep_inputs, max_length)
+  step_fn = make_step_fn(model, params, encoded, rep_inputs, max_length, cross_cache)
   max_lengths = None
   if max_len_a != 0.0 or max_len_b is not None:
     src_len = jnp.sum(inputs > 0, axis=1).astype(jnp.float32)  # (B,)

@@ -10,25 +10,29 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype):
+def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype,
+                          kv_heads_major: bool = False):
   """Scaled dot-product attention.
 
   Args:
     q: (B, Lq, H, D) queries.
-    k: (B, Lk, H, D) keys.
-    v: (B, Lk, H, D) values.
+    k: (B, Lk, H, D) keys, or (B, H, Lk, D) when `kv_heads_major`.
+    v: values, shaped like k.
     mask: (B, 1|H, Lq, Lk) bool or None; False entries are not attended.
     dropout_rng: PRNG key for attention dropout (unused when deterministic).
     dropout_rate: probability of dropping an attention weight.
     deterministic: disables dropout.
     dtype: computation dtype.
+    kv_heads_major: k/v are laid out (B, H, Lk, D), as in the decode caches: the batched
+      matmuls then read them in place instead of transposing the whole cache every step.
 
   Returns:
     (B, Lq, H, D) attended values.
   """
   depth = q.shape[-1]
   q = q / jnp.sqrt(depth).astype(dtype)
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # (B, H, Lq, Lk)
+  kv = 'bhkd' if kv_heads_major else 'bkhd'
+  logits = jnp.einsum(f'bqhd,{kv}->bhqk', q, k)  # (B, H, Lq, Lk)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   # Softmax in float32 for stability under bf16.
@@ -36,7 +40,7 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
   if not deterministic and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+  return jnp.einsum(f'bhqk,{kv}->bqhd', weights, v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -74,8 +78,8 @@ class MultiHeadAttention(nn.Module):
       mask: (B, 1, Lq, Lk) bool, or for decode='self' None (built from `position`).
       deterministic: disables dropout.
       decode: '' (full sequence), 'self' (one new token, cached keys/values,
-        needs `position` and `max_length`) or 'cross' (encoder keys/values
-        projected once at position 0 and cached).
+        needs `position` and `max_length`) or 'cross' (encoder keys/values projected
+        once, when 'cross_cache' is mutable, and read from it afterwards).
       position: scalar int32 position of the new token when decoding.
       max_length: cache length for decode='self'.
 
@@ -84,26 +88,33 @@ class MultiHeadAttention(nn.Module):
     """
     features = x_q.shape[-1]
     q = self._proj('query')(x_q)  # (B, Lq, H, Dh)
+    heads_major = bool(decode)
     if decode == 'self':
-      k_new = self._proj('key')(x_kv)  # (B, 1, H, Dh)
-      v_new = self._proj('value')(x_kv)
-      ck = self.variable('cache', 'cached_key', jnp.zeros, (k_new.shape[0], max_length) + k_new.shape[2:], k_new.dtype)
-      cv = self.variable('cache', 'cached_value', jnp.zeros, ck.value.shape, v_new.dtype)
-      ck.value = jax.lax.dynamic_update_slice_in_dim(ck.value, k_new, position, axis=1)
-      cv.value = jax.lax.dynamic_update_slice_in_dim(cv.value, v_new, position, axis=1)
-      k, v = ck.value, cv.value  # (B, max_length, H, Dh)
+      # Caches are (B, H, max_length, Dh): head-major, so attention reads them in place.
+      k_new = self._proj('key')(x_kv).transpose(0, 2, 1, 3)  # (B, H, 1, Dh)
+      v_new = self._proj('value')(x_kv).transpose(0, 2, 1, 3)
+      shape = k_new.shape[:2] + (max_length,) + k_new.shape[3:]
+      ck = self.variable('cache', 'cached_key', jnp.zeros, shape, k_new.dtype)
+      cv = self.variable('cache', 'cached_value', jnp.zeros, shape, v_new.dtype)
+      ck.value = jax.lax.dynamic_update_slice_in_dim(ck.value, k_new, position, axis=2)
+      cv.value = jax.lax.dynamic_update_slice_in_dim(cv.value, v_new, position, axis=2)
+      k, v = ck.value, cv.value  # (B, H, max_length, Dh)
       mask = (jnp.arange(max_length) <= position)[None, None, None, :]  # (1, 1, 1, max_length)
     elif decode == 'cross':
-      key_proj, value_proj = self._proj('key'), self._proj('value')
-      shape = x_kv.shape[:2] + (self.num_heads, self.qkv_dim // self.num_heads)
-      ck = self.variable('cache', 'cached_key', jnp.zeros, shape, self.dtype)
-      cv = self.variable('cache', 'cached_value', jnp.zeros, shape, self.dtype)
-      if self.is_initializing() or self.is_mutable_collection('params'):
-        k, v = key_proj(x_kv), value_proj(x_kv)
-      else:
-        k, v = jax.lax.cond(position == 0, lambda: (key_proj(x_kv), value_proj(x_kv)),
-                            lambda: (ck.value, cv.value))
-      ck.value, cv.value = k, v
+      # The encoder keys/values live in their own collection, 'cross_cache': computed by
+      # a prefill call that makes it mutable (lmjax.predict.precompute_cross), then only
+      # read, so the decode loop neither recomputes nor carries (nor beam-reorders) them.
+      shape = (x_kv.shape[0], self.num_heads, x_kv.shape[1], self.qkv_dim // self.num_heads)
+      ck = self.variable('cross_cache', 'cached_key', jnp.zeros, shape, self.dtype)
+      cv = self.variable('cross_cache', 'cached_value', jnp.zeros, shape, self.dtype)
+      if self.is_mutable_collection('cross_cache'):
+        ck.value = self._proj('key')(x_kv).transpose(0, 2, 1, 3)  # (B, H, S, Dh)
+        cv.value = self._proj('value')(x_kv).transpose(0, 2, 1, 3)
+      k, v = ck.value, cv.value
+      if k.shape[0] != q.shape[0]:
+        # Beam search keeps one copy per sentence (B rows) for its B*K query rows
+        # (b*K + k): fold the K beams into the query axis instead of repeating K/V.
+        return self._out(self._folded_cross(q, k, v, mask), features)
     else:
       k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
       v = self._proj('value')(x_kv)
@@ -112,7 +123,25 @@ class MultiHeadAttention(nn.Module):
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
     out = dot_product_attention(q, k, v, mask, dropout_rng, self.dropout_rate,
-                                deterministic, self.dtype)  # (B, Lq, H, Dh)
+                                deterministic, self.dtype, heads_major)  # (B, Lq, H, Dh)
+    return self._out(out, features)
+
+  def _folded_cross(self, q, k, v, mask):
+    """Cross-attention of (B*K, Lq, H, Dh) queries to per-sentence (B, H, S, Dh) keys/values."""
+    n, lq, h, dh = q.shape
+    b = k.shape[0]
+    if n % b:
+      raise ValueError(f'cross-attention: {n} query rows are not a multiple of the {b} rows '
+                       'in the cross_cache')
+    q = q.reshape(b, (n // b) * lq, h, dh)  # (B, K*Lq, H, Dh)
+    if mask is not None:  # (B*K, 1, Lq, S): equal within a sentence
+      mask = mask.reshape((b, n // b) + mask.shape[1:])[:, 0]
+      mask = jnp.tile(mask, (1, 1, n // b, 1))  # (B, 1, K*Lq, S)
+    out = dot_product_attention(q, k, v, mask, None, 0.0, True, self.dtype, True)
+    return out.reshape(n, lq, h, dh)
+
+  def _out(self, out, features):
+    """Output projection (B, Lq, H, Dh) → (B, Lq, features)."""
     return nn.DenseGeneral(
         features, axis=(-2, -1), dtype=self.dtype, name='out',
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ('heads', 'kv', 'embed')),

@@ -162,7 +162,7 @@ def layer_stack(x, cfg: TransformerConfig, num_layers: int, mask, encoded=None, 
     return x
   if num_layers == 0:
     return x
-  scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 1},
+  scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 1, 'cross_cache': 1},
                     split_rngs={'params': True, 'dropout': True},
                     in_axes=(nn.broadcast,) * 4, length=num_layers,
                     metadata_params={nn.PARTITION_NAME: 'layers'})
