@@ -22,6 +22,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.source.type = 'summaries'
   c.task.source.train_files = ['aeslc/enron_subject_line_train.tar.gz']
   c.task.source.eval_files = ['aeslc/enron_subject_line_dev.tar.gz']
+  c.task.source.test_files = ['aeslc/enron_subject_line_test.tar.gz']
   # Emails contain stray non-UTF-8 bytes: replace them rather than stop.
   c.task.source.encoding_errors = 'replace'
   c.task.max_input_length = 256

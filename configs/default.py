@@ -70,18 +70,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Recompute layers in the backward pass: 'none', 'full', 'dots_saveable' or
   # 'dots_with_no_batch_dims_saveable' (keep matmul outputs).
   c.model.remat_policy = 'none'
+  # Feed-forward activation: 'relu' or 'gelu'.
+  c.model.mlp_activation = 'relu'
 
   c.optimizer = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.
   c.optimizer.name = 'adamw'
   # Peak learning rate.
   c.optimizer.learning_rate = 2e-3
-  # 'constant', 'rsqrt', 'cosine' or 'linear'.
+  # 'constant', 'rsqrt', 'cosine', 'linear' or 'step'.
   c.optimizer.schedule = 'cosine'
   # Linear warmup steps.
   c.optimizer.warmup_steps = 200
   # Final learning rate as a fraction of the peak (cosine/linear).
   c.optimizer.end_learning_rate_factor = 0.05
+  # 'step' schedule: × decay_rate at step decay_begin, then again every decay_every steps.
+  c.optimizer.decay_rate = 0.5
+  c.optimizer.decay_every = 1000
+  c.optimizer.decay_begin = 1000
   # Adam beta1 (momentum for sgd).
   c.optimizer.b1 = 0.9
   # Adam beta2.
@@ -120,6 +126,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.early_stopping_patience = 0
   # Carry the LSTM LM state across batches (truncated BPTT over a token stream; lm tasks only).
   c.train.stateful = False
+  # A step whose loss or gradient norm is NaN/Inf is never applied; then 'skip' goes on
+  # (stopping after max_nonfinite_steps in a row) or 'stop' stops the run at once.
+  c.train.nonfinite = 'skip'
+  # Consecutive non-finite steps after which the run stops with an error (nonfinite='skip').
+  c.train.max_nonfinite_steps = 10
 
   c.eval = ml_collections.ConfigDict()
   # Eval batch size (sentences).

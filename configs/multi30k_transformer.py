@@ -24,6 +24,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # [source, target] line-aligned files.
   c.task.source.train_files = ['multi30k/tok/train.lc.norm.tok.en', 'multi30k/tok/train.lc.norm.tok.de']
   c.task.source.eval_files = ['multi30k/tok/val.lc.norm.tok.en', 'multi30k/tok/val.lc.norm.tok.de']
+  c.task.source.test_files = ['multi30k/tok/test_2016_flickr.lc.norm.tok.en',
+                              'multi30k/tok/test_2016_flickr.lc.norm.tok.de']
   c.task.max_input_length = 64
   c.task.max_target_length = 64
   c.task.length_handling = 'filter'

@@ -4,8 +4,10 @@ r"""Character-level decoder-only Transformer on tiny Shakespeare (nanoGPT's shak
 
 The argument is the data directory holding `tinyshakespeare/input.txt`; add `,runlocal`
 for a smoke test. As nanoGPT: the first 90% of characters train, the last 10% evaluate;
-the text is one stream cut into 256-character rows. Model = nanoGPT's small CPU config
-(4 layers, 4 heads, d 128; its val loss is about 1.88 after 2000 iterations).
+the text is one stream cut into 64-character rows. Model and schedule = nanoGPT's CPU
+config (`--block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
+--max_iters=2000 --lr_decay_iters=2000 --dropout=0.0`: AdamW lr 1e-3 → 1e-4 cosine,
+100 warmup steps, beta2 0.99, weight decay 0.1, clip 1.0), whose val loss is 1.88.
 """
 
 import ml_collections
@@ -25,7 +27,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.source.eval_files = []
   c.task.source.lm_mode = 'stream'
   c.task.source.eval_fraction = 0.1
-  c.task.max_target_length = 256
+  c.task.max_target_length = 64
   c.task.tokenizer.type = 'char'
   c.task.tokenizer.vocab_size = 0
   c.task.batching.mode = 'plain'
@@ -38,14 +40,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.num_heads = 4
   c.model.num_encoder_layers = 0
   c.model.num_decoder_layers = 4
-  c.model.max_len = 256
-  c.model.dropout_rate = 0.1
+  c.model.max_len = 64
+  c.model.dropout_rate = 0.0
   c.model.position = 'learned'
+  c.model.mlp_activation = 'gelu'  # as nanoGPT
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.b2 = 0.99
+  c.optimizer.eps = 1e-8
+  c.optimizer.end_learning_rate_factor = 0.1  # 1e-3 → 1e-4
   c.optimizer.weight_decay = 0.1
-  c.train.batch_size = 32
+  c.train.batch_size = 12
   c.train.num_train_steps = 2000
   c.train.label_smoothing = 0.0
   c.train.eval_every = c.train.checkpoint_every = 250

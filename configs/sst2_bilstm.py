@@ -22,6 +22,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.source.type = 'labeled_lines'
   c.task.source.train_files = ['sst2/stsa_binary/stsa.binary.train']
   c.task.source.eval_files = ['sst2/stsa_binary/stsa.binary.dev']
+  c.task.source.test_files = ['sst2/stsa_binary/stsa.binary.test']
   c.task.source.labels = ['0', '1']
   c.task.source.label_names = ['negative', 'positive']
   c.task.max_input_length = 64

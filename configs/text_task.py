@@ -61,6 +61,8 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.source.train_files = []
   # Eval files (lm with lm_mode='stream': empty = last eval_fraction of the training text).
   t.source.eval_files = []
+  # Test files, read only by `evaluate.py --split=test` (final numbers; never during training).
+  t.source.test_files = []
   # Undecodable bytes: 'strict' (error naming file and line) or 'replace' (U+FFFD).
   t.source.encoding_errors = 'strict'
   # LM: 'line' (one example per line + EOS) or 'stream' (the text cut into fixed rows).
@@ -81,6 +83,8 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.source.train_split = 'train'
   # TFDS eval split.
   t.source.eval_split = 'validation'
+  # TFDS test split (evaluate.py --split=test).
+  t.source.test_split = 'test'
   # TFDS feature with the source text (seq2seq, classify).
   t.source.input_key = 'inputs'
   # TFDS feature with the target text (seq2seq, lm).

@@ -24,6 +24,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.source.type = 'conll'
   c.task.source.train_files = ['wnut17/wnut17train.conll']
   c.task.source.eval_files = ['wnut17/emerging.dev.conll']
+  c.task.source.test_files = ['wnut17/emerging.test.annotated']
   # Tag set (ids 1..13; 0 is padding).
   c.task.source.labels = ['O'] + [f'{p}-{t}' for t in TYPES for p in ('B', 'I')]
   c.task.max_input_length = 64

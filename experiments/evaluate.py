@@ -20,7 +20,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
 _AVERAGE_LAST = flags.DEFINE_integer('average_last', 0,
                                      'Evaluate the mean of the newest N kept checkpoints (0 = off).')
-_SPLIT = flags.DEFINE_string('split', 'eval', 'Split to evaluate.')
+_SPLIT = flags.DEFINE_string(
+    'split', 'eval', "'eval' (as in training) or 'test' (config.task.source.test_files; "
+    'final numbers only).')
 _BEAM_SIZE = flags.DEFINE_integer('beam_size', 1, 'Beam width; 1 = greedy decoding.')
 _ALPHA = flags.DEFINE_float('alpha', 0.6, 'Beam-search length-penalty exponent.')
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')

@@ -22,11 +22,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   runtime.setup(_CONFIG.value)
-  from lmjax.train import loop  # pylint: disable=g-import-not-at-top  (after runtime setup)
+  # pylint: disable=g-import-not-at-top  (after runtime setup)
+  from lmjax.data import sources
+  from lmjax.train import guard
+  from lmjax.train import loop
   try:
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except configlib.ConfigError as e:
     sys.exit(f'{e}\n(config file: {flags.FLAGS["config"].config_filename})')
+  except (guard.TrainingError, sources.DataError) as e:
+    # What the user can fix (non-finite training, full disk, bad data): the message, no traceback.
+    sys.exit(f'error ({type(e).__name__}): {e}')
 
 
 if __name__ == '__main__':

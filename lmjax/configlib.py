@@ -1,11 +1,14 @@
 """Config checks: command-line overrides of unknown fields, and values validated before compiling."""
 
 import importlib.util
+import math
+import os
 import sys
 from typing import List, Sequence
 
 from absl import flags
 import ml_collections
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -82,56 +85,138 @@ def _has_path(config, dotted: str) -> bool:
   return True
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+  return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+          and math.isfinite(x))
+
+
+def _positive_int(x) -> bool:
+  return _is_int(x) and x > 0
+
+
+def _nonneg_int(x) -> bool:
+  return _is_int(x) and x >= 0
+
+
+def _unit_interval(x) -> bool:  # [0, 1)
+  return _is_num(x) and 0.0 <= x < 1.0
+
+
+def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> None:
   """Checks values before anything is compiled; raises one ConfigError listing every problem.
 
   Args:
     config: the experiment config.
+    check_paths: also check that the data directory and files the task names exist
+      (the trainer does; config tests without the data do not).
 
   Raises:
     ConfigError: with one line per problem, each naming the field and what is expected.
   """
   problems = []
 
-  def need(cond, field, expected):
-    if not cond:
+  def need(field, ok, expected):
+    """Records a problem unless ok(value) (a wrong type counts as a problem, not a crash)."""
+    try:
       value = _get(config, field)
+    except (KeyError, AttributeError):
+      return  # a field this config does not have
+    try:
+      good = bool(ok(value))
+    except Exception:  # pylint: disable=broad-except  (e.g. None or a string compared with 0)
+      good = False
+    if not good:
       problems.append(f'config.{field}={value!r}: expected {expected}')
 
-  t, o, m = config.train, config.optimizer, config.model
-  need(t.batch_size > 0, 'train.batch_size', 'a positive integer')
-  need(t.num_train_steps > 0, 'train.num_train_steps', 'a positive integer')
-  need(t.grad_accum_steps > 0 and t.batch_size % max(t.grad_accum_steps, 1) == 0,
-       'train.grad_accum_steps', f'a positive divisor of train.batch_size={t.batch_size}')
-  for f in ('log_every', 'eval_every', 'checkpoint_every'):
-    need(t[f] > 0, f'train.{f}', 'a positive integer')
-  need(t.keep_checkpoints > 0, 'train.keep_checkpoints', 'a positive integer')
-  need(0.0 <= t.label_smoothing < 1.0, 'train.label_smoothing', 'a value in [0, 1)')
-  need(t.best_mode in ('min', 'max'), 'train.best_mode', "'min' or 'max'")
-  need(t.early_stopping_patience >= 0, 'train.early_stopping_patience', '>= 0 (0 = off)')
-  need(o.learning_rate > 0, 'optimizer.learning_rate', 'a positive number')
-  need(0 <= o.warmup_steps <= t.num_train_steps, 'optimizer.warmup_steps',
-       f'between 0 and train.num_train_steps={t.num_train_steps}')
-  need(o.grad_clip_norm >= 0, 'optimizer.grad_clip_norm', '>= 0 (0 = off)')
+  t, m = config.train, config.model
+  for f in ('seed', 'data_seed'):
+    need(f, _nonneg_int, 'an integer >= 0')
+  for f in ('batch_size', 'num_train_steps', 'log_every', 'eval_every', 'checkpoint_every',
+            'keep_checkpoints', 'max_nonfinite_steps'):
+    need(f'train.{f}', _positive_int, 'a positive integer')
+  need('train.grad_accum_steps',
+       lambda k: _positive_int(k) and _positive_int(t.batch_size) and t.batch_size % k == 0,
+       f'a positive divisor of train.batch_size={t.batch_size}')
+  need('train.label_smoothing', _unit_interval, 'a value in [0, 1)')
+  need('train.best_mode', lambda x: x in ('min', 'max'), "'min' or 'max'")
+  need('train.early_stopping_patience', _nonneg_int, '>= 0 (0 = off)')
+  need('train.nonfinite', lambda x: x in ('skip', 'stop'), "'skip' or 'stop'")
+  need('optimizer.learning_rate', lambda x: _is_num(x) and x > 0, 'a positive finite number')
+  need('optimizer.warmup_steps', lambda x: _nonneg_int(x) and x <= t.num_train_steps,
+       f'an integer between 0 and train.num_train_steps={t.num_train_steps}')
+  need('optimizer.grad_clip_norm', lambda x: _is_num(x) and x >= 0, '>= 0 (0 = off)')
+  need('optimizer.name', lambda x: x in OPTIMIZERS, ' or '.join(map(repr, OPTIMIZERS)))
+  need('optimizer.schedule', lambda x: x in SCHEDULES, ' or '.join(map(repr, SCHEDULES)))
+  for f in ('b1', 'b2'):
+    need(f'optimizer.{f}', _unit_interval, 'a value in [0, 1)')
+  if _get(config, 'optimizer.schedule') == 'step':
+    need('optimizer.decay_rate', lambda x: _is_num(x) and 0 < x <= 1, 'a number in (0, 1]')
+    need('optimizer.decay_every', _positive_int, 'a positive integer')
+    need('optimizer.decay_begin', _nonneg_int, 'an integer >= 0')
+  for f in ('eps', 'weight_decay', 'end_learning_rate_factor'):
+    need(f'optimizer.{f}', lambda x: _is_num(x) and x >= 0, 'a finite number >= 0')
+  need('model.mlp_activation', lambda x: x in ('relu', 'gelu'), "'relu' or 'gelu'")
   for f in ('dropout_rate', 'attention_dropout_rate'):
-    if f in m:
-      need(0.0 <= m[f] < 1.0, f'model.{f}', 'a value in [0, 1)')
+    need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):
-    if f in m:
-      need(m[f] > 0, f'model.{f}', 'a positive integer')
-  if 'num_heads' in m and 'qkv_dim' in m and m.num_heads > 0:
-    need(m.qkv_dim % m.num_heads == 0, 'model.qkv_dim',
-         f'a multiple of model.num_heads={m.num_heads}')
+    need(f'model.{f}', _positive_int, 'a positive integer')
+  if 'num_heads' in m and 'qkv_dim' in m and _positive_int(m.num_heads):
+    need('model.qkv_dim', lambda x: x % m.num_heads == 0,
+         f'a multiple of model.num_heads={m.num_heads} (the attention width is split over the heads)')
   for f in ('num_encoder_layers', 'num_decoder_layers', 'num_layers'):
-    if f in m:
-      need(m[f] >= 0, f'model.{f}', '>= 0')
-  need(config.eval.batch_size > 0, 'eval.batch_size', 'a positive integer')
-  if 'max_len' in m:
+    need(f'model.{f}', _nonneg_int, 'an integer >= 0')
+  need('model.dtype', lambda x: x in ('float32', 'bfloat16'), "'float32' or 'bfloat16'")
+  need('eval.batch_size', _positive_int, 'a positive integer')
+  for f in ('num_samples', 'decode_max_length'):
+    need(f'eval.{f}', _nonneg_int, 'an integer >= 0')
+  for f in ('max_input_length', 'max_target_length', 'num_train', 'num_eval'):
+    need(f'task.{f}', _positive_int, 'a positive integer')
+  if 'max_len' in m and _is_int(m.max_len):
     for f in ('max_input_length', 'max_target_length'):
-      if f in config.task:
-        need(config.task[f] <= m.max_len, f'task.{f}', f'<= model.max_len={m.max_len}')
+      need(f'task.{f}', lambda x: x <= m.max_len, f'<= model.max_len={m.max_len}')
+  for f in ('max_train_examples', 'max_eval_examples'):
+    need(f'task.source.{f}', _nonneg_int, 'an integer >= 0 (0 = all)')
+  need('task.source.eval_fraction', lambda x: _is_num(x) and 0 < x < 1, 'a value in (0, 1)')
+  need('task.tokenizer.vocab_size', _nonneg_int, 'an integer >= 0')
+  need('task.batching.max_tokens', _positive_int, 'a positive integer')
+  need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),
+       'a non-empty list of positive integers')
+  need('task.batching.mode', lambda x: x in ('plain', 'pack', 'bucket'), "'plain', 'pack' or 'bucket'")
+  for axis, size in config.mesh.items():
+    need(f'mesh.{axis}', lambda x: _positive_int(x) or x == -1, 'a positive integer or -1 (the rest)')
+  if check_paths:
+    problems.extend(_missing_paths(config.task))
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))
+
+
+OPTIMIZERS = ('adamw', 'adam', 'adafactor', 'sgd')
+SCHEDULES = ('constant', 'rsqrt', 'cosine', 'linear', 'step')
+
+
+def _missing_paths(task) -> List[str]:
+  """The data directory and files that config.task names but that do not exist."""
+  source = task.get('source')
+  if not isinstance(source, ml_collections.ConfigDict) or source.get('type') == 'tfds':
+    return []
+  problems = []
+  data_dir = task.get('data_dir', '') or ''
+  if data_dir and not os.path.isdir(data_dir):
+    problems.append(f'config.task.data_dir={data_dir!r}: no such directory (give the data '
+                    'directory as the config argument, e.g. configs/x.py:/path/to/data)')
+    return problems
+  for split in ('train_files', 'eval_files'):
+    for i, name in enumerate(source.get(split, None) or []):
+      path = os.path.join(data_dir, name) if data_dir else name
+      if not os.path.isfile(path):
+        hint = ('' if data_dir else ' (relative to the current directory: give the data directory '
+                'as the config argument, e.g. configs/x.py:/path/to/data)')
+        problems.append(f'config.task.source.{split}[{i}]={name!r}: file {path} not found{hint}')
+  return problems
 
 
 def _get(config, dotted):

@@ -98,9 +98,16 @@ class Run:
     rows_multiple: batch sizes are rounded up to a multiple of this (batch devices).
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, split: str = 'eval'):
+    """Args: workdir: the run directory; split: which held-out split `task.eval_examples`
+    holds: 'eval' (as in training) or 'test' (config.task.source.test_files / test_split)."""
     self.workdir = workdir
+    self.split = split
     config = load_config(workdir)
+    if split not in SPLITS:
+      raise ToolError(f'--split={split!r}: expected one of {list(SPLITS)}')
+    if split == 'test':
+      use_test_split(config)
     try:
       self.task = tasks.build_task(config.task, workdir)
       self.model = models.build_model(config.model, **self.task.model_sizes())
@@ -319,8 +326,8 @@ class Run:
       The report: workdir, checkpoint, split, num_examples, metrics, and for seq2seq
       decoding, signatures, predictions.
     """
-    if split not in SPLITS:
-      raise ToolError(f'--split={split!r}: this task has splits {list(SPLITS)}')
+    if split != self.split:
+      raise ToolError(f'--split={split!r}: this Run was built for split {self.split!r}')
     DecodeOptions(beam_size=beam_size, alpha=alpha).validate()
     evaluator = self.evaluator()
     if self._greedy is None and beam_size > 1:
@@ -367,6 +374,23 @@ def format_report(report: Dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+def use_test_split(config) -> None:
+  """Points config.task's eval split at the test split (files or TFDS split), in place.
+
+  Raises:
+    ToolError: the config names no test split.
+  """
+  src = config.task.source
+  if src.type == 'tfds':
+    src.eval_split = src.get('test_split', 'test')
+  elif not src.get('test_files'):
+    raise ToolError('--split=test: config.task.source.test_files is empty in the run\'s '
+                    'config.json; list the test file(s) there')
+  else:
+    src.eval_files = list(src.test_files)
+  src.max_eval_examples = 0
+
+
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
                      split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
                      output: str = '') -> Dict[str, Any]:
@@ -384,7 +408,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   Returns:
     The report (also written to `report['output']`).
   """
-  run = Run(workdir)
+  run = Run(workdir, split)
   params, info = run.restore(checkpoint, average_last)
   report = run.evaluate(params, info, split, beam_size, alpha)
   suffix = f'_beam{beam_size}' if beam_size > 1 else ''

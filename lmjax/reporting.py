@@ -7,31 +7,61 @@ from typing import Dict, List, Mapping, Optional
 
 import tqdm
 
+from lmjax.train import guard
+
 
 class MetricWriter:
   """Writes scalars to TensorBoard (WORKDIR/tensorboard) and WORKDIR/metrics.jsonl.
 
   Only the main process writes. Each JSONL line is
   {"step": int, "split": "train"|"eval"|..., "time": float, <metric>: float, ...}.
+  A crash leaves at most a torn last line, repaired when the run resumes; a failed
+  write (full disk) raises `guard.WriteError` naming the file and leaves no torn line.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: Optional[int] = None):
+    """Opens the writers.
+
+    Args:
+      workdir: run directory.
+      enabled: False on every process but the main one (then nothing is written).
+      resume_step: the step the run resumes from (0 for a fresh start): records after it,
+        written by a run that stopped before its next checkpoint, are dropped, and
+        TensorBoard hides its events after it (the event files are kept). None keeps all.
+
+    Raises:
+      guard.WriteError: metrics.jsonl cannot be repaired or rewritten.
+    """
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      repair_jsonl(self.path)
+      try:
+        repair_jsonl(self.path)
+        if resume_step is not None:
+          self.truncate_after(resume_step)
+      except OSError as e:
+        raise guard.write_error(e, self.path, 'metrics file') from e
+      tb_dir = os.path.join(workdir, 'tensorboard')
+      old_events = os.path.isdir(tb_dir) and bool(os.listdir(tb_dir))
+      purge = resume_step + 1 if resume_step is not None and old_events else None
+      self._tb = SummaryWriter(tb_dir, purge_step=purge)
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
-    """Appends one record and mirrors it to TensorBoard as `<split>/<name>`."""
+    """Appends one record and mirrors it to TensorBoard as `<split>/<name>`.
+
+    Raises:
+      guard.WriteError: metrics.jsonl could not be written (the file is left as it was).
+    """
     if not self.enabled:
       return
     record = {'step': int(step), 'split': split, 'time': time.time()}
     record.update({k: float(v) for k, v in scalars.items()})
-    with open(self.path, 'a', encoding='utf-8') as f:
-      f.write(json.dumps(record) + '\n')
+    try:
+      append_line(self.path, json.dumps(record) + '\n')
+    except OSError as e:
+      raise guard.write_error(e, self.path, 'metrics file') from e
     for k, v in scalars.items():
       self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
 
@@ -58,6 +88,24 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def append_line(path: str, line: str) -> None:
+  """Appends `line`; when the write fails the file is cut back to its old size (no torn line).
+
+  Raises:
+    OSError: the write failed.
+  """
+  size = os.path.getsize(path) if os.path.exists(path) else 0
+  try:
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(line)
+  except OSError:
+    try:
+      os.truncate(path, size)
+    except OSError:
+      pass  # a torn line is repaired by repair_jsonl at the next start
+    raise
 
 
 def read_jsonl(path: str) -> List[Dict]:

@@ -21,7 +21,7 @@ class ToolError(ValueError):
 
 
 USER_ERRORS = (ToolError, averaging.CheckpointError)
-SPLITS = ('eval',)
+SPLITS = ('eval', 'test')  # 'test' only for final numbers (evaluate.py --split=test)
 
 
 def setup_process() -> None:

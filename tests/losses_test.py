@@ -61,3 +61,15 @@ def test_tied_logits_gradients_match_autodiff():
   want = jax.grad(lambda a, b: jnp.sum(jnp.dot(a, b.T) * cot), argnums=(0, 1))(x, emb)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_step_schedule_matches_zaremba_epochs():
+  """lr 1 for 4 'epochs' of 10 steps, then halved at the start of every later epoch."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from lmjax.train import optim  # pylint: disable=g-import-not-at-top
+  cfg = default.get_config().optimizer
+  cfg.update(schedule='step', learning_rate=1.0, warmup_steps=0, decay_rate=0.5,
+             decay_every=10, decay_begin=40)
+  schedule = optim.make_schedule(cfg, 130)
+  want = [0.5 ** max(step // 10 - 3, 0) for step in range(130)]
+  np.testing.assert_allclose([float(schedule(s)) for s in range(130)], want, rtol=1e-6)

@@ -264,3 +264,29 @@ def test_language_model_continues_prompts_and_evaluates_like_the_trainer(lm_work
     assert report['metrics'][key] == pytest.approx(expected[key], rel=1e-5), key
   with pytest.raises(inference.ToolError, match='only seq2seq runs decode'):
     run.evaluate(params, info, beam_size=2)
+
+
+def test_evaluate_test_split_reads_the_test_files(tmp_path):
+  """--split=test evaluates config.task.source.test_files; a run without them is a clear error."""
+  from configs import multi30k_transformer  # pylint: disable=g-import-not-at-top
+  en = ['a man rides a horse .', 'two dogs play .', 'a woman reads .', 'kids run .']
+  de = ['ein mann reitet ein pferd .', 'zwei hunde spielen .', 'eine frau liest .', 'kinder laufen .']
+  data = tmp_path / 'data' / 'multi30k' / 'tok'
+  data.mkdir(parents=True)
+  for split, n in (('train', 40), ('val', 4), ('test_2016_flickr', 3)):
+    for lang, lines in (('en', en), ('de', de)):
+      (data / f'{split}.lc.norm.tok.{lang}').write_text('\n'.join((lines * n)[:n]) + '\n')
+  config = multi30k_transformer.get_config(f'{tmp_path / "data"},runlocal')
+  config.task.tokenizer.vocab_size = 40
+  path = str(tmp_path / 'run')
+  init_workdir(config, path)
+  assert inference.evaluate_workdir(path, split='eval')['num_examples'] == 4
+  report = inference.evaluate_workdir(path, split='test')
+  assert report['num_examples'] == 3 and report['split'] == 'test'
+  assert report['output'].endswith('_test.json')
+
+  cfg = json.load(open(os.path.join(path, 'config.json')))
+  cfg['task']['source']['test_files'] = []
+  json.dump(cfg, open(os.path.join(path, 'config.json'), 'w'))
+  with pytest.raises(inference.ToolError, match='test_files is empty'):
+    inference.evaluate_workdir(path, split='test')

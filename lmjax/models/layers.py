@@ -151,18 +151,22 @@ def dense(features, names, dtype, name=None, use_bias=True,
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[-1:]))
 
 
+ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu}
+
+
 class Mlp(nn.Module):
-  """Position-wise feed-forward block: Dense → ReLU → dropout → Dense."""
+  """Position-wise feed-forward block: Dense → activation → dropout → Dense."""
   mlp_dim: int
   dropout_rate: float
   dtype: Dtype = jnp.float32
+  activation: str = 'relu'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
     """Args: x (B, L, D). Returns (B, L, D)."""
     d = x.shape[-1]
     h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi')(x)  # (B, L, F)
-    h = nn.relu(h)
+    h = ACTIVATIONS[self.activation](h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense(d, ('mlp', 'embed'), self.dtype, name='wo')(h)

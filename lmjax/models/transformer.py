@@ -37,6 +37,7 @@ class TransformerConfig:
     remat_policy: rematerialise each layer in the backward pass: 'none', 'full'
       (save nothing), 'dots_saveable' or 'dots_with_no_batch_dims_saveable'
       (keep matmul outputs, recompute the rest).
+    mlp_activation: 'relu' (Vaswani et al.) or 'gelu' (GPT-2 / nanoGPT).
   """
   vocab_size: int
   target_vocab_size: int
@@ -56,6 +57,7 @@ class TransformerConfig:
   dtype: Any = 'float32'
   scan_layers: bool = False
   remat_policy: str = 'none'
+  mlp_activation: str = 'relu'
 
   @property
   def jnp_dtype(self):
@@ -124,8 +126,8 @@ class Block(nn.Module):
                 h, encoded, cross_mask, deterministic=deterministic,
                 decode='cross' if decode else '', position=position)
       x = sublayer('cross_attention', cross_attn, x)
-    x = sublayer('mlp', lambda h: layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, name='mlp')(
-        h, deterministic=deterministic), x)
+    mlp = layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, cfg.mlp_activation, name='mlp')
+    x = sublayer('mlp', lambda h: mlp(h, deterministic=deterministic), x)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     return (x, None) if self.scanned else x
 

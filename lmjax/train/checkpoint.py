@@ -2,22 +2,67 @@
 
 A checkpoint holds the TrainState (params, optimizer state, step, RNG) and a JSON
 item with the data-pipeline position and the loop's bookkeeping (best metric,
-early-stopping counter), which is everything an exact resume needs. Orbax writes
-each step to a temporary directory and renames it when complete, so a partial
-save is never listed as a checkpoint.
+early-stopping counter), which is everything an exact resume needs.
+
+Crash safety: Orbax writes each step to `<step>.orbax-checkpoint-tmp`, writes
+`commit_success.txt` and renames it when complete, so a save cut short (SIGKILL, full
+disk) leaves only a tmp directory: never listed, removed at the next start, rewritten
+if that step is saved again. A step directory without `commit_success.txt` (a delete
+or copy cut short) is moved to WORKDIR/checkpoints/incomplete/ at start, never loaded.
+A failed write raises `guard.WriteError` naming the path; parameters that are not
+finite are never saved (`guard.NonFiniteError`).
 """
 
 import os
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+from lmjax.train import guard
+
+# Written by Orbax into a step directory as the last file before it is committed.
+COMMIT_FILE = 'commit_success.txt'
 
 
 def _manager(directory: str, max_to_keep: int, async_save: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=async_save)
+                                         enable_async_checkpointing=async_save,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
+
+
+def incomplete_steps(directory: str) -> List[str]:
+  """Step directories of a slot that lack Orbax's commit file (never loadable)."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(n for n in os.listdir(directory) if n.isdigit() and
+                os.path.isdir(os.path.join(directory, n)) and
+                not os.path.exists(os.path.join(directory, n, COMMIT_FILE)))
+
+
+def set_aside_incomplete(directory: str) -> List[str]:
+  """Moves incomplete step directories of `directory` to ../incomplete/ (nothing is deleted).
+
+  Args:
+    directory: a slot directory, WORKDIR/checkpoints/<slot>.
+
+  Returns:
+    The new paths.
+  """
+  moved = []
+  for name in incomplete_steps(directory):
+    target_dir = os.path.join(os.path.dirname(directory), 'incomplete')
+    os.makedirs(target_dir, exist_ok=True)
+    target = os.path.join(target_dir, f'{os.path.basename(directory)}-{name}-{int(time.time())}')
+    os.replace(os.path.join(directory, name), target)
+    logging.warning('checkpoint %s is incomplete (no %s): moved to %s', os.path.join(directory, name),
+                    COMMIT_FILE, target)
+    moved.append(target)
+  return moved
 
 
 class Checkpointer:
@@ -33,17 +78,40 @@ class Checkpointer:
     async_save: let Orbax write in the background."""
     # Orbax needs absolute paths; users pass relative --workdir values.
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    if jax.process_index() == 0:
+      for slot in ('last', 'best'):
+        set_aside_incomplete(os.path.join(self.directory, slot))
+    if jax.process_count() > 1:  # the others list the steps only once process 0 is done
+      multihost_utils.sync_global_devices('lmjax_checkpoint_set_aside')
     self.last = _manager(os.path.join(self.directory, 'last'), keep, async_save)
     self.best = _manager(os.path.join(self.directory, 'best'), 1, async_save)
 
   def save(self, state, meta: Dict[str, Any], best: bool = False) -> None:
-    """Saves `state` at its step (in the best slot when `best`)."""
+    """Saves `state` at its step (in the best slot when `best`).
+
+    Raises:
+      guard.NonFiniteError: the parameters are not all finite (nothing is written).
+      guard.WriteError: this or an earlier background save could not be written.
+    """
     step = int(jax.device_get(state.step))
     manager = self.best if best else self.last
     if step in manager.all_steps():
       return
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)))
+    if not bool(guard.tree_finite(state.params)):
+      self.wait()
+      raise guard.NonFiniteError(
+          f'the parameters at step {step} are NaN/Inf (an update overflowed although its '
+          f'gradients were finite): not saving them to {manager.directory}. Last good checkpoint: '
+          f'{self.latest_path() or "none"}. ' + guard.LIKELY_CAUSES)
+    with _WriteErrors(os.path.join(str(manager.directory), str(step))):
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+
+  def latest_path(self, which: str = 'last') -> Optional[str]:
+    """Directory of the newest complete checkpoint of a slot, or None."""
+    manager = self.best if which == 'best' else self.last
+    step = manager.latest_step()
+    return None if step is None else os.path.join(str(manager.directory), str(step))
 
   def latest_step(self, which: str = 'last') -> Optional[int]:
     return (self.best if which == 'best' else self.last).latest_step()
@@ -81,13 +149,41 @@ class Checkpointer:
     return restored['state'], dict(restored['meta'])
 
   def wait(self) -> None:
-    """Blocks until background saves are done."""
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
+    """Blocks until background saves are done.
+
+    Raises:
+      guard.WriteError: a background save could not be written.
+    """
+    for manager in (self.last, self.best):
+      with _WriteErrors(str(manager.directory)):
+        manager.wait_until_finished()
 
   def close(self) -> None:
-    self.last.close()
-    self.best.close()
+    """Waits for background saves and releases the managers (WriteError as `wait`)."""
+    try:
+      self.wait()
+    finally:
+      for manager in (self.last, self.best):
+        try:
+          manager.close()
+        except Exception:  # pylint: disable=broad-except  (already reported by wait)
+          pass
+
+
+class _WriteErrors:
+  """Turns an OSError from a (background) Orbax write into a guard.WriteError naming `path`."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    os_error = None if error is None else guard.find_os_error(error)
+    if os_error is not None:
+      raise guard.write_error(os_error, self.path, 'checkpoint') from error
+    return False
 
 
 def abstract_like(state, shardings):
@@ -110,7 +206,9 @@ def load_params(workdir: str, step: Optional[int] = None, which: str = 'last'):
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints', which)
   manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(create=False))
-  step = manager.latest_step() if step is None else step
+  incomplete = {int(n) for n in incomplete_steps(directory)}
+  complete = [s for s in manager.all_steps() if s not in incomplete]
+  step = max(complete, default=None) if step is None else step
   if step is None:
     raise ValueError(f'no checkpoint in {directory}')
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))

@@ -22,6 +22,7 @@ from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
+from lmjax.train import guard
 from lmjax.train import optim
 from lmjax.train import stateful
 from lmjax.train import state as state_lib
@@ -50,9 +51,12 @@ def save_config(config, workdir: str, step: int) -> None:
       if f.read() == text:
         return
     path = os.path.join(workdir, f'config.resumed_at_{step}.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  try:
+    with open(path + '.tmp', 'w') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+  except OSError as e:
+    raise guard.write_error(e, path, 'config file') from e
 
 
 class PreemptionWatcher:
@@ -89,7 +93,7 @@ class Trainer:
   """Holds what one run builds once: task, model, mesh, compiled steps, checkpointer."""
 
   def __init__(self, config, workdir: str):
-    configlib.validate(config)
+    configlib.validate(config, check_paths=True)
     prepare_workdir(workdir)
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
@@ -131,10 +135,12 @@ class Trainer:
     else:
       self.train_iter = self.task.train_iterator(config.train.batch_size, config.data_seed,
                                                  jax.process_index(), jax.process_count())
-    self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0}
+    self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0,
+                                 'nonfinite_run': 0}
+    self.guard = guard.NonFiniteGuard(config.train.nonfinite, config.train.max_nonfinite_steps)
 
   def restore_latest(self) -> int:
-    """Resumes from the latest checkpoint if there is one. Returns the step."""
+    """Resumes from the latest complete checkpoint if there is one. Returns the step."""
     latest = self.checkpointer.latest_step()
     if latest is None:
       return 0
@@ -142,12 +148,37 @@ class Trainer:
     self.state, meta = self.checkpointer.restore(abstract, latest)
     self.train_iter.set_state(meta['data'])
     self.meta = {k: meta[k] for k in ('best', 'best_step', 'bad_evals')}
+    # Checkpoints written before the non-finite guard existed lack the count.
+    self.meta['nonfinite_run'] = int(meta.get('nonfinite_run', 0))
+    self.guard.run = self.meta['nonfinite_run']
     logging.info('Resumed from %s at step %d', self.checkpointer.directory, latest)
     return latest
 
   def checkpoint(self, best: bool = False) -> None:
+    """Saves state + bookkeeping (raises guard.NonFiniteError for non-finite params)."""
+    self.meta['nonfinite_run'] = self.guard.run
     meta = dict(self.meta, data=self.train_iter.get_state())
     self.checkpointer.save(self.state, meta, best=best)
+
+  def check_finite(self, boundary: bool) -> None:
+    """Reads the steps' `skipped` flags; raises guard.NonFiniteError past the limit.
+
+    Args:
+      boundary: read every flag, the newest step's too (before logging, evaluating or
+        checkpointing); otherwise the newest is left to run on.
+    """
+    stop_step = self.guard.resolve(everything=boundary)
+    if stop_step is not None:
+      self.checkpointer.wait()
+      raise guard.NonFiniteError(guard.nonfinite_message(
+          stop_step, self.guard.run, self.config, self.checkpointer.latest_path()))
+
+  def abort(self) -> None:
+    """After an error: lets background saves finish (so they are complete, not partial)."""
+    try:
+      self.checkpointer.close()
+    except Exception as e:  # pylint: disable=broad-except  (the first error is the one raised)
+      logging.warning('while stopping: %s', e)
 
   def improved(self, value: float) -> bool:
     best = self.meta['best']
@@ -157,7 +188,7 @@ class Trainer:
 
 
 def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = None) -> Dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+  """Trains `config` in `workdir`, resuming from its latest complete checkpoint if any.
 
   Args:
     config: experiment ConfigDict (see configs/default.py for every field).
@@ -167,73 +198,103 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
 
   Returns:
     The final eval metrics.
+
+  Raises:
+    configlib.ConfigError: invalid config values or missing data files.
+    guard.NonFiniteError: too many consecutive non-finite steps, or non-finite params.
+    guard.WriteError: a checkpoint or metrics.jsonl could not be written.
   """
   t0 = time.time()
   workdir = os.path.abspath(workdir)
   trainer = Trainer(config, workdir)
-  cfg = config.train
-  writer = reporting.MetricWriter(workdir, enabled=trainer.is_main)
-  start = trainer.restore_latest()
-  writer.truncate_after(start)
-  save_config(config, workdir, start)
+  writer = None
+  try:
+    start = trainer.restore_latest()
+    writer = reporting.MetricWriter(workdir, enabled=trainer.is_main, resume_step=start)
+    save_config(config, workdir, start)
+    step, eval_metrics, preempted = _train(trainer, writer, start, stop_after_steps)
+    return _finish(trainer, writer, step, eval_metrics, preempted, t0)
+  except BaseException:
+    trainer.abort()
+    if writer is not None:
+      writer.close()
+    raise
+
+
+def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
+           stop_after_steps: Optional[int]):
+  """The step loop: train, log, evaluate, checkpoint. Returns (step, eval metrics, preempted)."""
+  config, cfg = trainer.config, trainer.config.train
   total = cfg.num_train_steps if stop_after_steps is None else min(cfg.num_train_steps, stop_after_steps)
   logging.info('Devices: %d (%s); mesh %s; steps %d → %d', jax.device_count(),
                jax.devices()[0].platform, dict(trainer.mesh.shape), start, total)
-
   bar = reporting.progress(cfg.num_train_steps, start, trainer.is_main)
   sums, tokens, t_log, stopped_early = None, 0, time.time(), False
   eval_metrics: Dict[str, float] = {}
   step = start
   preemption, preempted = PreemptionWatcher(), False
-  while step < total:
-    local = next(trainer.train_iter)
-    tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
-    batch = parallel.to_global(local, trainer.batch_sharding)
-    trainer.state, m = trainer.train_step(trainer.state, batch)
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    step += 1
-    bar.update(1)
-    if step % cfg.log_every == 0 or step == total:
-      summary = step_lib.summarize(jax.device_get(sums))
-      summary['grad_norm'] = float(m['grad_norm'])
-      elapsed = time.time() - t_log
-      summary['tokens_per_sec'] = tokens / max(elapsed, 1e-9)
-      summary['learning_rate'] = float(optim.make_schedule(config.optimizer, cfg.num_train_steps)(step - 1))
-      writer.write(step, 'train', summary)
-      bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
-      sums, tokens, t_log = None, 0, time.time()
-    if step % cfg.eval_every == 0 or step == cfg.num_train_steps:
-      eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
-      writer.write(step, 'eval', eval_metrics)
-      value = eval_metrics[cfg.best_metric]
-      if trainer.improved(value):
-        trainer.meta.update(best=value, best_step=step, bad_evals=0)
-        trainer.checkpoint(best=True)
-      else:
-        trainer.meta['bad_evals'] += 1
-      bar.write(f'step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in eval_metrics.items()))
-      if cfg.early_stopping_patience and trainer.meta['bad_evals'] >= cfg.early_stopping_patience:
-        bar.write(f'early stopping at step {step}: no {cfg.best_metric} improvement in '
-                  f'{trainer.meta["bad_evals"]} evals')
-        stopped_early = True
-    if step % cfg.checkpoint_every == 0 or step == total or stopped_early:
-      trainer.checkpoint()
-    if stopped_early:
-      break
-    if preemption.requested(step, cfg.log_every):
-      trainer.checkpoint()
-      bar.write(f'SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume')
-      preempted = True
-      break
-  preemption.restore()
-  bar.close()
+  try:
+    while step < total:
+      local = next(trainer.train_iter)
+      tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
+      batch = parallel.to_global(local, trainer.batch_sharding)
+      trainer.state, m = trainer.train_step(trainer.state, batch)
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+      step += 1
+      bar.update(1)
+      at_log = step % cfg.log_every == 0 or step == total
+      at_eval = step % cfg.eval_every == 0 or step == cfg.num_train_steps
+      at_checkpoint = step % cfg.checkpoint_every == 0 or step == total
+      trainer.guard.observe(step, m['skipped'])
+      trainer.check_finite(boundary=at_log or at_eval or at_checkpoint)
+      if at_log:
+        summary = step_lib.summarize(jax.device_get(sums))
+        summary['grad_norm'] = float(m['grad_norm'])
+        elapsed = time.time() - t_log
+        summary['tokens_per_sec'] = tokens / max(elapsed, 1e-9)
+        summary['learning_rate'] = float(optim.make_schedule(config.optimizer, cfg.num_train_steps)(step - 1))
+        writer.write(step, 'train', summary)
+        bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
+        sums, tokens, t_log = None, 0, time.time()
+      if at_eval:
+        eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
+        writer.write(step, 'eval', eval_metrics)
+        value = eval_metrics[cfg.best_metric]
+        if trainer.improved(value):
+          trainer.meta.update(best=value, best_step=step, bad_evals=0)
+          trainer.checkpoint(best=True)
+        else:
+          trainer.meta['bad_evals'] += 1
+        bar.write(f'step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in eval_metrics.items()))
+        if cfg.early_stopping_patience and trainer.meta['bad_evals'] >= cfg.early_stopping_patience:
+          bar.write(f'early stopping at step {step}: no {cfg.best_metric} improvement in '
+                    f'{trainer.meta["bad_evals"]} evals')
+          stopped_early = True
+      if at_checkpoint or stopped_early:
+        trainer.checkpoint()
+      if stopped_early:
+        break
+      if preemption.requested(step, cfg.log_every):
+        trainer.check_finite(boundary=True)
+        trainer.checkpoint()
+        bar.write(f'SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume')
+        preempted = True
+        break
+  finally:
+    preemption.restore()
+    bar.close()
+  return step, eval_metrics, preempted
 
+
+def _finish(trainer: Trainer, writer: reporting.MetricWriter, step: int,
+            eval_metrics: Dict[str, float], preempted: bool, t0: float) -> Dict[str, float]:
+  """Final eval and samples, waits for the checkpoints, writes summary.json and the plot."""
+  config, workdir, cfg = trainer.config, trainer.workdir, trainer.config.train
   if not eval_metrics and not preempted:  # a preempted job has seconds left: only save
     eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
   samples = [] if preempted else trainer.evaluator.samples(trainer.state.params,
                                                             config.eval.num_samples)
   writer.write_text(step, 'samples', '\n\n'.join(samples))
-  trainer.checkpointer.wait()
   trainer.checkpointer.close()
   writer.flush()
   writer.close()
@@ -241,11 +302,20 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
     plot = reporting.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
     summary = {'step': step, 'wall_time_sec': round(time.time() - t0, 1), **eval_metrics,
                'best': trainer.meta['best'], 'best_step': trainer.meta['best_step']}
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    _write_json(os.path.join(workdir, 'summary.json'), summary)
     print('\n'.join(['', '=' * 60, f'Finished at step {step} in {summary["wall_time_sec"]} s '
                      f'(workdir {workdir})'] +
                     [f'  eval {k}: {v:.4f}' for k, v in eval_metrics.items()] +
                     [f'  best {cfg.best_metric}: {trainer.meta["best"]} at step {trainer.meta["best_step"]}',
                      f'  curves: {plot}', '  samples:'] + [f'    {s}' for s in samples] + ['=' * 60]))
   return eval_metrics
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Writes JSON atomically (a crash leaves the old file); WriteError naming `path`."""
+  try:
+    with open(path + '.tmp', 'w') as f:
+      json.dump(value, f, indent=2)
+    os.replace(path + '.tmp', path)
+  except OSError as e:
+    raise guard.write_error(e, path, 'file') from e

@@ -11,12 +11,15 @@ def make_schedule(cfg: Mapping, total_steps: int) -> optax.Schedule:
 
   Args:
     cfg: `config.optimizer` with `learning_rate`, `schedule` ('constant' | 'rsqrt' |
-      'cosine' | 'linear'), `warmup_steps`, `end_learning_rate_factor`.
+      'cosine' | 'linear' | 'step'), `warmup_steps`, `end_learning_rate_factor`, and for
+      'step' `decay_rate`, `decay_every`, `decay_begin`.
     total_steps: training length (for cosine/linear decay).
 
   Returns:
     step → learning rate. 'rsqrt' is lr · min(1, step/warmup) · sqrt(warmup / max(step, warmup))
-    (Vaswani et al. with the peak at `learning_rate`).
+    (Vaswani et al. with the peak at `learning_rate`). 'step' keeps `learning_rate` after
+    warmup, multiplies it by `decay_rate` at step `decay_begin` and again every
+    `decay_every` steps (Zaremba et al. 2014's PTB schedule: × 0.5 per epoch after 4).
   """
   lr, warmup, kind = cfg['learning_rate'], int(cfg['warmup_steps']), cfg['schedule']
   end = lr * cfg['end_learning_rate_factor']
@@ -31,7 +34,16 @@ def make_schedule(cfg: Mapping, total_steps: int) -> optax.Schedule:
   if kind == 'linear':
     return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
                                  optax.linear_schedule(lr, end, max(total_steps - warmup, 1))], [warmup])
-  raise ValueError(f"config.optimizer.schedule={kind!r}; valid: 'constant', 'rsqrt', 'cosine', 'linear'")
+  if kind == 'step':
+    rate, every, begin = cfg['decay_rate'], max(int(cfg['decay_every']), 1), int(cfg['decay_begin'])
+
+    def step_decay(step):
+      periods = jnp.where(step >= begin, (step - begin) // every + 1, 0)
+      value = lr * rate ** periods
+      return value * jnp.minimum(1.0, step / warmup) if warmup else value
+    return step_decay
+  raise ValueError(f"config.optimizer.schedule={kind!r}; valid: 'constant', 'rsqrt', 'cosine', "
+                   "'linear', 'step'")
 
 
 def make_optimizer(cfg: Mapping, total_steps: int) -> optax.GradientTransformation:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmjax.train import losses
 from lmjax.train.state import TrainState
 
 Metrics = Dict[str, jnp.ndarray]
@@ -44,17 +45,7 @@ def cross_entropy_sums(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.nd
     {'loss': Σ w·CE_smoothed, 'nll': Σ w·CE, 'correct': Σ w·[argmax = label],
      'weight': Σ w, 'loss_weight': Σ w}.
   """
-  vocab = logits.shape[-1]
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-  if label_smoothing > 0:
-    confidence = 1.0 - label_smoothing
-    low = label_smoothing / (vocab - 1)
-    normalizer = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
-    smooth = -jnp.mean(log_probs, axis=-1) * vocab * low  # Σ_v low·(-log p_v), the label included
-    loss = confidence * nll + smooth - low * nll - normalizer
-  else:
-    loss = nll
+  loss, nll = losses.token_losses(logits.astype(jnp.float32), labels, float(label_smoothing))
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   weight = jnp.sum(weights)
   return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
@@ -130,11 +121,25 @@ def compute_metrics(model, params, batch, *, train: bool, rngs=None,
   return sums if carry is None else (sums, new_carry)
 
 
-def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Metrics]:
+def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Metrics, jnp.ndarray]:
+  """Applies the optimizer update only when the loss and the gradient norm are finite.
+
+  A non-finite step keeps the params and optimizer state (so the learning-rate schedule
+  does not advance either), zeroes its metric sums and reports `skipped` = 1; the step
+  counter advances all the same, so it keeps counting batches and an exact resume holds.
+  The select fuses into the update: the guard costs one isfinite on two scalars.
+  """
+  grad_norm = optax.global_norm(grads)
+  ok = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  sums['grad_norm'] = optax.global_norm(grads)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
+  keep = lambda new, old: jnp.where(ok, new, old)
+  params = jax.tree.map(keep, params, state.params)
+  opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+  sums = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in sums.items()}
+  sums['grad_norm'] = grad_norm
+  sums['skipped'] = jnp.logical_not(ok).astype(jnp.float32)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums, ok
 
 
 def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
@@ -155,7 +160,8 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
       after the other and sum their gradients (static; 1 = off). Saves activation memory.
 
   Returns:
-    (new state, metric sums incl. 'grad_norm').
+    (new state, metric sums incl. 'grad_norm' and 'skipped'). A step whose loss or
+    gradient norm is NaN/Inf is not applied (see `_update`).
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -182,7 +188,8 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
 
     (grad_sum, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums['loss_weight'], 1.0), grad_sum)
-  return _update(state, grads, sums, tx)
+  state, sums, _ = _update(state, grads, sums, tx)
+  return state, sums
 
 
 def reset_carry(carry, zero, reset: jnp.ndarray):
@@ -197,7 +204,8 @@ def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
   """`train_step` for truncated BPTT: the LSTM state `state.carry` flows between batches.
 
   Rows with batch['reset'] > 0 (the first window of an epoch) start from zeros; the
-  gradient stops at the batch boundary (`apply_with_state` stops it).
+  gradient stops at the batch boundary (`apply_with_state` stops it). A non-finite step
+  is not applied (see `_update`) and the next batch starts from zeros, as after a reset.
 
   Args:
     state: a `stateful.StatefulTrainState` (donated by the caller's jit).
@@ -207,10 +215,11 @@ def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
     label_smoothing: epsilon (static).
 
   Returns:
-    (new state with the carry after this batch, metric sums incl. 'grad_norm').
+    (new state with the carry after this batch, metric sums incl. 'grad_norm' and 'skipped').
   """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  carry = reset_carry(state.carry, model.zero_state(batch['targets'].shape[0]), batch['reset'])
+  zero = model.zero_state(batch['targets'].shape[0])
+  carry = reset_carry(state.carry, zero, batch['reset'])
 
   def loss_fn(params):
     sums, new_carry = compute_metrics(model, params, batch, train=True, rngs={'dropout': rng},
@@ -218,7 +227,8 @@ def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
     return sums['loss'] / jnp.maximum(sums['loss_weight'], 1.0), (sums, new_carry)
 
   grads, (sums, new_carry) = jax.grad(loss_fn, has_aux=True)(state.params)
-  state, sums = _update(state, grads, sums, tx)
+  state, sums, ok = _update(state, grads, sums, tx)
+  new_carry = jax.tree.map(lambda c, z: jnp.where(ok, c, z), new_carry, zero)
   return state.replace(carry=new_carry), sums
 
 
@@ -260,7 +270,8 @@ def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
   Returns:
     loss (per token, or per sentence for a CRF), accuracy (%, argmax per token/row) and
     for token-level losses nll and perplexity; for a CRF nll_per_token (Σ sentence NLL /
-    tokens) instead. Plus grad_norm when present.
+    tokens) instead. Plus grad_norm when present, and skipped_steps (train sums: steps
+    whose update was not applied; their loss is left out, NaN when every step was).
   """
   w = max(float(sums['weight']), 1.0)
   lw = max(float(sums['loss_weight']), 1.0)
@@ -270,6 +281,10 @@ def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
   else:
     out['nll'] = float(sums['nll']) / w
     out['perplexity'] = float(jnp.exp(jnp.minimum(out['nll'], 50.0)))
+  if 'skipped' in sums:
+    out['skipped_steps'] = float(sums['skipped'])
+    if out['skipped_steps'] > 0 and float(sums['loss_weight']) == 0:
+      out.update({k: float('nan') for k in out if k != 'skipped_steps'})
   if 'grad_norm' in sums:
     out['grad_norm'] = float(sums['grad_norm'])
   return out

@@ -1,0 +1,212 @@
+"""Kill-and-resume soak: SIGKILL a training run at random moments, relaunch it, compare.
+
+A run killed N times (during a step, a background checkpoint save or a metrics write)
+and relaunched with the same command each time must end with the same parameters,
+bit for bit, and the same train metrics as a run that was never interrupted.
+`experiments/soak_kill.py` is the command line; tests/reliability_test.py runs a short one.
+"""
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+
+from lmjax import reporting
+from lmjax.train import checkpoint as ckpt_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Train-row fields that measure the machine, not the training.
+TIMING_FIELDS = ('time', 'tokens_per_sec')
+
+
+@dataclasses.dataclass
+class Kill:
+  """One SIGKILL and what it left behind.
+
+  Attributes:
+    index: 1-based.
+    delay: seconds between the launch (or, with wait_for_progress, the launch's first
+      train row) and the SIGKILL.
+    seen_step: newest step in metrics.jsonl when the signal was sent.
+    checkpoint: newest complete checkpoint afterwards (None: none yet).
+    partial: partial checkpoint directories the kill left (Orbax tmp dirs, incomplete steps).
+    finished: the run had already finished, so there was nothing to kill.
+  """
+  index: int
+  delay: float
+  seen_step: int
+  checkpoint: Optional[int]
+  partial: int
+  finished: bool = False
+
+
+def train_command(config: str, workdir: str, overrides: Sequence[str] = ()) -> List[str]:
+  """The experiments/train.py command line.
+
+  Args:
+    config: config spec, e.g. 'configs/default.py:runlocal'.
+    workdir: run directory.
+    overrides: extra flags, e.g. ['--config.train.num_train_steps=50'].
+
+  Returns:
+    argv for subprocess.
+  """
+  return [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), f'--config={config}',
+          f'--workdir={workdir}', *overrides]
+
+
+def subprocess_env(compilation_cache: Optional[str] = None) -> Dict[str, str]:
+  """This environment plus PYTHONPATH=repo and, optionally, JAX's persistent compilation cache.
+
+  The cache makes relaunches compile in seconds; the cached executables are the ones
+  the first launch compiled, so results stay bit-identical.
+  """
+  env = dict(os.environ, PYTHONPATH=REPO)
+  if compilation_cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=compilation_cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  return env
+
+
+def run_to_completion(cmd: Sequence[str], env: Dict[str, str], timeout: float) -> None:
+  """Runs `cmd`; raises RuntimeError with its stderr tail when it fails."""
+  proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, timeout=timeout, check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f'{" ".join(cmd)} exited with {proc.returncode}:\n'
+                       f'{proc.stderr.decode(errors="replace")[-3000:]}')
+
+
+def latest_complete_checkpoint(workdir: str) -> Optional[int]:
+  """Newest step in WORKDIR/checkpoints/last that Orbax committed (None: none)."""
+  directory = os.path.join(workdir, 'checkpoints', 'last')
+  if not os.path.isdir(directory):
+    return None
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit() and
+           os.path.exists(os.path.join(directory, n, ckpt_lib.COMMIT_FILE))]
+  return max(steps, default=None)
+
+
+def partial_checkpoints(workdir: str) -> List[str]:
+  """Orbax tmp directories and uncommitted step directories under WORKDIR/checkpoints."""
+  found = []
+  for slot in ('last', 'best'):
+    directory = os.path.join(workdir, 'checkpoints', slot)
+    if os.path.isdir(directory):
+      found += [os.path.join(directory, n) for n in os.listdir(directory) if '.orbax-checkpoint-tmp' in n]
+      found += [os.path.join(directory, n) for n in ckpt_lib.incomplete_steps(directory)]
+  return sorted(found)
+
+
+def _train_rows_since(workdir: str, since: float) -> List[Dict]:
+  return [r for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if r.get('split') == 'train' and r.get('time', 0) >= since]
+
+
+def _newest_step(workdir: str) -> int:
+  return max((r['step'] for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))),
+             default=0)
+
+
+def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max_delay: float,
+                    env: Dict[str, str], wait_for_progress: bool = False, min_delay: float = 0.0,
+                    timeout: float = 600.0) -> List[Kill]:
+  """Launches `cmd` `kills` times, SIGKILLs each at a random moment, then lets it finish.
+
+  Args:
+    cmd: the training command (its --workdir is `workdir`).
+    workdir: run directory.
+    kills: how many launches to kill.
+    seed: seeds the random delays.
+    max_delay: delays are uniform in [min_delay, max_delay] seconds.
+    env: environment of the launches.
+    wait_for_progress: count the delay from the launch's first train row (so the kill
+      lands in training) instead of from the launch (anywhere: start-up, compile, ...).
+    min_delay: see max_delay.
+    timeout: seconds any one launch may take.
+
+  Returns:
+    One Kill per launch killed.
+
+  Raises:
+    RuntimeError: a launch failed on its own, or the final one did not finish.
+  """
+  rng = random.Random(seed)
+  record = []
+  for index in range(1, kills + 1):
+    launched = time.time()
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    delay = rng.uniform(min_delay, max_delay)
+    t = launched
+    while wait_for_progress and proc.poll() is None and time.time() < launched + timeout:
+      if _train_rows_since(workdir, launched):
+        t = time.time()
+        break
+      time.sleep(0.02)
+    while proc.poll() is None and time.time() < t + delay:
+      time.sleep(0.01)
+    finished = proc.poll() is not None
+    if not finished:
+      proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    if finished and proc.returncode != 0:
+      raise RuntimeError(f'launch {index} failed (exit {proc.returncode}):\n'
+                         f'{err.decode(errors="replace")[-3000:]}')
+    record.append(Kill(index, round(delay, 2), _newest_step(workdir),
+                       latest_complete_checkpoint(workdir), len(partial_checkpoints(workdir)),
+                       finished))
+  run_to_completion(cmd, env, timeout)
+  return record
+
+
+def train_rows(workdir: str) -> List[Dict]:
+  """The train rows of metrics.jsonl without the timing fields."""
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
+          for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if r['split'] == 'train']
+
+
+def compare(straight: str, resumed: str) -> Dict[str, object]:
+  """Compares the final checkpoints and train metrics of two workdirs.
+
+  Returns:
+    {'step': (straight, resumed) checkpoint steps, 'params_identical': bool,
+     'max_abs_diff': float, 'train_rows': (n, n), 'metrics_identical': bool}.
+  """
+  a, step_a = ckpt_lib.load_params(straight)
+  b, step_b = ckpt_lib.load_params(resumed)
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  same_tree = jax.tree.structure(a) == jax.tree.structure(b)
+  identical = same_tree and all(np.array_equal(np.asarray(x), np.asarray(y))
+                                for x, y in zip(leaves_a, leaves_b))
+  diff = max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+              for x, y in zip(leaves_a, leaves_b)), default=0.0) if same_tree else float('inf')
+  rows_a, rows_b = train_rows(straight), train_rows(resumed)
+  return {'step': (step_a, step_b), 'params_identical': identical, 'max_abs_diff': diff,
+          'train_rows': (len(rows_a), len(rows_b)), 'metrics_identical': rows_a == rows_b}
+
+
+def format_report(kills: Sequence[Kill], comparison: Dict[str, object]) -> str:
+  """A table of the kills and the verdict."""
+  lines = [f'{"kill":>4} {"delay s":>8} {"seen step":>9} {"checkpoint":>10} {"partial":>7}  note',
+           '-' * 52]
+  for k in kills:
+    note = 'had finished' if k.finished else ('left a partial save (ignored)' if k.partial else '')
+    lines.append(f'{k.index:>4} {k.delay:>8.2f} {k.seen_step:>9} {str(k.checkpoint):>10} '
+                 f'{k.partial:>7}  {note}')
+  c = comparison
+  lines += ['-' * 52,
+            f'final checkpoint step: uninterrupted {c["step"][0]}, killed+resumed {c["step"][1]}',
+            f'parameters bit-identical: {c["params_identical"]} (max |diff| {c["max_abs_diff"]:.3g})',
+            f'train metrics identical: {c["metrics_identical"]} '
+            f'({c["train_rows"][0]} vs {c["train_rows"][1]} rows, timing fields excluded)']
+  return '\n'.join(lines)
