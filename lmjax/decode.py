@@ -119,14 +119,16 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     i, cache, live_tok, live_seqs, live_logp, fin_seqs, fin_scores, done = state
     logits, cache = step_fn(cache, live_tok.reshape(b_size * k_size), i)  # (N, V)
     vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    logp = logp.reshape(b_size, k_size, vocab)  # (B, K, V)
+    logits = logits.astype(jnp.float32).reshape(b_size, k_size, vocab)  # (B, K, V)
+    # log-probabilities only of the kept candidates: logit − logsumexp (no (B, K, V) log_softmax).
+    lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # (B, K, 1)
     forced = (i >= limit)[:, None, None] & (jnp.arange(vocab) != eos_id)
-    logp = jnp.where(forced, neg_inf, logp)
+    logits = jnp.where(forced, neg_inf, logits)
     num = min(2 * k_size, k_size * vocab)
     # The top 2K of all K*V candidates are among each beam's own top 2K: two small top_k
     # instead of one over K*V (several times faster on CPU).
-    row_logp, row_tok = jax.lax.top_k(logp, min(num, vocab))  # (B, K, C)
+    row_logit, row_tok = jax.lax.top_k(logits, min(num, vocab))  # (B, K, C)
+    row_logp = row_logit - lse
     cand = (live_logp[:, :, None] + row_logp).reshape(b_size, -1)  # (B, K*C)
     top_logp, top_idx = jax.lax.top_k(cand, num)  # (B, 2K)
     parent = top_idx // row_tok.shape[-1]
