@@ -33,7 +33,8 @@ from lmjax.data import tasks
 from lmjax.train import evaluation
 # Re-exported: the tools use them through this module.
 from lmjax.workdir import (CheckpointInfo, SPLITS, ToolError, USER_ERRORS, inference_mesh,  # noqa: F401
-                           load_config, resolve_checkpoint, setup_process, stderr_warning)
+                           load_config, resolve_checkpoint, setup_process, stderr_warning,
+                           use_test_split)
 from lmjax.workdir import _check_matches
 
 
@@ -372,23 +373,6 @@ def format_report(report: Dict[str, Any]) -> str:
   names = {'bleu': 'BLEU', 'chrf': 'chrF'}
   lines += [f'{names.get(k, k)} signature: {sig}' for k, sig in report['signatures'].items()]
   return '\n'.join(lines)
-
-
-def use_test_split(config) -> None:
-  """Points config.task's eval split at the test split (files or TFDS split), in place.
-
-  Raises:
-    ToolError: the config names no test split.
-  """
-  src = config.task.source
-  if src.type == 'tfds':
-    src.eval_split = src.get('test_split', 'test')
-  elif not src.get('test_files'):
-    raise ToolError('--split=test: config.task.source.test_files is empty in the run\'s '
-                    'config.json; list the test file(s) there')
-  else:
-    src.eval_files = list(src.test_files)
-  src.max_eval_examples = 0
 
 
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,

@@ -125,3 +125,20 @@ def _check_matches(host, abstract, where: str) -> None:
     detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs model {want.get(k)}' for k in diff)
     raise ToolError(f'checkpoint {where} does not fit the model of config.json ({detail}); '
                     'was config.json edited after training?')
+
+
+def use_test_split(config) -> None:
+  """Points config.task's eval split at the test split (files or TFDS split), in place.
+
+  Raises:
+    ToolError: the config names no test split.
+  """
+  src = config.task.source
+  if src.type == 'tfds':
+    src.eval_split = src.get('test_split', 'test')
+  elif not src.get('test_files'):
+    raise ToolError('--split=test: config.task.source.test_files is empty in the run\'s '
+                    'config.json; list the test file(s) there')
+  else:
+    src.eval_files = list(src.test_files)
+  src.max_eval_examples = 0
