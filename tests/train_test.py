@@ -84,6 +84,21 @@ def test_resume_equals_uninterrupted(tmp_path, family):
   assert hist(straight) == hist(resumed)
 
 
+def test_resume_inside_a_log_window_logs_the_same_averages(tmp_path):
+  """Checkpoint at step 5 of a 4-step log window: the step-8 row averages steps 5-8 both ways."""
+  config = tiny_config()
+  config.train.log_every, config.train.checkpoint_every = 4, 5
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  loop.train_and_evaluate(config, straight)
+  loop.train_and_evaluate(config, resumed, stop_after_steps=5)
+  loop.train_and_evaluate(config, resumed)
+  rows = lambda d: [{k: v for k, v in r.items() if k not in ('time', 'tokens_per_sec')}
+                    for r in reporting.read_jsonl(os.path.join(d, 'metrics.jsonl'))
+                    if r['split'] == 'train']
+  assert [r['step'] for r in rows(straight)] == [4, 8]
+  assert rows(straight) == rows(resumed)
+
+
 @pytest.mark.parametrize('family', ['transformer', 'lstm'])
 def test_data_parallel_step_matches_single_device(family):
   assert jax.device_count() == 8

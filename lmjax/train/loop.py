@@ -89,6 +89,20 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def encode_sums(sums: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+  """Metric sums (scalar arrays) → JSON: {name: [dtype, value]} (exact for float32)."""
+  if sums is None:
+    return None
+  return {k: [str(np.asarray(v).dtype), np.asarray(v).item()] for k, v in jax.device_get(sums).items()}
+
+
+def decode_sums(encoded: Optional[Dict[str, Any]]) -> Optional[Dict[str, np.ndarray]]:
+  """Inverse of `encode_sums`."""
+  if not encoded:
+    return None
+  return {k: np.asarray(v, dtype=dtype) for k, (dtype, v) in encoded.items()}
+
+
 class Trainer:
   """Holds what one run builds once: task, model, mesh, compiled steps, checkpointer."""
 
@@ -138,6 +152,7 @@ class Trainer:
     self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0,
                                  'nonfinite_run': 0}
     self.guard = guard.NonFiniteGuard(config.train.nonfinite, config.train.max_nonfinite_steps)
+    self.log_window: Optional[Dict[str, np.ndarray]] = None  # restored partial log window
 
   def restore_latest(self) -> int:
     """Resumes from the latest complete checkpoint if there is one. Returns the step."""
@@ -151,13 +166,18 @@ class Trainer:
     # Checkpoints written before the non-finite guard existed lack the count.
     self.meta['nonfinite_run'] = int(meta.get('nonfinite_run', 0))
     self.guard.run = self.meta['nonfinite_run']
+    self.log_window = decode_sums(meta.get('log_window'))
     logging.info('Resumed from %s at step %d', self.checkpointer.directory, latest)
     return latest
 
-  def checkpoint(self, best: bool = False) -> None:
-    """Saves state + bookkeeping (raises guard.NonFiniteError for non-finite params)."""
+  def checkpoint(self, best: bool = False, log_window: Optional[Dict[str, Any]] = None) -> None:
+    """Saves state + bookkeeping (raises guard.NonFiniteError for non-finite params).
+
+    `log_window`: the metric sums of the steps since the last train log, saved so that
+    a resumed run logs the same window averages as an uninterrupted one.
+    """
     self.meta['nonfinite_run'] = self.guard.run
-    meta = dict(self.meta, data=self.train_iter.get_state())
+    meta = dict(self.meta, data=self.train_iter.get_state(), log_window=encode_sums(log_window))
     self.checkpointer.save(self.state, meta, best=best)
 
   def check_finite(self, boundary: bool) -> None:
@@ -229,7 +249,7 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
   logging.info('Devices: %d (%s); mesh %s; steps %d → %d', jax.device_count(),
                jax.devices()[0].platform, dict(trainer.mesh.shape), start, total)
   bar = reporting.progress(cfg.num_train_steps, start, trainer.is_main)
-  sums, tokens, t_log, stopped_early = None, 0, time.time(), False
+  sums, tokens, t_log, stopped_early = trainer.log_window, 0, time.time(), False
   eval_metrics: Dict[str, float] = {}
   step = start
   preemption, preempted = PreemptionWatcher(), False
@@ -242,7 +262,8 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       step += 1
       bar.update(1)
-      at_log = step % cfg.log_every == 0 or step == total
+      # stop_after_steps is an interruption: its partial log window goes into the checkpoint.
+      at_log = step % cfg.log_every == 0 or step == cfg.num_train_steps
       at_eval = step % cfg.eval_every == 0 or step == cfg.num_train_steps
       at_checkpoint = step % cfg.checkpoint_every == 0 or step == total
       trainer.guard.observe(step, m['skipped'])
@@ -271,12 +292,12 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
                     f'{trainer.meta["bad_evals"]} evals')
           stopped_early = True
       if at_checkpoint or stopped_early:
-        trainer.checkpoint()
+        trainer.checkpoint(log_window=sums)
       if stopped_early:
         break
       if preemption.requested(step, cfg.log_every):
         trainer.check_finite(boundary=True)
-        trainer.checkpoint()
+        trainer.checkpoint(log_window=sums)
         bar.write(f'SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume')
         preempted = True
         break
