@@ -64,6 +64,21 @@ def _gather_beams(x: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
   return jnp.take_along_axis(x, index, axis=1)
 
 
+def reorder_cache(cache: Any, rows: jnp.ndarray) -> Any:
+  """Gathers every cache leaf's rows `rows` (N,), except leaves keyed `slot_*`.
+
+  `slot_*` leaves are indexed by beam slot, not by hypothesis (see
+  lmjax/models/CONTRACT.md): the model resolves each row's history itself.
+  """
+  def gather(path, x):
+    key = path[-1]
+    name = getattr(key, 'key', getattr(key, 'name', ''))
+    if isinstance(name, str) and name.startswith('slot_'):
+      return x
+    return jnp.take(x, rows, axis=0, mode='clip')  # rows are in range
+  return jax.tree_util.tree_map_with_path(gather, cache)
+
+
 def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, max_length: int,
                 *, eos_id: int = 1, alpha: float = 0.6,
                 max_lengths: Optional[jnp.ndarray] = None) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -84,7 +99,8 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
   Args:
     step_fn: see module docstring.
     cache: initial cache with leading axis N = B*K ordered b*K + k (the rows of one
-      sentence adjacent, e.g. `lmjax.predict.repeat_batch` of a per-sentence cache).
+      sentence adjacent, e.g. `lmjax.predict.repeat_batch` of a per-sentence cache);
+      leaves keyed `slot_*` stay in place (`reorder_cache`).
     batch_size: number of sentences B.
     beam_size: beam width K (also the size of the n-best list).
     max_length: output length L (static), EOS included.
@@ -148,7 +164,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     live_seqs = _gather_beams(seqs, idx)
     live_tok = _gather_beams(tok, idx)
     rows = (jnp.arange(b_size)[:, None] * k_size + _gather_beams(parent, idx)).reshape(-1)
-    cache = jax.tree.map(lambda x: jnp.take(x, rows, axis=0, mode='clip'), cache)  # rows in range
+    cache = reorder_cache(cache, rows)
 
     # log P only falls, and length_penalty is monotone in the length.
     max_penalty = jnp.maximum(length_penalty(i + 2, alpha), length_penalty(longest, alpha))

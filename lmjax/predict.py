@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from lmjax import decode
 
 
-def init_cache(model, params, encoded, inputs, batch_size: int, max_length: int) -> Any:
+def init_cache(model, params, encoded, inputs, batch_size: int, max_length: int,
+               beam_size: int = 1) -> Any:
   """Zero-filled decode cache for `batch_size` rows, shaped by one traced step.
 
   Args:
@@ -18,15 +19,16 @@ def init_cache(model, params, encoded, inputs, batch_size: int, max_length: int)
     inputs: (batch_size, S) source ids (or None).
     batch_size: rows N.
     max_length: decode length.
+    beam_size: beams per sentence K (rows b*K + k), for beam search.
 
   Returns:
-    The cache pytree (leaves with leading axis N).
+    The cache pytree (leaves with leading axis N, or B for `slot_*` leaves).
   """
   def one_step():
     _, variables = model.apply({'params': params}, encoded, inputs,
                                jnp.zeros((batch_size,), jnp.int32), jnp.zeros((), jnp.int32),
-                               max_length=max_length, method='decode_step',
-                               mutable=['cache', 'cross_cache'])
+                               max_length=max_length, beam_size=beam_size,
+                               method='decode_step', mutable=['cache', 'cross_cache'])
     return variables['cache']
   shapes = jax.eval_shape(one_step)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -57,11 +59,11 @@ def precompute_cross(model, params, encoded, inputs, batch_size: int, max_length
 
 
 def make_step_fn(model, params, encoded, inputs, max_length: int,
-                 cross_cache: Optional[Any] = None) -> decode.StepFn:
+                 cross_cache: Optional[Any] = None, beam_size: int = 1) -> decode.StepFn:
   """Step function (cache, token, position) -> (logits, cache) for `model`.
 
   Args:
-    model, params, encoded, inputs, max_length: as for `init_cache`.
+    model, params, encoded, inputs, max_length, beam_size: as for `init_cache`.
     cross_cache: `precompute_cross` output for these rows; computed here when None.
 
   Returns:
@@ -76,8 +78,8 @@ def make_step_fn(model, params, encoded, inputs, max_length: int,
 
   def step_fn(cache, token, position):
     logits, variables = model.apply({**constants, 'cache': cache}, encoded, inputs, token,
-                                    position, max_length=max_length, method='decode_step',
-                                    mutable=['cache'])
+                                    position, max_length=max_length, beam_size=beam_size,
+                                    method='decode_step', mutable=['cache'])
     return logits, variables['cache']
   return step_fn
 
@@ -136,8 +138,9 @@ def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: 
   # One copy per sentence: attention folds the K beams into its query axis.
   cross_cache = precompute_cross(model, params, encoded, inputs, batch_size, max_length)
   encoded, rep_inputs = repeat_batch((encoded, inputs), beam_size)
-  cache = init_cache(model, params, encoded, rep_inputs, batch_size * beam_size, max_length)
-  step_fn = make_step_fn(model, params, encoded, rep_inputs, max_length, cross_cache)
+  cache = init_cache(model, params, encoded, rep_inputs, batch_size * beam_size, max_length,
+                     beam_size)
+  step_fn = make_step_fn(model, params, encoded, rep_inputs, max_length, cross_cache, beam_size)
   max_lengths = None
   if max_len_a != 0.0 or max_len_b is not None:
     src_len = jnp.sum(inputs > 0, axis=1).astype(jnp.float32)  # (B,)

@@ -1,5 +1,6 @@
 """Beam search and sampling on toy step functions, checked against numpy and greedy."""
 
+import dataclasses
 import functools
 import itertools
 
@@ -12,6 +13,7 @@ import pytest
 from lmjax import decode
 from lmjax import predict
 from lmjax.models import build_model
+from lmjax.models import transformer
 
 EOS = 1
 M = 97  # toy hash-state size
@@ -290,3 +292,44 @@ def test_predict_beam_scores_match_teacher_forced_model():
       assert n <= 5  # max_len_b = 4 tokens, then EOS
       np.testing.assert_allclose(scores[b, k], logp[b, k, :n].sum() / np_penalty(n, alpha),
                                  rtol=1e-4, atol=1e-5)
+
+
+def reordering_beam_decode(model, params, inputs, beam, max_length, alpha):
+  """Reference: K = 1 caches (one per row) that beam search reorders like any other leaf.
+
+  The slot_* leaves are renamed while beam search holds the cache, so that
+  decode.reorder_cache gathers them too.
+  """
+  b = inputs.shape[0]
+  encoded = model.apply({'params': params}, inputs, method='encode')
+  encoded, rep = predict.repeat_batch((encoded, inputs), beam)
+  rename = lambda tree, a, z: {(k.replace(a, z) if isinstance(k, str) else k):
+                               (rename(v, a, z) if isinstance(v, dict) else v)
+                               for k, v in tree.items()}
+  cache = predict.init_cache(model, params, encoded, rep, b * beam, max_length)
+  inner = predict.make_step_fn(model, params, encoded, rep, max_length)
+
+  def step_fn(cache, token, position):
+    logits, cache = inner(rename(cache, 'row_', 'slot_'), token, position)
+    return logits, rename(cache, 'slot_', 'row_')
+  return decode.beam_search(step_fn, rename(cache, 'slot_', 'row_'), b, beam, max_length,
+                            alpha=alpha)
+
+
+@pytest.mark.parametrize('kind,scan', [('encdec', False), ('decoder', False), ('encdec', True)])
+def test_slot_caches_equal_reordered_caches(kind, scan):
+  """Beam search with per-slot self-attention caches + ancestry (predict.beam_decode)
+  returns the hypotheses and scores of beam search that reorders whole caches."""
+  model, params = tiny_model(kind)
+  if scan:
+    model = type(model)(config=dataclasses.replace(model.config, scan_layers=True))
+    params = transformer.unstacked_to_scanned(params)
+  inputs, beam, length, alpha = model_inputs(), 4, 9, 0.6
+  seqs, scores = beam_decode(model, params, inputs, beam, length, alpha=alpha)
+  cache = predict.init_cache(model, params, None, inputs, 3 * beam, length, beam) if kind == 'decoder' else None
+  if cache is not None:
+    assert any('slot_key' in str(p) for p, _ in jax.tree_util.tree_flatten_with_path(cache)[0])
+  ref_seqs, ref_scores = jax.jit(reordering_beam_decode, static_argnums=(0, 3, 4, 5))(
+      model, params, inputs, beam, length, alpha)
+  np.testing.assert_array_equal(seqs, ref_seqs)
+  np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-5)

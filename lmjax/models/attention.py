@@ -10,29 +10,25 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype,
-                          kv_heads_major: bool = False):
+def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype):
   """Scaled dot-product attention.
 
   Args:
     q: (B, Lq, H, D) queries.
-    k: (B, Lk, H, D) keys, or (B, H, Lk, D) when `kv_heads_major`.
+    k: (B, Lk, H, D) keys.
     v: values, shaped like k.
     mask: (B, 1|H, Lq, Lk) bool or None; False entries are not attended.
     dropout_rng: PRNG key for attention dropout (unused when deterministic).
     dropout_rate: probability of dropping an attention weight.
     deterministic: disables dropout.
     dtype: computation dtype.
-    kv_heads_major: k/v are laid out (B, H, Lk, D), as in the decode caches: the batched
-      matmuls then read them in place instead of transposing the whole cache every step.
 
   Returns:
     (B, Lq, H, D) attended values.
   """
   depth = q.shape[-1]
   q = q / jnp.sqrt(depth).astype(dtype)
-  kv = 'bhkd' if kv_heads_major else 'bkhd'
-  logits = jnp.einsum(f'bqhd,{kv}->bhqk', q, k)  # (B, H, Lq, Lk)
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # (B, H, Lq, Lk)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   # Softmax in float32 for stability under bf16.
@@ -40,7 +36,28 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
   if not deterministic and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(dtype)
-  return jnp.einsum(f'bhqk,{kv}->bqhd', weights, v)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+
+
+def cached_attention(q, k_t, v, mask, dtype):
+  """Attention over decode caches, every operand batch-major (no layout changes).
+
+  Args:
+    q: (B, H, Q, D) queries.
+    k_t: (B, H, D, M) keys, transposed.
+    v: (B, H, M, D) values.
+    mask: (B, 1|H, Q|1, M) bool or None; False entries are not attended.
+    dtype: computation dtype.
+
+  Returns:
+    (B, H, Q, D) attended values.
+  """
+  q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  logits = jnp.einsum('bhqd,bhdm->bhqm', q, k_t)  # (B, H, Q, M)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+  return jnp.einsum('bhqm,bhmd->bhqd', weights, v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -69,7 +86,7 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, x_q: jnp.ndarray, x_kv: jnp.ndarray, mask: Optional[jnp.ndarray], *,
                deterministic: bool, decode: str = '', position=None,
-               max_length: int = 0) -> jnp.ndarray:
+               max_length: int = 0, beam_size: int = 1) -> jnp.ndarray:
     """Attends from x_q to x_kv.
 
     Args:
@@ -82,63 +99,106 @@ class MultiHeadAttention(nn.Module):
         once, when 'cross_cache' is mutable, and read from it afterwards).
       position: scalar int32 position of the new token when decoding.
       max_length: cache length for decode='self'.
+      beam_size: beams per sentence K for decode='self' (rows b*K + k); the keys/values
+        stay in their beam slot (see `_self_step`).
 
     Returns:
       (B, Lq, D) output.
     """
     features = x_q.shape[-1]
     q = self._proj('query')(x_q)  # (B, Lq, H, Dh)
-    heads_major = bool(decode)
     if decode == 'self':
-      # Caches are (B, H, max_length, Dh): head-major, so attention reads them in place.
-      k_new = self._proj('key')(x_kv).transpose(0, 2, 1, 3)  # (B, H, 1, Dh)
-      v_new = self._proj('value')(x_kv).transpose(0, 2, 1, 3)
-      shape = k_new.shape[:2] + (max_length,) + k_new.shape[3:]
-      ck = self.variable('cache', 'cached_key', jnp.zeros, shape, k_new.dtype)
-      cv = self.variable('cache', 'cached_value', jnp.zeros, shape, v_new.dtype)
-      ck.value = jax.lax.dynamic_update_slice_in_dim(ck.value, k_new, position, axis=2)
-      cv.value = jax.lax.dynamic_update_slice_in_dim(cv.value, v_new, position, axis=2)
-      k, v = ck.value, cv.value  # (B, H, max_length, Dh)
-      mask = (jnp.arange(max_length) <= position)[None, None, None, :]  # (1, 1, 1, max_length)
-    elif decode == 'cross':
-      # The encoder keys/values live in their own collection, 'cross_cache': computed by
-      # a prefill call that makes it mutable (lmjax.predict.precompute_cross), then only
-      # read, so the decode loop neither recomputes nor carries (nor beam-reorders) them.
-      shape = (x_kv.shape[0], self.num_heads, x_kv.shape[1], self.qkv_dim // self.num_heads)
-      ck = self.variable('cross_cache', 'cached_key', jnp.zeros, shape, self.dtype)
-      cv = self.variable('cross_cache', 'cached_value', jnp.zeros, shape, self.dtype)
-      if self.is_mutable_collection('cross_cache'):
-        ck.value = self._proj('key')(x_kv).transpose(0, 2, 1, 3)  # (B, H, S, Dh)
-        cv.value = self._proj('value')(x_kv).transpose(0, 2, 1, 3)
-      k, v = ck.value, cv.value
-      if k.shape[0] != q.shape[0]:
-        # Beam search keeps one copy per sentence (B rows) for its B*K query rows
-        # (b*K + k): fold the K beams into the query axis instead of repeating K/V.
-        return self._out(self._folded_cross(q, k, v, mask), features)
-    else:
-      k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
-      v = self._proj('value')(x_kv)
+      return self._out(self._self_step(q, x_kv, position, max_length, beam_size), features)
+    if decode == 'cross':
+      return self._out(self._cross_step(q, x_kv, mask), features)
+    k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
+    v = self._proj('value')(x_kv)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout_rng = self.make_rng('dropout')
     out = dot_product_attention(q, k, v, mask, dropout_rng, self.dropout_rate,
-                                deterministic, self.dtype, heads_major)  # (B, Lq, H, Dh)
+                                deterministic, self.dtype)  # (B, Lq, H, Dh)
     return self._out(out, features)
 
-  def _folded_cross(self, q, k, v, mask):
-    """Cross-attention of (B*K, Lq, H, Dh) queries to per-sentence (B, H, S, Dh) keys/values."""
-    n, lq, h, dh = q.shape
-    b = k.shape[0]
+  def _self_step(self, q, x_kv, position, max_length: int, beam_size: int):
+    """Cached causal self-attention of one new token per row.
+
+    Every row writes its key/value into its beam slot, where it stays: 'slot_key' and
+    'slot_value' are never reordered by beam search (see lmjax/models/CONTRACT.md).
+    'ancestry' (reordered like any other cache leaf) records, per row and position,
+    which slot of its sentence holds that position. The K beams of a sentence are K
+    queries against all its slots, masked to each row's own history, so a step reads
+    the cache in place instead of copying every layer's cache to follow the beams.
+    With K = 1 (greedy, sampling) the ancestry is just the written positions.
+
+    Args:
+      q: (N, 1, H, Dh) queries of N = B*K rows (b*K + k).
+      x_kv: (N, 1, D) inputs of the new keys/values.
+      position: scalar int32 position t of the new token.
+      max_length: cache length L.
+      beam_size: K.
+
+    Returns:
+      (N, 1, H, Dh) attended values.
+    """
+    n, _, h, dh = q.shape
+    if n % beam_size:
+      raise ValueError(f'self-attention decode: {n} rows are not a multiple of beam_size={beam_size}')
+    b, k_size = n // beam_size, beam_size
+    # Entry t*K + k holds position t of slot k. Keys are stored transposed, (B, H, Dh, L*K),
+    # so that scores are a plain batched (K, Dh) @ (Dh, L*K) matmul on CPU/GPU/TPU.
+    kt = self.variable('cache', 'slot_key', jnp.zeros, (b, h, dh, max_length * k_size), self.dtype)
+    v = self.variable('cache', 'slot_value', jnp.zeros, (b, h, max_length * k_size, dh), self.dtype)
+    anc = self.variable('cache', 'ancestry', jnp.zeros, (n, max_length, k_size), jnp.bool_)
+    by_sentence = lambda x: x.reshape(b, k_size, h, dh).transpose(0, 2, 1, 3)  # → (B, H, K, Dh)
+    k_new = by_sentence(self._proj('key')(x_kv)).astype(self.dtype)
+    v_new = by_sentence(self._proj('value')(x_kv)).astype(self.dtype)
+    kt.value = jax.lax.dynamic_update_slice_in_dim(kt.value, k_new.transpose(0, 1, 3, 2),
+                                                   position * k_size, axis=3)
+    v.value = jax.lax.dynamic_update_slice_in_dim(v.value, v_new, position * k_size, axis=2)
+    own = jax.nn.one_hot(jnp.arange(n) % k_size, k_size, dtype=jnp.bool_)  # (N, K)
+    anc.value = jax.lax.dynamic_update_slice_in_dim(anc.value, own[:, None, :], position, axis=1)
+    # Positions after t were never written: their ancestry is all False.
+    mask = anc.value.reshape(b, 1, k_size, max_length * k_size)  # (B, 1, K, L*K)
+    out = cached_attention(by_sentence(q), kt.value, v.value, mask, self.dtype)  # (B, H, K, Dh)
+    return out.transpose(0, 2, 1, 3).reshape(n, 1, h, dh)
+
+  def _cross_step(self, q, x_kv, mask):
+    """Cross-attention of one new token per row to the encoder output.
+
+    The encoder keys/values live in their own collection, 'cross_cache': computed by a
+    prefill call that makes it mutable (lmjax.predict.precompute_cross), then only read,
+    so the decode loop neither recomputes nor carries (nor beam-reorders) them. Beam
+    search keeps one copy per sentence (B rows) for its N = B*K query rows (b*K + k):
+    the K beams are folded into the query axis instead of repeating the keys/values.
+
+    Args:
+      q: (N, 1, H, Dh) queries.
+      x_kv: (B', S, D) encoder output (B' = N, or B when prefilling for beam search).
+      mask: (N, 1, 1, S) bool source mask, equal within a sentence.
+
+    Returns:
+      (N, 1, H, Dh) attended values.
+    """
+    n, _, h, dh = q.shape
+    kt = self.variable('cross_cache', 'cached_key', jnp.zeros, (x_kv.shape[0], h, dh, x_kv.shape[1]),
+                       self.dtype)  # (B, H, Dh, S): transposed, as the self-attention keys
+    v = self.variable('cross_cache', 'cached_value', jnp.zeros, (x_kv.shape[0], h, x_kv.shape[1], dh),
+                      self.dtype)
+    if self.is_mutable_collection('cross_cache'):
+      kt.value = self._proj('key')(x_kv).transpose(0, 2, 3, 1).astype(self.dtype)
+      v.value = self._proj('value')(x_kv).transpose(0, 2, 1, 3).astype(self.dtype)
+    b = kt.value.shape[0]
     if n % b:
       raise ValueError(f'cross-attention: {n} query rows are not a multiple of the {b} rows '
                        'in the cross_cache')
-    q = q.reshape(b, (n // b) * lq, h, dh)  # (B, K*Lq, H, Dh)
-    if mask is not None:  # (B*K, 1, Lq, S): equal within a sentence
-      mask = mask.reshape((b, n // b) + mask.shape[1:])[:, 0]
-      mask = jnp.tile(mask, (1, 1, n // b, 1))  # (B, 1, K*Lq, S)
-    out = dot_product_attention(q, k, v, mask, None, 0.0, True, self.dtype, True)
-    return out.reshape(n, lq, h, dh)
+    k_size = n // b
+    q = q.reshape(b, k_size, h, dh).transpose(0, 2, 1, 3)  # (B, H, K, Dh)
+    if mask is not None:
+      mask = mask.reshape((b, k_size) + mask.shape[1:])[:, 0]  # (B, 1, 1, S)
+    out = cached_attention(q, kt.value, v.value, mask, self.dtype)  # (B, H, K, Dh)
+    return out.transpose(0, 2, 1, 3).reshape(n, 1, h, dh)
 
   def _out(self, out, features):
     """Output projection (B, Lq, H, Dh) → (B, Lq, features)."""

@@ -349,7 +349,7 @@ class LSTMEncoderDecoder(nn.Module):
                              layers.shift_right(targets), train=train)
     return logits
 
-  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int, beam_size: int = 1):
     """One decoding step; the (c, h) states and feed vector live in the 'cache'.
 
     Args:
@@ -438,7 +438,7 @@ class LSTMLanguageModel(nn.Module):
     del inputs, train
     return None
 
-  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int, beam_size: int = 1):
     """One step; per-layer (c, h) live in the 'cache'. Args: token (B,). Returns (B, V)."""
     del encoded, inputs, max_length
     zero = self.zero_state(token.shape[0])

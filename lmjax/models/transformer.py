@@ -37,7 +37,7 @@ class TransformerConfig:
     remat_policy: rematerialise each layer in the backward pass: 'none', 'full'
       (save nothing), 'dots_saveable' or 'dots_with_no_batch_dims_saveable'
       (keep matmul outputs, recompute the rest).
-    mlp_activation: 'relu' (Vaswani et al.) or 'gelu' (GPT-2 / nanoGPT).
+    mlp_activation: 'relu' (Vaswani et al.), 'gelu' (exact, as nanoGPT) or 'gelu_tanh'.
   """
   vocab_size: int
   target_vocab_size: int
@@ -84,6 +84,7 @@ class Block(nn.Module):
     deterministic: disables dropout.
     decode: one-token step with the 'cache' collection.
     max_length: decode cache length.
+    beam_size: K > 1 when decoding K beams per sentence (rows b*K + k).
     scanned: return (x, None), the carry/output pair `nn.scan` expects.
   """
   config: TransformerConfig
@@ -92,6 +93,7 @@ class Block(nn.Module):
   deterministic: bool = True
   decode: bool = False
   max_length: int = 0
+  beam_size: int = 1
   scanned: bool = False
 
   @nn.compact
@@ -116,7 +118,7 @@ class Block(nn.Module):
       return attention.MultiHeadAttention(
           cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention')(
               h, h, mask, deterministic=deterministic, decode='self' if decode else '',
-              position=position, max_length=max_length)
+              position=position, max_length=max_length, beam_size=self.beam_size)
 
     x = sublayer('self_attention', self_attn, x)
     if self.cross:
@@ -242,7 +244,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, decoder_inputs, encoded=None, cross_mask=None, segmentation=None,
                positions=None, *, deterministic: bool, decode: bool = False,
-               position=None, max_length: int = 0):
+               position=None, max_length: int = 0, beam_size: int = 1):
     """Runs the decoder over a whole sequence, or over one token when `decode`.
 
     Args:
@@ -255,6 +257,7 @@ class Decoder(nn.Module):
       decode: one-token step using the 'cache' collection.
       position: scalar int32 step index when decoding.
       max_length: cache length when decoding.
+      beam_size: beams per sentence when decoding (rows b*K + k).
 
     Returns:
       (B, T, V) logits.
@@ -271,7 +274,7 @@ class Decoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position,
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
-                    max_length=max_length)
+                    max_length=max_length, beam_size=beam_size)
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
     if cfg.tie_output:
@@ -311,11 +314,11 @@ class EncoderDecoder(nn.Module):
     return self.decoder(layers.shift_right(targets, tgt_seg), encoded, cross_mask, tgt_seg,
                         batch.get('targets_position'), deterministic=not train)
 
-  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int, beam_size: int = 1):
     """One decoding step. Args: encoded (B, S, D); inputs (B, S); token (B,). Returns (B, V)."""
     cross_mask = (inputs > 0)[:, None, None, :]  # (B, 1, 1, S)
     logits = self.decoder(token[:, None], encoded, cross_mask, deterministic=True, decode=True,
-                          position=position, max_length=max_length)
+                          position=position, max_length=max_length, beam_size=beam_size)
     return logits[:, 0]
 
 
@@ -333,13 +336,16 @@ class DecoderOnly(nn.Module):
     return None
 
   def __call__(self, batch, *, train: bool):
-    """Next-token logits (B, T, V) for batch['targets']."""
+    """Next-token logits (B, T, V) for batch['targets'] (after batch['decoder_inputs'] if given)."""
     targets, seg = batch['targets'], batch.get('targets_segmentation')
-    return self.decoder(layers.shift_right(targets, seg), segmentation=seg,
+    inputs = batch.get('decoder_inputs')  # (B, T) the tokens before the targets
+    if inputs is None:
+      inputs = layers.shift_right(targets, seg)
+    return self.decoder(inputs, segmentation=seg,
                         positions=batch.get('targets_position'), deterministic=not train)
 
-  def decode_step(self, encoded, inputs, token, position, *, max_length: int):
+  def decode_step(self, encoded, inputs, token, position, *, max_length: int, beam_size: int = 1):
     """One step. Args: token (B,) previous token. Returns (B, V) logits."""
     del encoded, inputs
     return self.decoder(token[:, None], deterministic=True, decode=True, position=position,
-                        max_length=max_length)[:, 0]
+                        max_length=max_length, beam_size=beam_size)[:, 0]
