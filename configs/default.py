@@ -70,7 +70,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Recompute layers in the backward pass: 'none', 'full', 'dots_saveable' or
   # 'dots_with_no_batch_dims_saveable' (keep matmul outputs).
   c.model.remat_policy = 'none'
-  # Feed-forward activation: 'relu' or 'gelu'.
+  # Feed-forward activation: 'relu', 'gelu' (exact erf form) or 'gelu_tanh'.
   c.model.mlp_activation = 'relu'
 
   c.optimizer = ml_collections.ConfigDict()
@@ -96,6 +96,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-9
   # Decoupled weight decay.
   c.optimizer.weight_decay = 1e-4
+  # adamw: decay only kernels and embeddings (ndim >= 2), not biases or norm scales.
+  c.optimizer.decay_matrices_only = False
   # Global-norm gradient clipping (0 = off).
   c.optimizer.grad_clip_norm = 1.0
 

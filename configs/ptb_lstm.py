@@ -9,7 +9,10 @@ tutorial's "small" config (test perplexity 115.91): the corpus is one token stre
 (EOS after each sentence) in 20 rows, truncated BPTT over 20-token windows with the
 LSTM state carried across batches, 2 layers × 200 units, no dropout, untied softmax,
 plain SGD at learning rate 1 halved every epoch after the 4th, gradients clipped at
-norm 5, 13 epochs (2323 steps each). Eval perplexity is computed the same way (state
+norm 5, 13 epochs (2323 steps each). The tutorial's cost is the *sum* over the 20
+time steps of the batch-mean loss, while lmjax averages over all tokens: its gradient
+is 20× ours, so the same updates are learning rate 20 with clipping at norm 5/20 = 0.25
+(also the PyTorch word_language_model defaults). Eval perplexity is computed the same way (state
 carried) over the validation stream; the test split only with --split=test.
 """
 
@@ -50,14 +53,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   steps_per_epoch = 2323  # (929,589 tokens // 20 rows - 19) // 20 steps
   c.optimizer.name = 'sgd'
   c.optimizer.b1 = 0.0  # no momentum
-  c.optimizer.learning_rate = 1.0
+  c.optimizer.learning_rate = 20.0  # = TF's 1.0 on a loss summed over 20 steps
   c.optimizer.schedule = 'step'
   c.optimizer.warmup_steps = 0
   c.optimizer.decay_rate = 0.5
   c.optimizer.decay_every = steps_per_epoch
   c.optimizer.decay_begin = 4 * steps_per_epoch
   c.optimizer.weight_decay = 0.0
-  c.optimizer.grad_clip_norm = 5.0
+  c.optimizer.grad_clip_norm = 0.25  # = TF's 5.0 on the summed loss
   # Truncated BPTT: the state carried across batches of the token stream.
   c.train.stateful = True
   c.train.batch_size = 20

@@ -57,6 +57,9 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.source = ml_collections.ConfigDict()
   # 'parallel' | 'monolingual' | 'tsv' | 'labeled_lines' | 'conll' | 'summaries' | 'tfds'.
   t.source.type = 'parallel'
+  # Type of the training files when it differs from `type` ('' = same), e.g. SST-2 trained
+  # on GLUE's phrase TSV and evaluated on sentence-level `label text` lines.
+  t.source.train_type = ''
   # Training files relative to data_dir (parallel: [source, target]; .gz allowed).
   t.source.train_files = []
   # Eval files (lm with lm_mode='stream': empty = last eval_fraction of the training text).
@@ -67,6 +70,10 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.source.encoding_errors = 'strict'
   # LM: 'line' (one example per line + EOS) or 'stream' (the text cut into fixed rows).
   t.source.lm_mode = 'line'
+  # LM stream rows: False = each row starts from BOS (its first token is predicted without
+  # context); True = overlapping windows as nanoGPT: a row's input is the T tokens before
+  # each target (batch field 'decoder_inputs'), so every prediction has context. Plain batching.
+  t.source.stream_context = False
   # LM stream without eval files: fraction of the training text held out for eval.
   t.source.eval_fraction = 0.1
   # Classify: label strings as they appear in the data (id = index); tag: tag set ([] = from train).

@@ -159,7 +159,8 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
     need('optimizer.decay_begin', _nonneg_int, 'an integer >= 0')
   for f in ('eps', 'weight_decay', 'end_learning_rate_factor'):
     need(f'optimizer.{f}', lambda x: _is_num(x) and x >= 0, 'a finite number >= 0')
-  need('model.mlp_activation', lambda x: x in ('relu', 'gelu'), "'relu' or 'gelu'")
+  need('model.mlp_activation', lambda x: x in ('relu', 'gelu', 'gelu_tanh'),
+       "'relu', 'gelu' or 'gelu_tanh'")
   for f in ('dropout_rate', 'attention_dropout_rate'):
     need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):
@@ -181,6 +182,9 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   for f in ('max_train_examples', 'max_eval_examples'):
     need(f'task.source.{f}', _nonneg_int, 'an integer >= 0 (0 = all)')
   need('task.source.eval_fraction', lambda x: _is_num(x) and 0 < x < 1, 'a value in (0, 1)')
+  if config.task.get('source', {}).get('stream_context'):
+    need('task.source.lm_mode', lambda x: x == 'stream', "'stream' (stream_context=True)")
+    need('task.batching.mode', lambda x: x == 'plain', "'plain' (stream_context=True)")
   need('task.tokenizer.vocab_size', _nonneg_int, 'an integer >= 0')
   need('task.batching.max_tokens', _positive_int, 'a positive integer')
   need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),

@@ -33,6 +33,7 @@ def fake_corpora(root):
   write(f'{root}/tinyshakespeare/input.txt', 'First Citizen:\nBefore we proceed any further, hear me speak.\n' * 60)
   for split in ('train', 'valid'):
     write(f'{root}/ptb/ptb.{split}.txt', ' the cat sat on the <unk> \n a dog ran N miles \n' * 120)
+  write(f'{root}/sst2/glue/train.tsv', 'sentence\tlabel\n' + 'a fine , moving film . \t1\nmoving\t1\ndull and long\t0\n' * 20)
   for split in ('train', 'dev'):
     write(f'{root}/sst2/stsa_binary/stsa.binary.{split}', '1 a fine , moving film .\n0 dull and long .\n' * 20)
     write(f'{root}/wnut17/{"wnut17train" if split == "train" else "emerging.dev"}.conll',
@@ -47,7 +48,8 @@ def fake_corpora(root):
 
 
 CONFIGS = {'multi30k_transformer': 'seq2seq', 'shakespeare_char': 'lm', 'ptb_lstm': 'lm',
-           'sst2_bilstm': 'classify', 'wnut17_bilstm_crf': 'tag', 'aeslc_transformer': 'seq2seq'}
+           'sst2_bilstm': 'classify', 'wnut17_bilstm_crf': 'tag', 'aeslc_transformer': 'seq2seq',
+           'multi30k_lstm': 'seq2seq', 'aeslc_lstm': 'seq2seq'}
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +88,7 @@ def test_data_dir_argument_forms(data_dir):
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
   config = configlib.load_config_file(os.path.join(REPO, 'configs/sst2_bilstm.py') + f':{tmp_path}/nowhere')
-  with pytest.raises(ValueError, match=r'stsa\.binary\.train: file not found'):
+  with pytest.raises(ValueError, match=r'glue.train\.tsv: file not found'):
     tasks.build_task(config.task, None)
 
 
@@ -110,3 +112,23 @@ def test_real_corpora(name):
   expected = {'ptb_lstm': (26_000, 2_000), 'sst2_bilstm': (6_920, 872), 'wnut17_bilstm_crf': (3_394, 1_009)}
   n_train, n_eval = expected[name]
   assert len(task.train_examples) >= n_train and len(task.eval_examples) >= n_eval
+
+
+def test_stream_context_rows_predict_every_target_from_the_tokens_before_it(data_dir, tmp_path):
+  """stream_context=True: row targets = stream[s+1:s+1+T], inputs = stream[s:s+T]."""
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/shakespeare_char.py') + f':{data_dir},runlocal')
+  config.task.source.stream_context = True
+  task = tasks.build_task(config.task, str(tmp_path))
+  text = open(f'{data_dir}/tinyshakespeare/input.txt', encoding='utf-8').read()
+  train_text = text[:int(len(text) * 0.9)]
+  stream = np.asarray(task.tokenizers['targets'].encode(train_text))
+  t = config.task.max_target_length
+  for i, ex in enumerate(task.train_examples):
+    np.testing.assert_array_equal(ex['targets'], stream[i * t + 1:i * t + 1 + t])
+    np.testing.assert_array_equal(ex['decoder_inputs'], stream[i * t:i * t + len(ex['targets'])])
+  assert sum(len(ex['targets']) for ex in task.train_examples) == len(stream) - 1
+  batch = next(task.train_iterator(4, seed=0))
+  assert batch['decoder_inputs'].shape == batch['targets'].shape == (4, t)
+  config.task.batching.mode = 'pack'
+  with pytest.raises(ValueError, match=r"task.batching.mode.*'plain' \(stream_context=True\)"):
+    configlib.validate(config)

@@ -177,7 +177,7 @@ def _path(cfg: Mapping, name: str) -> str:
 def _read_split(cfg: Mapping, split: str):
   """Raw records of one split ('train' or 'eval') for the configured source type."""
   src = cfg['source']
-  kind, errors = src['type'], src['encoding_errors']
+  kind, errors = (split == 'train' and src.get('train_type')) or src['type'], src['encoding_errors']
   files = [_path(cfg, f) for f in src[f'{split}_files']]
   if kind == 'tfds':
     return sources.tfds_examples(src['tfds_name'], src[f'{split}_split'], src['tfds_data_dir'] or None,
@@ -201,7 +201,8 @@ def _read_split(cfg: Mapping, split: str):
     return [r for f in files for r in sources.conll(f, errors=errors)]
   if kind == 'summaries':
     return [r for f in files for r in sources.summaries(f, errors=errors)]
-  raise ValueError(f"config.task.source.type={kind!r} is not one of 'tfds', 'parallel', "
+  field = 'train_type' if split == 'train' and src.get('train_type') else 'type'
+  raise ValueError(f"config.task.source.{field}={kind!r} is not one of 'tfds', 'parallel', "
                    "'monolingual', 'tsv', 'labeled_lines', 'conll', 'summaries'")
 
 
@@ -285,9 +286,19 @@ def _lm_texts(cfg: Mapping, records) -> List[str]:
   return records
 
 
-def _stream_chunks(ids: List[int], length: int) -> List[pipeline.Example]:
-  """Cuts a token stream into rows of `length` (the remainder is a shorter last row)."""
-  return [{'targets': np.asarray(ids[s:s + length], np.int32)} for s in range(0, len(ids), length)]
+def _stream_chunks(ids: List[int], length: int, context: bool) -> List[pipeline.Example]:
+  """Cuts a token stream into rows of `length` (the remainder is a shorter last row).
+
+  With `context`, row targets are ids[s+1 : s+1+length] and its 'decoder_inputs' the
+  `length` tokens before them, ids[s : s+length] (the stream's first token is never a target).
+  """
+  if not context:
+    return [{'targets': np.asarray(ids[s:s + length], np.int32)} for s in range(0, len(ids), length)]
+  ids, rows = np.asarray(ids, np.int32), []
+  for s in range(0, len(ids) - 1, length):
+    targets = ids[s + 1:s + 1 + length]
+    rows.append({'targets': targets, 'decoder_inputs': ids[s:s + len(targets)]})
+  return rows
 
 
 def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
@@ -325,14 +336,15 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
           for line in t.split('\n'):
             if line.strip():
               ids.extend(tok.encode(line) + [tok_lib.EOS_ID])
-      return _stream_chunks(ids, length)
+      return _stream_chunks(ids, length, src['stream_context'])
     out = [{'targets': np.asarray(tok.encode(t) + [tok_lib.EOS_ID], np.int32)} for t in texts]
     return _fit(out, {'targets': length}, fit)
 
   train_ex = encode(train, cfg['length_handling'])
   eval_ex = encode(evals, 'truncate')
+  lengths = {'targets': length, **({'decoder_inputs': length} if src['stream_context'] else {})}
   return Task(name=cfg['name'], kind='lm', tokenizers={'targets': tok},
-              lengths={'targets': length}, train_examples=train_ex, eval_examples=eval_ex,
+              lengths=lengths, train_examples=train_ex, eval_examples=eval_ex,
               eval_sources=[''] * len(eval_ex),
               eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
               batching=dict(cfg['batching']))

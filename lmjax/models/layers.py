@@ -1,5 +1,6 @@
 """Building blocks shared by the model families: embeddings, positions, MLP, masks."""
 
+from functools import partial
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -151,7 +152,9 @@ def dense(features, names, dtype, name=None, use_bias=True,
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[-1:]))
 
 
-ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu}
+# 'gelu' is the exact (erf) form, as torch.nn.GELU / nanoGPT; 'gelu_tanh' the approximation.
+ACTIVATIONS = {'relu': nn.relu, 'gelu': partial(nn.gelu, approximate=False),
+               'gelu_tanh': partial(nn.gelu, approximate=True)}
 
 
 class Mlp(nn.Module):

@@ -2,6 +2,7 @@
 
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -46,12 +47,25 @@ def make_schedule(cfg: Mapping, total_steps: int) -> optax.Schedule:
                    "'linear', 'step'")
 
 
+def matrices_only(params):
+  """Weight-decay mask: True for kernels and embeddings (ndim >= 2), False for biases and norms.
+
+  Args:
+    params: parameter pytree (arrays or flax `Partitioned` boxes).
+
+  Returns:
+    A pytree of bools with the structure of `params`.
+  """
+  return jax.tree_util.tree_map(lambda p: jnp.ndim(p) >= 2, params)
+
+
 def make_optimizer(cfg: Mapping, total_steps: int) -> optax.GradientTransformation:
   """Optax optimizer with optional global-norm clipping and weight decay.
 
   Args:
     cfg: `config.optimizer`: `name` ('adamw' | 'adam' | 'adafactor' | 'sgd'), `b1`, `b2`,
-      `eps`, `weight_decay`, `grad_clip_norm` (0 = off) and the schedule fields.
+      `eps`, `weight_decay`, `decay_matrices_only` (adamw: no decay on biases and norm
+      scales, as nanoGPT/GPT-2), `grad_clip_norm` (0 = off) and the schedule fields.
     total_steps: training length.
 
   Returns:
@@ -61,7 +75,8 @@ def make_optimizer(cfg: Mapping, total_steps: int) -> optax.GradientTransformati
   name = cfg['name']
   if name == 'adamw':
     opt = optax.adamw(schedule, b1=cfg['b1'], b2=cfg['b2'], eps=cfg['eps'],
-                      weight_decay=cfg['weight_decay'])
+                      weight_decay=cfg['weight_decay'],
+                      mask=matrices_only if cfg.get('decay_matrices_only', False) else None)
   elif name == 'adam':
     opt = optax.adam(schedule, b1=cfg['b1'], b2=cfg['b2'], eps=cfg['eps'])
   elif name == 'adafactor':

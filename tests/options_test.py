@@ -1,0 +1,64 @@
+"""Optimizer weight-decay mask, exact GELU and explicit decoder inputs behave as documented."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default
+from lmjax.models import build_model
+from lmjax.models import layers
+from lmjax.train import optim
+
+
+def one_adamw_step(decay_matrices_only):
+  cfg = default.get_config().optimizer
+  cfg.update(name='adamw', schedule='constant', warmup_steps=0, learning_rate=0.1,
+             weight_decay=0.5, grad_clip_norm=0.0, decay_matrices_only=decay_matrices_only)
+  opt = optim.make_optimizer(cfg, total_steps=10)
+  params = {'dense': {'kernel': jnp.ones((3, 2)), 'bias': jnp.ones((2,))},
+            'ln': {'scale': jnp.ones((2,))}, 'embed': jnp.ones((5, 2))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = opt.update(zeros, opt.init(params), params)
+  return jax.tree.map(lambda p, u: np.asarray(p + u), params, updates)
+
+
+def test_decay_matrices_only_spares_biases_and_norm_scales():
+  """With zero gradients only the decay moves params: p -= lr * wd * p = 0.95 p."""
+  masked, full = one_adamw_step(True), one_adamw_step(False)
+  np.testing.assert_allclose(masked['dense']['kernel'], 0.95)
+  np.testing.assert_allclose(masked['embed'], 0.95)
+  np.testing.assert_allclose(masked['dense']['bias'], 1.0)
+  np.testing.assert_allclose(masked['ln']['scale'], 1.0)
+  for leaf in jax.tree.leaves(full):
+    np.testing.assert_allclose(leaf, 0.95)
+
+
+def test_gelu_is_the_exact_erf_form_and_gelu_tanh_the_approximation():
+  x = np.linspace(-4, 4, 41)
+  exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+  tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+  np.testing.assert_allclose(layers.ACTIVATIONS['gelu'](jnp.asarray(x)), exact, atol=1e-6)
+  np.testing.assert_allclose(layers.ACTIVATIONS['gelu_tanh'](jnp.asarray(x)), tanh, atol=1e-6)
+  assert np.abs(exact - tanh).max() > 1e-4  # the two really differ
+
+
+def test_decoder_inputs_replace_the_shifted_targets():
+  """batch['decoder_inputs'] is what the decoder reads: BOS + targets[:-1] reproduces the
+  default (shift_right), a real context token instead of BOS changes every prediction."""
+  cfg = dict(family='transformer', kind='decoder', share_embeddings=True, tie_output=True,
+             emb_dim=16, num_heads=2, qkv_dim=16, mlp_dim=32, num_encoder_layers=0,
+             num_decoder_layers=2, max_len=16, dropout_rate=0.0, attention_dropout_rate=0.0,
+             pre_ln=True, position='learned', mlp_activation='gelu')
+  model = build_model(cfg, vocab_size=13, target_vocab_size=13)
+  targets = jnp.asarray(np.random.default_rng(0).integers(2, 13, size=(2, 8)), jnp.int32)
+  params = nn.meta.unbox(model.init(jax.random.key(0), {'targets': targets}, train=False)['params'])
+  apply = lambda batch: np.asarray(model.apply({'params': params}, batch, train=False))
+  plain = apply({'targets': targets})  # (B, T, V)
+  bos = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), targets[:, :-1]], 1)
+  np.testing.assert_allclose(apply({'targets': targets, 'decoder_inputs': bos}), plain, atol=1e-6)
+  context = bos.at[:, 0].set(5)
+  with_context = apply({'targets': targets, 'decoder_inputs': context})
+  assert np.abs(with_context - plain).max(axis=-1).min() > 1e-4  # every position sees it
