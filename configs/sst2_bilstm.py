@@ -49,7 +49,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       head='classify')
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 100
-  c.train.batch_size = 32  # unused by bucket batching (max_tokens per batch)
+  c.train.batch_size = 16  # bucket batching: rows per batch are a multiple of this
   c.train.num_train_steps = 4000  # ~4 epochs of the 67k phrases
   c.train.label_smoothing = 0.0
   c.train.eval_every = c.train.checkpoint_every = 250
