@@ -30,8 +30,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.max_input_length = 64
   c.task.tokenizer.type = 'word'
   c.task.tokenizer.vocab_size = 0
-  c.task.tokenizer.min_count = 2
-  c.task.tokenizer.lowercase = True
+  c.task.tokenizer.min_count = 1
+  # Case is the strongest entity cue in tweets, and this model has no character features.
+  c.task.tokenizer.lowercase = False
   c.task.batching.mode = 'plain'
 
   c.model = model_sections.lstm(
@@ -49,8 +50,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.num_train_steps = 3000
   c.train.label_smoothing = 0.0
   c.train.eval_every = c.train.checkpoint_every = 250
-  c.train.best_metric = 'loss'
-  c.train.best_mode = 'min'
+  c.train.best_metric = 'entity_f1'
+  c.train.best_mode = 'max'
   c.eval.batch_size = 256
   if 'runlocal' in options:
     c.task.source.max_train_examples, c.task.source.max_eval_examples = 500, 64
