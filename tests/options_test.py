@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import default
 from lmjax.models import build_model
@@ -62,3 +63,27 @@ def test_decoder_inputs_replace_the_shifted_targets():
   context = bos.at[:, 0].set(5)
   with_context = apply({'targets': targets, 'decoder_inputs': context})
   assert np.abs(with_context - plain).max(axis=-1).min() > 1e-4  # every position sees it
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.3, 0.5])
+def test_keep_mask_rate_and_independence(rate):
+  """16-bit dropout masks keep each element with probability 1 - rate, independently."""
+  keep = np.asarray(layers.keep_mask(jax.random.key(0), (64, 250, 7), rate))  # odd last axis
+  n = keep.size
+  assert keep.shape == (64, 250, 7)
+  assert abs(keep.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / n)
+  # Neighbours (which share a 32-bit word or not) are uncorrelated.
+  flat = keep.reshape(-1, 7).astype(float)
+  for a, b in ((0, 1), (3, 4), (5, 6)):
+    assert abs(np.corrcoef(flat[:, a], flat[:, b])[0, 1]) < 0.02
+  other = np.asarray(layers.keep_mask(jax.random.key(1), (64, 250, 7), rate))
+  assert (keep != other).mean() > 0.1
+
+
+def test_dropout_module_rescales_and_is_identity_when_deterministic():
+  x = jnp.ones((32, 64))
+  drop = layers.Dropout(0.25)
+  out = np.asarray(drop.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(3)}))
+  assert np.all(np.isclose(out, 0.0) | np.isclose(out, 1.0 / 0.75))
+  assert abs(out.mean() - 1.0) < 0.05
+  np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)

@@ -336,13 +336,14 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
           for line in t.split('\n'):
             if line.strip():
               ids.extend(tok.encode(line) + [tok_lib.EOS_ID])
-      return _stream_chunks(ids, length, src['stream_context'])
+      return _stream_chunks(ids, length, src.get('stream_context', False))
     out = [{'targets': np.asarray(tok.encode(t) + [tok_lib.EOS_ID], np.int32)} for t in texts]
     return _fit(out, {'targets': length}, fit)
 
   train_ex = encode(train, cfg['length_handling'])
   eval_ex = encode(evals, 'truncate')
-  lengths = {'targets': length, **({'decoder_inputs': length} if src['stream_context'] else {})}
+  context = src.get('stream_context', False)  # absent from configs of older workdirs
+  lengths = {'targets': length, **({'decoder_inputs': length} if context else {})}
   return Task(name=cfg['name'], kind='lm', tokenizers={'targets': tok},
               lengths=lengths, train_examples=train_ex, eval_examples=eval_ex,
               eval_sources=[''] * len(eval_ex),

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.models import layers
+
 
 Dtype = Any
 
@@ -26,16 +28,15 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
   Returns:
     (B, Lq, H, D) attended values.
   """
-  depth = q.shape[-1]
-  q = q / jnp.sqrt(depth).astype(dtype)
+  q = q * (q.shape[-1] ** -0.5)
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # (B, H, Lq, Lk)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   # Softmax in float32 for stability under bf16.
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(dtype)
+    keep = layers.keep_mask(dropout_rng, weights.shape, dropout_rate)
+    weights = jnp.where(keep, weights * (1.0 / (1.0 - dropout_rate)), 0.0).astype(dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
@@ -52,7 +53,7 @@ def cached_attention(q, k_t, v, mask, dtype):
   Returns:
     (B, H, Q, D) attended values.
   """
-  q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  q = q * (q.shape[-1] ** -0.5)
   logits = jnp.einsum('bhqd,bhdm->bhqm', q, k_t)  # (B, H, Q, M)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)

@@ -116,7 +116,7 @@ class Head(nn.Module):
       (B, C) logits for 'classify', (B, S, C) emissions for 'tag'; float32.
     """
     out = lambda name: layers.dense(self.num_classes, ('hidden', 'classes'), self.dtype, name=name)
-    drop = nn.Dropout(self.dropout_rate)
+    drop = layers.Dropout(self.dropout_rate)
     if self.head == 'tag':
       return out('tag_logits')(drop(features, deterministic=deterministic)).astype(jnp.float32)
     m = mask.astype(features.dtype)[..., None]  # (B, S, 1)
@@ -189,7 +189,7 @@ class LSTMEncoderModel(EncoderModelBase):
     check_head_config(cfg)
     dt = cfg.jnp_dtype
     self.embed = lstm.embed(cfg.vocab_size, cfg.emb_dim, dt)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = layers.Dropout(cfg.dropout_rate)
     self.encoder = lstm.LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate,
                                   cfg.bidirectional, dt)
     self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)

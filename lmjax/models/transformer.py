@@ -106,7 +106,7 @@ class Block(nn.Module):
     cfg = self.config
     deterministic, decode, max_length = self.deterministic, self.decode, self.max_length
     dt = cfg.jnp_dtype
-    drop = nn.Dropout(cfg.dropout_rate)
+    drop = layers.Dropout(cfg.dropout_rate)
 
     def sublayer(name, fn, h):
       ln = layers.layer_norm(name=f'{name}_ln', dtype=dt)
@@ -225,7 +225,7 @@ class Encoder(nn.Module):
     cfg = self.config
     x = self.embed(inputs)  # (B, S, D)
     x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     valid = inputs > 0
     mask = layers.attention_mask(valid, valid, segmentation, segmentation)
     x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
@@ -271,7 +271,7 @@ class Decoder(nn.Module):
       valid = jnp.ones_like(decoder_inputs, dtype=bool)  # pads only follow real tokens
       mask = layers.attention_mask(valid, valid, segmentation, segmentation, causal=True)
     x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position,
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
                     max_length=max_length, beam_size=beam_size)

@@ -46,7 +46,10 @@ def cross_entropy_sums(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.nd
      'weight': Σ w, 'loss_weight': Σ w}.
   """
   loss, nll = losses.token_losses(logits.astype(jnp.float32), labels, float(label_smoothing))
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  # label logit == max logit, i.e. argmax = label (up to exact ties): it reuses the max and
+  # the label gather of the loss (XLA merges them), saving an argmax pass over (..., V).
+  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   weight = jnp.sum(weights)
   return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
           'correct': jnp.sum(correct * weights), 'weight': weight, 'loss_weight': weight}
@@ -127,15 +130,17 @@ def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Me
   A non-finite step keeps the params and optimizer state (so the learning-rate schedule
   does not advance either), zeroes its metric sums and reports `skipped` = 1; the step
   counter advances all the same, so it keeps counting batches and an exact resume holds.
-  The select fuses into the update: the guard costs one isfinite on two scalars.
+  A `lax.cond`, not a select: a select reads and writes params and both Adam moments
+  once more every step (2.5 % of a small Transformer's step on CPU).
   """
   grad_norm = optax.global_norm(grads)
   ok = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jnp.where(ok, new, old)
-  params = jax.tree.map(keep, params, state.params)
-  opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+
+  def apply(_):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state
+
+  params, opt_state = jax.lax.cond(ok, apply, lambda _: (state.params, state.opt_state), None)
   sums = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in sums.items()}
   sums['grad_norm'] = grad_norm
   sums['skipped'] = jnp.logical_not(ok).astype(jnp.float32)
