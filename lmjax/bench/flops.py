@@ -70,7 +70,8 @@ def transformer_decode_flops(model: Mapping[str, Any], vocab_size: int, batch_si
   keys/values once per sentence (`lmjax.predict.precompute_cross`; repeated, not
   recomputed, for the K beams); then each of the L steps runs one token per row of the
   N = B·K rows through the decoder, attending over the whole self-attention cache of
-  length L (masked, but computed) and the S source positions, and the logits.
+  its sentence, K slots × L positions (masked to the row's own history, but computed:
+  see `MultiHeadAttention._self_step`), and the S source positions, and the logits.
 
   Args:
     model: `config.model` of a transformer/encdec.
@@ -88,7 +89,7 @@ def transformer_decode_flops(model: Mapping[str, Any], vocab_size: int, batch_si
   b, s, l, n = batch_size, source_length, max_length, batch_size * beam_size
   encoder = b * s * le * (8 * d * q + 4 * s * q + 4 * d * f)
   cross_kv = b * s * ld * 4 * d * q
-  step = ld * (12 * d * q + 4 * l * q + 4 * s * q + 4 * d * f) + 2 * d * v
+  step = ld * (12 * d * q + 4 * beam_size * l * q + 4 * s * q + 4 * d * f) + 2 * d * v
   return encoder + cross_kv + l * n * step
 
 

@@ -15,12 +15,17 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.models import layers
+from lmjax.models import lstm_layers
 
 ATTENTIONS = ('bahdanau', 'luong_dot', 'luong_general', 'none')
 NEG_INF = -1e9  # finite, so an all-padding row gives uniform weights instead of NaN
 
 # Per-layer states: a tuple over layers of (c, h), each (B, H).
 LayerStates = Tuple[Tuple[jnp.ndarray, jnp.ndarray], ...]
+
+# The recurrent layers live in lstm_layers; these names are the family's public API.
+lstm_cell = lstm_layers.lstm_cell
+LSTMStack = lstm_layers.LSTMStack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,19 +96,6 @@ def embed(num: int, features: int, dtype, name: Optional[str] = None) -> nn.Embe
       nn.initializers.normal(0.1), ('vocab', 'embed')))
 
 
-def lstm_cell(features: int, input_axis: str, dtype, **kwargs) -> nn.Module:
-  """nn.OptimizedLSTMCell with logically named kernels (input_axis, 'hidden').
-
-  kwargs go to the module (name=…, or parent=None for a cell handed to nn.RNN).
-  """
-  return nn.OptimizedLSTMCell(
-      features, dtype=dtype, **kwargs,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (input_axis, 'hidden')),
-      recurrent_kernel_init=nn.with_logical_partitioning(nn.initializers.orthogonal(),
-                                                         ('hidden_in', 'hidden')),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('hidden',)))
-
-
 def stack_states(states: LayerStates) -> dict:
   """Per-layer (c, h) → {'c': (B, L, H), 'h': (B, L, H)} (batch-leading, for caches)."""
   return {'c': jnp.stack([c for c, _ in states], 1), 'h': jnp.stack([h for _, h in states], 1)}
@@ -112,64 +104,6 @@ def stack_states(states: LayerStates) -> dict:
 def unstack_states(stacked: dict) -> LayerStates:
   """Inverse of `stack_states`."""
   return tuple((stacked['c'][:, i], stacked['h'][:, i]) for i in range(stacked['c'].shape[1]))
-
-
-class LSTMStack(nn.Module):
-  """Multi-layer, optionally bidirectional LSTM over a right-padded batch.
-
-  With `seq_lengths` the final states are those at each row's last real step, and
-  the backward direction starts at each row's true end (nn.RNN flips only the
-  real prefix). Outputs at padded steps are not zeroed.
-
-  Attributes:
-    hidden_dim: width H per direction.
-    num_layers: depth.
-    dropout_rate: dropout between layers.
-    bidirectional: add a backward direction; outputs are (B, L, 2H).
-    dtype: computation dtype.
-  """
-  hidden_dim: int
-  num_layers: int
-  dropout_rate: float
-  bidirectional: bool
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, seq_lengths=None, initial_state=None, *, deterministic: bool):
-    """Runs the stack.
-
-    Args:
-      x: (B, L, E) inputs.
-      seq_lengths: (B,) int32 real lengths, or None when every step is real.
-      initial_state: tuple over layers of tuple over directions of (c, h), each
-        (B, H); None for zeros.
-      deterministic: disables dropout.
-
-    Returns:
-      outputs (B, L, D·H) with D = 2 if bidirectional else 1, and the final
-      states in the format of `initial_state`.
-    """
-    directions = (False, True) if self.bidirectional else (False,)
-    final = []
-    for i in range(self.num_layers):
-      if i > 0:
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-      outputs, states = [], []
-      for d, reverse in enumerate(directions):
-        cell = lstm_cell(self.hidden_dim, 'embed' if i == 0 else 'hidden_in', self.dtype, parent=None)
-        rnn = nn.RNN(cell,
-                     return_carry=True, reverse=reverse, keep_order=True,
-                     name=f'layer_{i}' + ('_bwd' if reverse else ''))
-        zeros = jnp.zeros(x.shape[:1] + (self.hidden_dim,), jnp.float32)
-        start = (zeros, zeros) if initial_state is None else initial_state[i][d]
-        carry, y = rnn(x, initial_carry=start, seq_lengths=seq_lengths)  # y: (B, L, H)
-        if seq_lengths is not None:  # an empty row keeps its initial state
-          carry = jax.tree.map(lambda a, b: jnp.where((seq_lengths > 0)[:, None], a, b), carry, start)
-        outputs.append(y)
-        states.append(carry)
-      x = jnp.concatenate(outputs, axis=-1)  # (B, L, D·H)
-      final.append(tuple(states))
-    return x, tuple(final)
 
 
 class DecoderCell(nn.Module):
@@ -258,13 +192,18 @@ class OutputLayer(nn.Module):
     cfg = self.config
     dt = cfg.jnp_dtype
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    b, t = x.shape[:2]
+    # On (B·T, H) rows autodiff's d(kernel) = xᵀ·dlogits contracts over the rows with
+    # dlogits in place; on (B, T, H) XLA:CPU first copies dlogits (B·T, V) to (V, B·T).
+    x = x.reshape(b * t, x.shape[-1])
     if embedding is None:
       logits = layers.dense(cfg.target_vocab_size, ('hidden', 'vocab'), dt, name='logits')(x)
     else:
       if x.shape[-1] != cfg.emb_dim:  # tying needs width E
         x = layers.dense(cfg.emb_dim, ('hidden', 'embed'), dt, name='projection')(x)
-      logits = embedding.attend(x)
-    return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+      logits = layers.tied_logits(x.astype(dt), embedding.embedding.astype(dt))  # = attend(x)
+    logits = logits.astype(jnp.float32).reshape(b, t, -1)  # (B, T, V)
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
 
 class LSTMEncoderDecoder(nn.Module):
