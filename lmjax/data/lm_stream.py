@@ -26,6 +26,29 @@ def concat_stream(examples: List[Mapping[str, np.ndarray]], key: str = 'targets'
   return np.concatenate([np.asarray(ex[key], np.int32) for ex in examples])
 
 
+def stream_rows(ids, length: int, context: bool) -> List[Batch]:
+  """Cuts a token stream into rows of `length` (the remainder is a shorter last row).
+
+  Args:
+    ids: the token stream (sequence of int).
+    length: row length T.
+    context: False: rows {'targets': ids[s : s+T]}, decoded from BOS. True: rows
+      {'targets': ids[s+1 : s+1+T], 'decoder_inputs': ids[s : s+T]}, each target after
+      the T tokens before it (nanoGPT's windows; the stream's first token is never a target).
+
+  Returns:
+    The rows, in stream order.
+  """
+  ids = np.asarray(ids, np.int32)
+  if not context:
+    return [{'targets': ids[s:s + length]} for s in range(0, len(ids), length)]
+  rows = []
+  for s in range(0, len(ids) - 1, length):
+    targets = ids[s + 1:s + 1 + length]
+    rows.append({'targets': targets, 'decoder_inputs': ids[s:s + len(targets)]})
+  return rows
+
+
 class LMStreamIterator:
   """Endless training batches of consecutive windows, exactly resumable from `get_state()`.
 

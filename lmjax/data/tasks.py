@@ -12,6 +12,7 @@ import numpy as np
 import sacrebleu
 
 from lmjax import metrics as metrics_lib
+from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import sources
 from lmjax.data import synthetic
@@ -286,21 +287,6 @@ def _lm_texts(cfg: Mapping, records) -> List[str]:
   return records
 
 
-def _stream_chunks(ids: List[int], length: int, context: bool) -> List[pipeline.Example]:
-  """Cuts a token stream into rows of `length` (the remainder is a shorter last row).
-
-  With `context`, row targets are ids[s+1 : s+1+length] and its 'decoder_inputs' the
-  `length` tokens before them, ids[s : s+length] (the stream's first token is never a target).
-  """
-  if not context:
-    return [{'targets': np.asarray(ids[s:s + length], np.int32)} for s in range(0, len(ids), length)]
-  ids, rows = np.asarray(ids, np.int32), []
-  for s in range(0, len(ids) - 1, length):
-    targets = ids[s + 1:s + 1 + length]
-    rows.append({'targets': targets, 'decoder_inputs': ids[s:s + len(targets)]})
-  return rows
-
-
 def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Language modelling on lines (one example each, EOS-terminated) or a token stream.
 
@@ -336,7 +322,7 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
           for line in t.split('\n'):
             if line.strip():
               ids.extend(tok.encode(line) + [tok_lib.EOS_ID])
-      return _stream_chunks(ids, length, src.get('stream_context', False))
+      return lm_stream.stream_rows(ids, length, src.get('stream_context', False))
     out = [{'targets': np.asarray(tok.encode(t) + [tok_lib.EOS_ID], np.int32)} for t in texts]
     return _fit(out, {'targets': length}, fit)
 

@@ -12,6 +12,13 @@ from lmjax.models import layers
 Dtype = Any
 
 
+def masked_softmax(logits, mask, dtype):
+  """Softmax over the last axis (in float32, for stability under bf16) where `mask` is True."""
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+
+
 def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype):
   """Scaled dot-product attention.
 
@@ -29,11 +36,7 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
     (B, Lq, H, D) attended values.
   """
   q = q * (q.shape[-1] ** -0.5)
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # (B, H, Lq, Lk)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  # Softmax in float32 for stability under bf16.
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+  weights = masked_softmax(jnp.einsum('bqhd,bkhd->bhqk', q, k), mask, dtype)  # (B, H, Lq, Lk)
   if not deterministic and dropout_rate > 0.0:
     keep = layers.keep_mask(dropout_rng, weights.shape, dropout_rate)
     weights = jnp.where(keep, weights * (1.0 / (1.0 - dropout_rate)), 0.0).astype(dtype)
@@ -54,10 +57,7 @@ def cached_attention(q, k_t, v, mask, dtype):
     (B, H, Q, D) attended values.
   """
   q = q * (q.shape[-1] ** -0.5)
-  logits = jnp.einsum('bhqd,bhdm->bhqm', q, k_t)  # (B, H, Q, M)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+  weights = masked_softmax(jnp.einsum('bhqd,bhdm->bhqm', q, k_t), mask, dtype)  # (B, H, Q, M)
   return jnp.einsum('bhqm,bhmd->bhqd', weights, v)
 
 
