@@ -46,8 +46,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 1000
   c.train.batch_size = 64  # packed rows (~250 sentence pairs)
-  c.train.num_train_steps = 20_000
-  c.train.eval_every = c.train.checkpoint_every = 1000
+  # ~65 epochs of ~92 packed steps; 2 h on a 2-core CPU. The last 10 checkpoints (steps
+  # 4200-6000, low learning rate) are averaged for the test number, as Wu et al. do.
+  c.train.num_train_steps = 6000
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 200
+  c.train.keep_checkpoints = 10
   c.train.best_metric = 'bleu'
   c.eval.batch_size = 256
   c.eval.decode_max_length = 64
