@@ -40,6 +40,14 @@ def lstm(**values) -> ml_collections.ConfigDict:
   m.use_crf = False
   # Encoder head: 'classify' or 'tag' ('' for encdec/decoder).
   m.head = ''
+  # Encoder: probability of replacing a word by <unk> in training (teaches the <unk> vector).
+  m.word_dropout = 0.0
+  # Encoder (tag): byte-embedding width of a character CNN over each word's bytes (batch
+  # field `chars`, config.task.word_chars > 0); 0 = no character features.
+  m.char_dim = 0
+  # Character CNN: filters (features per word) and window width in bytes.
+  m.char_filters = 50
+  m.char_width = 3
   # Computation dtype ('float32' or 'bfloat16'); params stay float32.
   m.dtype = 'float32'
   _update(m, values)

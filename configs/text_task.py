@@ -45,6 +45,9 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.max_input_length = 64
   # Static target length (tokens, EOS included) for seq2seq / lm.
   t.max_target_length = 64
+  # Tag tasks: bytes per word of the `chars` feature for a character CNN (0 = no feature;
+  # the model's char_dim must then be 0 too).
+  t.word_chars = 0
   # Training examples longer than the lengths: 'truncate' or 'filter' (eval always truncates).
   t.length_handling = 'truncate'
   # sacreBLEU tokenizer for BLEU ('13a'; 'none' for pre-tokenized text such as Multi30k tok/).

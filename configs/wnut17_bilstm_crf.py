@@ -31,8 +31,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.tokenizer.type = 'word'
   c.task.tokenizer.vocab_size = 0
   c.task.tokenizer.min_count = 1
-  # Case is the strongest entity cue in tweets, and this model has no character features.
-  c.task.tokenizer.lowercase = False
+  # Word ids are lowercased (fewer, better-trained rows); case and spelling come from the
+  # character CNN over each word's bytes (first 20).
+  c.task.tokenizer.lowercase = True
+  c.task.word_chars = 20
   c.task.batching.mode = 'plain'
 
   c.model = model_sections.lstm(
@@ -43,7 +45,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       attention='none',
       input_feeding=False,
       use_crf=True,
-      head='tag')
+      head='tag',
+      char_dim=30,
+      char_filters=50,
+      char_width=3,
+      # Emerging entities are mostly words training never saw: <unk> must be trained.
+      word_dropout=0.1)
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 100
   c.train.batch_size = 32

@@ -1,9 +1,15 @@
-r"""Translates (decodes) text with a trained run: one output line per input line.
+r"""Translates, generates, classifies or tags text with a trained run: one output line per
+input line.
 
     echo "twenty third of march nineteen ninety four" | \
         python experiments/decode.py --workdir=workdirs/default [--beam_size=4]
     python experiments/decode.py --workdir=workdirs/default --input=src.txt --output=out.txt \
         [--temperature=0.8 --top_k=20 --top_p=0.9 --seed=1] [--checkpoint=best]
+
+Classifier runs write one label name per line and tagger runs one tag per whitespace-
+separated word (`lmjax.labeling`):
+
+    echo "Paris is lovely" | python experiments/decode.py --workdir=workdirs/wnut17
 
 Empty input lines give empty output lines; longer inputs than the model was trained
 on are truncated with a warning on stderr.

@@ -171,6 +171,14 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   for f in ('num_encoder_layers', 'num_decoder_layers', 'num_layers'):
     need(f'model.{f}', _nonneg_int, 'an integer >= 0')
   need('model.dtype', lambda x: x in ('float32', 'bfloat16'), "'float32' or 'bfloat16'")
+  need('model.word_dropout', _unit_interval, 'a value in [0, 1)')
+  for f in ('char_dim', 'char_filters', 'char_width'):
+    need(f'model.{f}', _nonneg_int if f == 'char_dim' else _positive_int,
+         'an integer >= 0 (0 = no character features)' if f == 'char_dim' else 'a positive integer')
+  need('task.word_chars', _nonneg_int, 'an integer >= 0 (bytes per word; 0 = no `chars` feature)')
+  if _is_int(m.get('char_dim')) and m.char_dim > 0:
+    need('task.word_chars', lambda x: x > 0, f'> 0 (bytes per word): model.char_dim={m.char_dim} '
+         'reads each word\'s bytes')
   need('eval.batch_size', _positive_int, 'a positive integer')
   for f in ('num_samples', 'decode_max_length'):
     need(f'eval.{f}', _nonneg_int, 'an integer >= 0')

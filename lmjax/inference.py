@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from lmjax import averaging
+from lmjax import labeling
 from lmjax import metrics as metrics_lib
 from lmjax import models
 from lmjax import parallel
@@ -268,9 +269,16 @@ class Run:
       warn: receives warnings (default: printed to stderr).
 
     Yields:
-      Detokenized outputs (for prompts: the continuation only).
+      Detokenized outputs (for prompts: the continuation only); for classify and tag
+      runs the label, or the tags of the line's words (`lmjax.labeling`).
     """
     options.validate()
+    if self.task.kind in labeling.KINDS:
+      if options.method != 'greedy':
+        raise ToolError(f'--beam_size / --temperature do not apply to a {self.task.kind!r} run: '
+                        'it predicts one label per line (tag: per word)')
+      yield from labeling.label_lines(self, params, lines, options.batch_size, warn)
+      return
     self.decoder(options, self.decode_length(options.max_length))  # unsupported runs fail here
     limit = self.source_limit(options)
     chunk: List[List[int]] = []

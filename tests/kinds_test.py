@@ -206,11 +206,12 @@ def _kind(model) -> str:
   return {'encdec': 'seq2seq', 'decoder': 'lm'}[model.kind]
 
 
-def _dummy_batch(kind, length=8, rows=2):
+def _dummy_batch(kind, length=8, rows=2, word_chars=0):
   x = jnp.ones((rows, length), jnp.int32)
+  chars = {'chars': jnp.ones((rows, length, word_chars), jnp.int32)} if word_chars else {}
   return {'seq2seq': {'inputs': x, 'targets': x}, 'lm': {'targets': x},
           'classify': {'inputs': x, 'label': jnp.zeros((rows,), jnp.int32)},
-          'tag': {'inputs': x, 'tags': x}}[kind]
+          'tag': {'inputs': x, 'tags': x, **chars}}[kind]
 
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
@@ -225,7 +226,8 @@ def test_config_builds(name):
   kind = _kind(config.model)
   assert config.train.best_metric in evaluation.KIND_METRICS[kind] + (
       'nll_per_token', 'nll', 'perplexity', 'rouge1', 'rouge2', 'rougeL'), config.train.best_metric
-  jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_batch(kind), train=False))
+  batch = _dummy_batch(kind, word_chars=config.task.get('word_chars', 0))
+  jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
   assert isinstance(config.train.stateful, bool)
 
 

@@ -23,30 +23,19 @@ Batch = Dict[str, np.ndarray]
 
 
 def pad_batch(examples: Sequence[Example], lengths: Mapping[str, int], batch_size: int) -> Batch:
-  """Stacks examples into a (batch_size, L) batch, padding rows and positions with 0.
+  """Stacks examples into a (batch_size, L, ...) batch, padding rows and positions with 0.
 
   Args:
     examples: at most batch_size examples.
-    lengths: static length L per sequence feature; features not listed are scalars.
+    lengths: static length L (first axis) per sequence feature; features not listed are
+      scalars. A feature with more axes (e.g. `chars` (L, W)) keeps its trailing shape.
     batch_size: rows B; missing rows are all padding.
 
   Returns:
     Dict of int32 arrays.
   """
-  keys = examples[0].keys() if examples else lengths.keys()
-  batch = {}
-  for k in keys:
-    if k in lengths:
-      arr = np.zeros((batch_size, lengths[k]), np.int32)  # (B, L)
-      for i, ex in enumerate(examples):
-        seq = np.asarray(ex[k])[:lengths[k]]
-        arr[i, :len(seq)] = seq
-    else:
-      arr = np.zeros((batch_size,), np.int32)  # (B,)
-      for i, ex in enumerate(examples):
-        arr[i] = ex[k]
-    batch[k] = arr
-  return batch
+  keys = list(examples[0].keys() if examples else lengths.keys())
+  return _fill(examples, keys, lengths, batch_size, examples[0] if examples else None)
 
 
 class BatchIterator:
@@ -134,7 +123,7 @@ def eval_batches(examples: List[Example], global_batch_size: int, lengths: Mappi
   for start in range(0, len(examples), global_batch_size):
     chunk = examples[start:start + global_batch_size]
     mine = chunk[process_index * local:(process_index + 1) * local]
-    yield _fill(mine, list(examples[0].keys()), lengths, local)
+    yield _fill(mine, list(examples[0].keys()), lengths, local, examples[0])
 
 
 def filter_by_length(examples: Sequence[Example], lengths: Mapping[str, int]) -> List[Example]:
@@ -209,13 +198,15 @@ def unpack_batch(batch: Mapping[str, np.ndarray]) -> List[Example]:
   return out
 
 
-def _empty_batch(keys: Sequence[str], lengths: Mapping[str, int], rows: int) -> Batch:
-  return {k: np.zeros((rows, lengths[k]) if k in lengths else (rows,), np.int32) for k in keys}
-
-
 def _fill(rows: Sequence[Example], keys: Sequence[str], lengths: Mapping[str, int],
-          num_rows: int) -> Batch:
-  batch = _empty_batch(keys, lengths, num_rows)
+          num_rows: int, template: Optional[Example] = None) -> Batch:
+  """(num_rows, L, ...) int32 arrays of `rows`, zero-padded; trailing axes beyond the
+  sequence axis come from `template` (any example of the split), so that hosts whose
+  share of a batch is empty still build arrays of the same rank."""
+  batch = {}
+  for k in keys:
+    tail = np.shape(template[k])[1:] if template is not None and k in lengths else ()
+    batch[k] = np.zeros((num_rows, lengths[k]) + tail if k in lengths else (num_rows,), np.int32)
   for i, ex in enumerate(rows):
     for k in keys:
       if k in lengths:
@@ -404,7 +395,7 @@ class BucketIterator(_PlannedIterator):
     local = self.shapes[length] // self.process_count
     mine = rows[self.process_index * local:(self.process_index + 1) * local]
     lengths = {k: min(length, self.caps.get(k, length)) for k in self.seq_keys}
-    return _fill([self.examples[i] for i in mine], self.keys, lengths, local)
+    return _fill([self.examples[i] for i in mine], self.keys, lengths, local, self.examples[0])
 
 
 def make_train_iterator(examples: List[Example], global_batch_size: int,

@@ -146,7 +146,9 @@ def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
                        tokenizers={'inputs': vocab}, lengths={'inputs': n},
                        train_examples=train, eval_examples=evals, eval_sources=eval_sources,
                        eval_references=[synthetic.MONTHS[d.month - 1] for d, _, _ in eval_samples],
-                       label_names=list(synthetic.MONTHS))
+                       label_names=list(synthetic.MONTHS),
+                       encode_input=lambda text: {'inputs': np.asarray(
+                           vocab.encode(text) or [tok_lib.UNK_ID], np.int32)})
 
 
 def synthetic_dates_tag(cfg: Mapping, workdir: Optional[str]):
@@ -169,4 +171,7 @@ def synthetic_dates_tag(cfg: Mapping, workdir: Optional[str]):
                        eval_examples=evals,
                        eval_sources=[' '.join(w for w, _ in words) for words in eval_tagged],
                        eval_references=[' '.join(t for _, t in words) for words in eval_tagged],
-                       label_names=list(TAG_NAMES))
+                       label_names=list(TAG_NAMES),
+                       encode_input=lambda text: {'inputs': np.asarray(
+                           [(vocab.encode(w) or [tok_lib.UNK_ID])[0] for w in text.split()],
+                           np.int32)})

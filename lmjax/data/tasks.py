@@ -12,6 +12,7 @@ import numpy as np
 import sacrebleu
 
 from lmjax import metrics as metrics_lib
+from lmjax.data import labeled_tasks
 from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import sources
@@ -39,6 +40,8 @@ class Task:
     batching: training batching options (`config.task.batching`: mode 'plain' | 'pack'
       | 'bucket', bucket_lengths, max_tokens); None = plain.
     decode_metrics: 'bleu' (exact match, BLEU, chrF) or 'rouge' (adds ROUGE-1/2/L).
+    encode_input: classify/tag: one line of raw text → the model's input features
+      (untruncated), as the training examples are built; used by the decode CLI.
   """
   name: str
   kind: str
@@ -52,6 +55,7 @@ class Task:
   label_names: Optional[List[str]] = None
   batching: Optional[Dict[str, Any]] = None
   decode_metrics: str = 'bleu'
+  encode_input: Optional[Callable[[str], pipeline.Example]] = None
 
   def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
                      process_count: int = 1):
@@ -337,88 +341,6 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
               batching=dict(cfg['batching']))
 
 
-def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
-  src = cfg['source']
-  labels = list(src['labels'])
-  if src['type'] == 'tfds':
-    rows = []
-    for i, r in enumerate(records):
-      label = int(r[src['label_key']])
-      if not 0 <= label < len(labels):
-        raise sources.DataError(f"TFDS {src['tfds_name']} example {i}: label {label} is outside "
-                                f'the configured label set {labels} (config.task.source.labels)')
-      rows.append((r[src['input_key']], label))
-    return rows
-  if src['type'] in ('tsv', 'labeled_lines'):
-    return [(' ||| '.join(texts), label) for texts, label in records]
-  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a classify task "
-                   "(use 'tsv', 'labeled_lines' or 'tfds')")
-
-
-def text_classify(cfg: Mapping, workdir: Optional[str]) -> Task:
-  """Sentence(-pair) classification from TSV, `label text` lines or TFDS."""
-  src = cfg['source']
-  train = _classify_rows(cfg, _limit(_read_split(cfg, 'train'), src['max_train_examples']))
-  evals = _classify_rows(cfg, _limit(_read_split(cfg, 'eval'), src['max_eval_examples']))
-  tok = _tokenizers(cfg, workdir, {'inputs': [_lower(cfg, t) for t, _ in train]},
-                    cfg['tokenizer_seed'])['inputs']
-  n = cfg['max_input_length']
-
-  def encode(rows, fit):
-    out = [{'inputs': np.asarray(tok.encode(_lower(cfg, t)) or [tok_lib.UNK_ID], np.int32),
-            'label': np.int32(y)} for t, y in rows]
-    return _fit(out, {'inputs': n}, fit)
-
-  names = list(src['label_names'] or src['labels'])
-  return Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok}, lengths={'inputs': n},
-              train_examples=encode(train, cfg['length_handling']),
-              eval_examples=encode(evals, 'truncate'), eval_sources=[t for t, _ in evals],
-              eval_references=[names[y] for _, y in evals], label_names=names,
-              batching=dict(cfg['batching']))
-
-
-def text_tag(cfg: Mapping, workdir: Optional[str]) -> Task:
-  """Sequence tagging (e.g. NER) from CoNLL files: one word-level id and one tag per token.
-
-  Tag ids: 0 = padding, real tags from 1 in the order of config.task.source.labels
-  (or, when that is empty, sorted tags of the training split).
-  """
-  src = cfg['source']
-  if src['type'] != 'conll':
-    raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a tag task (use 'conll')")
-  if cfg['tokenizer']['type'] != 'word':
-    raise ValueError("tag tasks need config.task.tokenizer.type='word' (one id per token)")
-  train = _limit(_read_split(cfg, 'train'), src['max_train_examples'])
-  evals = _limit(_read_split(cfg, 'eval'), src['max_eval_examples'])
-  tags = list(src['labels']) or sorted({t for _, ts in train for t in ts})
-  names = [tok_lib.PAD] + tags
-  ids = {t: i for i, t in enumerate(names)}
-  tok = _tokenizers(cfg, workdir, {'inputs': [' '.join(_lower(cfg, w) for w in ws) for ws, _ in train]},
-                    cfg['tokenizer_seed'])['inputs']
-  n = cfg['max_input_length']
-  files = {'train': src['train_files'], 'eval': src['eval_files']}
-
-  def encode(sentences, fit, split):
-    out = []
-    for i, (words, ts) in enumerate(sentences):
-      bad = [t for t in ts if t not in ids]
-      if bad:
-        raise sources.DataError(f'{files[split]}: sentence {i + 1} has tag {bad[0]!r}, not in the '
-                                f'label set {tags} (config.task.source.labels)')
-      word_ids = [tok._ids.get(_lower(cfg, w), tok_lib.UNK_ID) for w in words]  # one id per token
-      out.append({'inputs': np.asarray(word_ids, np.int32),
-                  'tags': np.asarray([ids[t] for t in ts], np.int32)})
-    return _fit(out, {'inputs': n, 'tags': n}, fit)
-
-  return Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok},
-              lengths={'inputs': n, 'tags': n},
-              train_examples=encode(train, cfg['length_handling'], 'train'),
-              eval_examples=encode(evals, 'truncate', 'eval'),
-              eval_sources=[' '.join(ws) for ws, _ in evals],
-              eval_references=[' '.join(ts) for _, ts in evals], label_names=names,
-              batching=dict(cfg['batching']))
-
-
 # Task name → builder(config.task, workdir). Every task is listed here.
 TASKS: Dict[str, Callable[[Mapping, Optional[str]], Task]] = {
     'synthetic_dates': synthetic_dates,
@@ -427,8 +349,8 @@ TASKS: Dict[str, Callable[[Mapping, Optional[str]], Task]] = {
     'synthetic_dates_tag': synthetic_tasks.synthetic_dates_tag,
     'text_seq2seq': text_seq2seq,
     'text_lm': text_lm,
-    'text_classify': text_classify,
-    'text_tag': text_tag,
+    'text_classify': labeled_tasks.text_classify,
+    'text_tag': labeled_tasks.text_tag,
 }
 
 

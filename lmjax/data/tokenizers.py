@@ -222,3 +222,27 @@ def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
   if kind in ('word', 'char'):
     return VocabTokenizer.build(texts, kind, options['min_count'], options['vocab_size'])
   raise ValueError(f"tokenizer type must be 'sentencepiece', 'word' or 'char', got {kind!r}")
+
+
+# Byte ids of `word_bytes`: UTF-8 byte + 1, so that 0 stays padding.
+NUM_BYTE_IDS = 257
+
+
+def word_bytes(words: Sequence[str], width: int) -> np.ndarray:
+  """Character features of words: their UTF-8 bytes, for a character CNN.
+
+  Bytes need no vocabulary, keep case and cover every script and emoji; a word
+  longer than `width` bytes keeps its first `width`.
+
+  Args:
+    words: the tokens of one sentence.
+    width: bytes per word W.
+
+  Returns:
+    (len(words), W) int32: byte + 1 (1..256), 0 after the word's end.
+  """
+  out = np.zeros((len(words), width), np.int32)  # (S, W)
+  for i, word in enumerate(words):
+    raw = np.frombuffer(word.encode('utf-8')[:width], np.uint8)
+    out[i, :len(raw)] = raw.astype(np.int32) + 1
+  return out

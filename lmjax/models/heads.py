@@ -20,6 +20,8 @@ from lmjax.models import transformer
 
 POOLINGS = ('last', 'mean', 'attention')
 HEADS = ('classify', 'tag')
+UNK_ID = 2  # the tokenizers' <unk> id (CONTRACT.md)
+NUM_BYTE_IDS = 257  # batch['chars']: UTF-8 byte + 1, 0 = padding
 
 @dataclasses.dataclass(frozen=True)
 class TransformerEncoderConfig:
@@ -84,6 +86,48 @@ def check_head_config(cfg):
   lstm.check(not cfg.use_crf or cfg.head == 'tag', 'use_crf', "needs head='tag'")
   lstm.check(cfg.vocab_size > 0 and cfg.num_classes > 0, 'num_classes',
              'vocab_size and num_classes must be > 0 (passed by the trainer to build_model)')
+
+
+def replace_by_unk(model: nn.Module, inputs, rate: float, train: bool):
+  """Word dropout: in training, each real token of `inputs` (B, S) becomes UNK_ID with
+  probability `rate` (draws from `model`'s 'dropout' rng stream)."""
+  if not train or rate == 0.0:
+    return inputs
+  drop = ~layers.keep_mask(model.make_rng('dropout'), inputs.shape, rate)  # (B, S)
+  return jnp.where(drop & (inputs > 0), UNK_ID, inputs)
+
+
+class CharCNN(nn.Module):
+  """Word features from a max-pooled convolution over the word's byte embeddings
+  (Ma & Hovy, 2016): spelling, case and affixes of words the vocabulary never saw.
+
+  Attributes:
+    dim: byte-embedding width E.
+    filters: output features F.
+    width: convolution window (bytes).
+    dropout_rate: dropout on the byte embeddings.
+    dtype: computation dtype.
+  """
+  dim: int
+  filters: int
+  width: int
+  dropout_rate: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, chars, *, deterministic: bool):
+    """Args: chars (B, S, W) byte ids (0 = padding). Returns (B, S, F); 0 for padding words."""
+    b, s, w = chars.shape
+    x = lstm.embed(NUM_BYTE_IDS, self.dim, self.dtype, name='byte_embed')(chars)  # (B, S, W, E)
+    x = layers.Dropout(self.dropout_rate)(x, deterministic)
+    conv = nn.Conv(self.filters, (self.width,), padding='SAME', dtype=self.dtype, name='conv',
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                            (None, 'embed', 'hidden')),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('hidden',)))
+    y = conv(x.reshape(b * s, w, self.dim)).reshape(b, s, w, self.filters)  # (B, S, W, F)
+    real = (chars > 0)[..., None]  # (B, S, W, 1)
+    pooled = jnp.max(jnp.where(real, y, lstm.NEG_INF), axis=2)  # (B, S, F)
+    return jnp.where(jnp.any(real, axis=2), pooled, 0.0).astype(self.dtype)
 
 
 class Head(nn.Module):
@@ -156,7 +200,7 @@ class EncoderModelBase(nn.Module):
   Subclass setup must create `self.head` (Head) and, with use_crf, `self.crf` (CRFParams).
   """
 
-  def features(self, inputs, *, train: bool):
+  def features(self, batch, *, train: bool):
     """Returns features (B, S, D) and last-position summary (B, D)."""
     raise NotImplementedError
 
@@ -164,7 +208,7 @@ class EncoderModelBase(nn.Module):
     """Class logits (B, C) or tag emissions (B, S, C) for batch['inputs'] (B, S)."""
     lstm.check_no_packing(batch, 'encoder')
     inputs = batch['inputs']
-    feats, last = self.features(inputs, train=train)
+    feats, last = self.features(batch, train=train)
     if self.config.use_crf:
       self.crf()  # creates the CRF parameters at init
     return self.head(feats, inputs > 0, last, deterministic=not train)
@@ -188,7 +232,12 @@ class LSTMEncoderModel(EncoderModelBase):
     cfg = self.config
     check_head_config(cfg)
     dt = cfg.jnp_dtype
+    lstm.check(0.0 <= cfg.word_dropout < 1.0, 'word_dropout', f'must be in [0, 1), got {cfg.word_dropout}')
+    lstm.check(cfg.char_dim == 0 or cfg.head == 'tag', 'char_dim',
+               "character features need head='tag' (words are tokens only in tag tasks)")
     self.embed = lstm.embed(cfg.vocab_size, cfg.emb_dim, dt)
+    if cfg.char_dim:
+      self.chars = CharCNN(cfg.char_dim, cfg.char_filters, cfg.char_width, cfg.dropout_rate, dt)
     self.dropout = layers.Dropout(cfg.dropout_rate)
     self.encoder = lstm.LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate,
                                   cfg.bidirectional, dt)
@@ -196,9 +245,15 @@ class LSTMEncoderModel(EncoderModelBase):
     if cfg.use_crf:
       self.crf = CRFParams(cfg.num_classes)
 
-  def features(self, inputs, *, train: bool):
+  def features(self, batch, *, train: bool):
     """Returns outputs (B, S, D·H) and the top layer's final h per direction, concatenated."""
-    x = self.dropout(self.embed(inputs), deterministic=not train)  # (B, S, E)
+    cfg, inputs = self.config, batch['inputs']
+    x = self.embed(replace_by_unk(self, inputs, cfg.word_dropout, train))  # (B, S, E)
+    if cfg.char_dim:
+      lstm.check('chars' in batch, 'char_dim', f'= {cfg.char_dim} needs the batch field `chars`: '
+                 'set config.task.word_chars > 0 (bytes per word)')
+      x = jnp.concatenate([x, self.chars(batch['chars'], deterministic=not train)], -1)  # (B, S, E+F)
+    x = self.dropout(x, deterministic=not train)
     outputs, states = self.encoder(x, jnp.sum(inputs > 0, -1), deterministic=not train)
     last = jnp.concatenate([h for _, h in states[-1]], -1).astype(outputs.dtype)  # (B, D·H)
     return outputs, last
@@ -218,8 +273,9 @@ class TransformerEncoderModel(EncoderModelBase):
     if cfg.use_crf:
       self.crf = CRFParams(cfg.num_classes)
 
-  def features(self, inputs, *, train: bool):
+  def features(self, batch, *, train: bool):
     """Returns encoder outputs (B, S, D) and those at each row's last real position."""
+    inputs = batch['inputs']
     outputs = self.encoder(inputs, deterministic=not train)  # (B, S, D)
     last_idx = jnp.maximum(jnp.sum(inputs > 0, -1) - 1, 0)  # (B,)
     last = jnp.take_along_axis(outputs, last_idx[:, None, None], axis=1)[:, 0]  # (B, D)

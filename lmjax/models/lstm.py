@@ -49,6 +49,11 @@ class LSTMConfig:
     pooling: 'last', 'mean' or 'attention' pooling for head='classify' (encoder).
     use_crf: linear-chain CRF on top of the tag emissions (encoder, head='tag').
     head: 'classify' or 'tag' (encoder); '' for the other kinds.
+    word_dropout: probability of replacing an input word by <unk> in training (encoder).
+    char_dim: byte-embedding width of the character CNN over batch['chars'] (encoder);
+      0 = no character features.
+    char_filters: character CNN output features per word.
+    char_width: character CNN window (bytes).
     vocab_size: source (or only) vocabulary size; set by the trainer.
     target_vocab_size: target vocabulary size (encdec, decoder); set by the trainer.
     num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
@@ -67,6 +72,10 @@ class LSTMConfig:
   pooling: str
   use_crf: bool
   head: str
+  word_dropout: float = 0.0
+  char_dim: int = 0
+  char_filters: int = 50
+  char_width: int = 3
   vocab_size: int = 0
   target_vocab_size: int = 0
   num_classes: int = 0
@@ -81,6 +90,13 @@ def check(ok: bool, field: str, message: str):
   """Raises ValueError naming the config field when `ok` is False."""
   if not ok:
     raise ValueError(f'config.model.{field}: {message}')
+
+
+def check_encoder_only_fields(cfg):
+  """Word dropout and character features exist for kind='encoder' only."""
+  check(cfg.word_dropout == 0.0 and cfg.char_dim == 0, 'word_dropout',
+        f'word_dropout={cfg.word_dropout} / char_dim={cfg.char_dim}: word dropout and character '
+        "features are implemented for kind='encoder' only; set both to 0")
 
 
 def check_no_packing(batch, family: str):
@@ -213,6 +229,7 @@ class LSTMEncoderDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     dt = cfg.jnp_dtype
+    check_encoder_only_fields(cfg)
     check(cfg.attention in ATTENTIONS, 'attention',
           f'must be one of {ATTENTIONS}, got {cfg.attention!r}')
     check(cfg.vocab_size > 0 and cfg.target_vocab_size > 0, 'vocab_size',
@@ -321,6 +338,7 @@ class LSTMLanguageModel(nn.Module):
   def setup(self):
     cfg = self.config
     dt = cfg.jnp_dtype
+    check_encoder_only_fields(cfg)
     check(cfg.target_vocab_size > 0, 'target_vocab_size', 'must be > 0 (passed by the trainer)')
     self.embed = embed(cfg.target_vocab_size, cfg.emb_dim, dt)
     self.dropout = nn.Dropout(cfg.dropout_rate)

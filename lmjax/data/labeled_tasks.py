@@ -1,0 +1,115 @@
+"""Text classification and sequence-tagging tasks (`text_classify`, `text_tag` in
+`lmjax.data.tasks.TASKS`), from TSV / `label text` lines / TFDS and CoNLL files.
+
+Both give the Task an `encode_input` (raw line → model features, as the training
+examples are built) for experiments/decode.py.
+"""
+
+from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from lmjax.data import sources
+from lmjax.data import tokenizers as tok_lib
+
+if TYPE_CHECKING:
+  from lmjax.data import tasks
+
+
+def _tasks():
+  # tasks.py imports this module for its registry; import it when a task is built.
+  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
+  return tasks
+
+
+def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
+  src = cfg['source']
+  labels = list(src['labels'])
+  if src['type'] == 'tfds':
+    rows = []
+    for i, r in enumerate(records):
+      label = int(r[src['label_key']])
+      if not 0 <= label < len(labels):
+        raise sources.DataError(f"TFDS {src['tfds_name']} example {i}: label {label} is outside "
+                                f'the configured label set {labels} (config.task.source.labels)')
+      rows.append((r[src['input_key']], label))
+    return rows
+  if src['type'] in ('tsv', 'labeled_lines'):
+    return [(' ||| '.join(texts), label) for texts, label in records]
+  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a classify task "
+                   "(use 'tsv', 'labeled_lines' or 'tfds')")
+
+
+def text_classify(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
+  """Sentence(-pair) classification from TSV, `label text` lines or TFDS."""
+  tk = _tasks()  # its shared readers and tokenizer helpers
+  src = cfg['source']
+  train = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'train'), src['max_train_examples']))
+  evals = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'eval'), src['max_eval_examples']))
+  tok = tk._tokenizers(cfg, workdir, {'inputs': [tk._lower(cfg, t) for t, _ in train]},
+                       cfg['tokenizer_seed'])['inputs']
+  n = cfg['max_input_length']
+
+  def encode_input(text):
+    return {'inputs': np.asarray(tok.encode(tk._lower(cfg, text)) or [tok_lib.UNK_ID], np.int32)}
+
+  def encode(rows, fit):
+    return tk._fit([dict(encode_input(t), label=np.int32(y)) for t, y in rows], {'inputs': n}, fit)
+
+  names = list(src['label_names'] or src['labels'])
+  return tk.Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok},
+                 lengths={'inputs': n}, train_examples=encode(train, cfg['length_handling']),
+                 eval_examples=encode(evals, 'truncate'), eval_sources=[t for t, _ in evals],
+                 eval_references=[names[y] for _, y in evals], label_names=names,
+                 batching=dict(cfg['batching']), encode_input=encode_input)
+
+
+def text_tag(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
+  """Sequence tagging (e.g. NER) from CoNLL files: one word-level id and one tag per token.
+
+  Tag ids: 0 = padding, real tags from 1 in the order of config.task.source.labels
+  (or, when that is empty, sorted tags of the training split). With
+  config.task.word_chars = W > 0, examples also hold `chars` (S, W): each word's bytes.
+  """
+  tk = _tasks()  # its shared readers and tokenizer helpers
+  src = cfg['source']
+  if src['type'] != 'conll':
+    raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a tag task (use 'conll')")
+  if cfg['tokenizer']['type'] != 'word':
+    raise ValueError("tag tasks need config.task.tokenizer.type='word' (one id per token)")
+  train = tk._limit(tk._read_split(cfg, 'train'), src['max_train_examples'])
+  evals = tk._limit(tk._read_split(cfg, 'eval'), src['max_eval_examples'])
+  tags = list(src['labels']) or sorted({t for _, ts in train for t in ts})
+  names = [tok_lib.PAD] + tags
+  ids = {t: i for i, t in enumerate(names)}
+  texts = [' '.join(tk._lower(cfg, w) for w in ws) for ws, _ in train]
+  tok = tk._tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
+  n = cfg['max_input_length']
+  files = {'train': src['train_files'], 'eval': src['eval_files']}
+  width = cfg.get('word_chars', 0)
+  lengths = dict(inputs=n, tags=n, **({'chars': n} if width else {}))
+
+  def encode_words(words):
+    ex = {'inputs': np.asarray([tok._ids.get(tk._lower(cfg, w), tok_lib.UNK_ID) for w in words],
+                               np.int32)}  # one id per token
+    if width:
+      ex['chars'] = tok_lib.word_bytes(words, width)  # (S, W), case kept
+    return ex
+
+  def encode(sentences, fit, split):
+    out = []
+    for i, (words, ts) in enumerate(sentences):
+      bad = [t for t in ts if t not in ids]
+      if bad:
+        raise sources.DataError(f'{files[split]}: sentence {i + 1} has tag {bad[0]!r}, not in the '
+                                f'label set {tags} (config.task.source.labels)')
+      out.append(dict(encode_words(words), tags=np.asarray([ids[t] for t in ts], np.int32)))
+    return tk._fit(out, lengths, fit)
+
+  return tk.Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok}, lengths=lengths,
+                 encode_input=lambda text: encode_words(text.split()),
+                 train_examples=encode(train, cfg['length_handling'], 'train'),
+                 eval_examples=encode(evals, 'truncate', 'eval'),
+                 eval_sources=[' '.join(ws) for ws, _ in evals],
+                 eval_references=[' '.join(ts) for _, ts in evals], label_names=names,
+                 batching=dict(cfg['batching']))
