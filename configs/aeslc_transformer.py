@@ -49,7 +49,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.warmup_steps = 500
   # Bucket mode: every bucket's rows are a multiple of this.
   c.train.batch_size = 8
-  # ~260 steps of 8192 body tokens per epoch: ~11 epochs (about an hour on a 2-core CPU).
+  # ~260 steps of 8192 body tokens per epoch: ~11 epochs (hours on a 2-core CPU: 4 s/step
+  # with another run sharing the cores; minutes on one accelerator).
   c.train.num_train_steps = 3000
   c.train.eval_every = c.train.checkpoint_every = 500
   c.train.best_metric = 'rouge1'
