@@ -72,6 +72,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.remat_policy = 'none'
   # Feed-forward activation: 'relu', 'gelu' (exact erf form) or 'gelu_tanh'.
   c.model.mlp_activation = 'relu'
+  # Initialisation: 'xavier' (Glorot kernels, sqrt(D)-scaled embeddings; Vaswani et al.)
+  # or 'gpt2' (all N(0, 0.02), residual projections / sqrt(2 * depth); GPT-2, nanoGPT).
+  c.model.init = 'xavier'
 
   c.optimizer = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.

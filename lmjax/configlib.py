@@ -161,6 +161,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
     need(f'optimizer.{f}', lambda x: _is_num(x) and x >= 0, 'a finite number >= 0')
   need('model.mlp_activation', lambda x: x in ('relu', 'gelu', 'gelu_tanh'),
        "'relu', 'gelu' or 'gelu_tanh'")
+  need('model.init', lambda x: x in ('xavier', 'gpt2'), "'xavier' or 'gpt2'")
   for f in ('dropout_rate', 'attention_dropout_rate'):
     need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):

@@ -87,3 +87,46 @@ def test_dropout_module_rescales_and_is_identity_when_deterministic():
   assert np.all(np.isclose(out, 0.0) | np.isclose(out, 1.0 / 0.75))
   assert abs(out.mean() - 1.0) < 0.05
   np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
+
+
+def decoder_params(init, layers_=4, d=64):
+  cfg = dict(family='transformer', kind='decoder', share_embeddings=True, tie_output=True,
+             emb_dim=d, num_heads=4, qkv_dim=d, mlp_dim=4 * d, num_encoder_layers=0,
+             num_decoder_layers=layers_, max_len=16, dropout_rate=0.0,
+             attention_dropout_rate=0.0, pre_ln=True, position='learned', init=init)
+  model = build_model(cfg, vocab_size=500, target_vocab_size=500)
+  targets = jnp.ones((1, 8), jnp.int32)
+  variables = model.init(jax.random.key(0), {'targets': targets}, train=False)
+  return model, nn.meta.unbox(variables['params']), targets
+
+
+def test_gpt2_init_has_gpt2_scales_and_unscaled_embeddings():
+  """'gpt2': every matrix N(0, 0.02), residual projections 0.02 / sqrt(2 * 4 layers)."""
+  model, params, targets = decoder_params('gpt2')
+  std = lambda x: float(np.std(np.asarray(x)))
+  assert abs(std(params['embed']['embedding']) - 0.02) < 0.001
+  layer = params['decoder']['layer_1']
+  for kernel in (layer['self_attention']['query']['kernel'], layer['mlp']['wi']['kernel']):
+    assert abs(std(kernel) - 0.02) < 0.002
+  for kernel in (layer['self_attention']['out']['kernel'], layer['mlp']['wo']['kernel']):
+    assert abs(std(kernel) - 0.02 / math.sqrt(8)) < 0.001
+  # The first layer's input is the raw embedding row plus the position: with all-zero
+  # positions and weights, the logits are the embedding's Gram matrix row.
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, x: x if "['embed']" in jax.tree_util.keystr(path) else jnp.zeros_like(x),
+      params)
+  zeroed['decoder']['final_ln']['scale'] = jnp.ones_like(zeroed['decoder']['final_ln']['scale'])
+  logits = np.asarray(model.apply({'params': zeroed}, {'targets': targets}, train=False))
+  e = np.asarray(params['embed']['embedding'])
+  x = e[1] - e[1].mean()
+  x = x / np.sqrt(np.mean(x ** 2) + 1e-6)  # final LayerNorm of the unscaled row
+  np.testing.assert_allclose(logits[0, 1], e @ x, rtol=1e-4, atol=1e-5)
+
+
+def test_xavier_init_keeps_unit_scale_embeddings_and_rejects_unknown_styles():
+  _, params, _ = decoder_params('xavier')
+  assert abs(float(np.std(np.asarray(params['embed']['embedding']))) - 64 ** -0.5) < 0.005
+  out = np.asarray(params['decoder']['layer_1']['mlp']['wo']['kernel'])
+  assert abs(float(np.std(out)) - math.sqrt(2 / (256 + 64))) < 0.005  # Glorot
+  with pytest.raises(ValueError, match='config.model.init'):
+    decoder_params('kaiming')

@@ -69,11 +69,15 @@ class MultiHeadAttention(nn.Module):
     qkv_dim: total width of queries/keys/values (H * head_dim).
     dropout_rate: attention-weight dropout.
     dtype: computation dtype.
+    init: init style of the projections (see `layers.kernel_init`).
+    residual_layers: depth of the stack the output projection writes into.
   """
   num_heads: int
   qkv_dim: int
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  init: str = 'xavier'
+  residual_layers: int = 0
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
@@ -81,7 +85,7 @@ class MultiHeadAttention(nn.Module):
     # its gradient is exactly zero and Adam would only amplify rounding noise.
     return nn.DenseGeneral(
         (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=name != 'key',
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ('embed', 'heads', 'kv')),
+        kernel_init=nn.with_logical_partitioning(layers.kernel_init(self.init), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 
   @nn.compact
@@ -205,5 +209,6 @@ class MultiHeadAttention(nn.Module):
     """Output projection (B, Lq, H, Dh) → (B, Lq, features)."""
     return nn.DenseGeneral(
         features, axis=(-2, -1), dtype=self.dtype, name='out',
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ('heads', 'kv', 'embed')),
+        kernel_init=nn.with_logical_partitioning(
+            layers.kernel_init(self.init, self.residual_layers), ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(out)

@@ -92,24 +92,63 @@ class PositionEmbedding(nn.Module):
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)
 
 
+INIT_STYLES = ('xavier', 'gpt2')
+GPT2_STD = 0.02
+
+
+def check_init(style: str) -> None:
+  """Raises ValueError naming config.model.init unless `style` is one of INIT_STYLES."""
+  if style not in INIT_STYLES:
+    raise ValueError(f'config.model.init must be one of {INIT_STYLES}, got {style!r}')
+
+
+def kernel_init(style: str, residual_layers: int = 0) -> Callable:
+  """Initializer of a weight matrix for an init style.
+
+  Args:
+    style: 'xavier' (Glorot-uniform, as Vaswani et al. and the flax examples) or
+      'gpt2' (N(0, 0.02), as GPT-2 and nanoGPT).
+    residual_layers: for a projection that writes into the residual stream of a stack
+      of this many layers, 'gpt2' divides the std by sqrt(2 * residual_layers), so the
+      stream's variance does not grow with depth (Radford et al. 2019). 0 = no scaling.
+
+  Returns:
+    A flax initializer.
+  """
+  check_init(style)
+  if style == 'xavier':
+    return nn.initializers.xavier_uniform()
+  scale = (2 * residual_layers) ** -0.5 if residual_layers else 1.0
+  return nn.initializers.normal(GPT2_STD * scale)
+
+
 class Embed(nn.Module):
-  """Token embedding that can also act as the tied output projection."""
+  """Token embedding that can also act as the tied output projection.
+
+  Attributes:
+    num_embeddings: vocabulary size V.
+    features: width D.
+    dtype: computation dtype.
+    init: 'xavier': entries N(0, D^-1/2), looked-up rows scaled by sqrt(D), so they have
+      unit scale, comparable to the position signal added next (Vaswani et al. 2017);
+      'gpt2': entries N(0, 0.02), unscaled (GPT-2, nanoGPT).
+  """
   num_embeddings: int
   features: int
   dtype: Dtype = jnp.float32
+  init: str = 'xavier'
 
   def setup(self):
+    check_init(self.init)
+    std = self.features ** -0.5 if self.init == 'xavier' else GPT2_STD
     self.embedding = self.param('embedding', nn.with_logical_partitioning(
-        nn.initializers.normal(self.features ** -0.5), ('vocab', 'embed')),
-        (self.num_embeddings, self.features))
+        nn.initializers.normal(std), ('vocab', 'embed')), (self.num_embeddings, self.features))
 
   def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
-    """Args: ids (B, L) int32. Returns (B, L, D) embeddings scaled by sqrt(D).
-
-    Entries are initialised with std D^-1/2, so scaled embeddings have unit scale,
-    comparable to the position signal added next (Vaswani et al. 2017).
-    """
+    """Args: ids (B, L) int32. Returns (B, L, D) embeddings (scaled by sqrt(D) for 'xavier')."""
     emb = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+    if self.init == 'gpt2':
+      return emb
     return emb * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -211,21 +250,34 @@ ACTIVATIONS = {'relu': nn.relu, 'gelu': partial(nn.gelu, approximate=False),
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward block: Dense → activation → dropout → Dense."""
+  """Position-wise feed-forward block: Dense → activation → dropout → Dense.
+
+  Attributes:
+    mlp_dim: hidden width F.
+    dropout_rate: dropout on the hidden activations.
+    dtype: computation dtype.
+    activation: a key of ACTIVATIONS.
+    init: init style (see `kernel_init`).
+    residual_layers: depth of the stack `wo` writes into (see `kernel_init`).
+  """
   mlp_dim: int
   dropout_rate: float
   dtype: Dtype = jnp.float32
   activation: str = 'relu'
+  init: str = 'xavier'
+  residual_layers: int = 0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
     """Args: x (B, L, D). Returns (B, L, D)."""
     d = x.shape[-1]
-    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi')(x)  # (B, L, F)
+    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi',
+              init=kernel_init(self.init))(x)  # (B, L, F)
     h = ACTIVATIONS[self.activation](h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
-    return dense(d, ('mlp', 'embed'), self.dtype, name='wo')(h)
+    return dense(d, ('mlp', 'embed'), self.dtype, name='wo',
+                 init=kernel_init(self.init, self.residual_layers))(h)
 
 
 def layer_norm(name=None, dtype=jnp.float32):

@@ -38,6 +38,9 @@ class TransformerConfig:
       (save nothing), 'dots_saveable' or 'dots_with_no_batch_dims_saveable'
       (keep matmul outputs, recompute the rest).
     mlp_activation: 'relu' (Vaswani et al.), 'gelu' (exact, as nanoGPT) or 'gelu_tanh'.
+    init: 'xavier' (Glorot kernels, sqrt(D)-scaled embeddings; Vaswani et al., flax) or
+      'gpt2' (N(0, 0.02) everywhere, residual output projections scaled by
+      1/sqrt(2 * depth), unscaled embeddings; GPT-2, nanoGPT). See `layers.kernel_init`.
   """
   vocab_size: int
   target_vocab_size: int
@@ -58,6 +61,7 @@ class TransformerConfig:
   scan_layers: bool = False
   remat_policy: str = 'none'
   mlp_activation: str = 'relu'
+  init: str = 'xavier'
 
   @property
   def jnp_dtype(self):
@@ -107,6 +111,8 @@ class Block(nn.Module):
     deterministic, decode, max_length = self.deterministic, self.decode, self.max_length
     dt = cfg.jnp_dtype
     drop = layers.Dropout(cfg.dropout_rate)
+    depth = cfg.num_decoder_layers if self.causal else cfg.num_encoder_layers
+    init = dict(init=cfg.init, residual_layers=depth)
 
     def sublayer(name, fn, h):
       ln = layers.layer_norm(name=f'{name}_ln', dtype=dt)
@@ -116,7 +122,8 @@ class Block(nn.Module):
 
     def self_attn(h):
       return attention.MultiHeadAttention(
-          cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention')(
+          cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention',
+          **init)(
               h, h, mask, deterministic=deterministic, decode='self' if decode else '',
               position=position, max_length=max_length, beam_size=self.beam_size)
 
@@ -124,11 +131,12 @@ class Block(nn.Module):
     if self.cross:
       def cross_attn(h):
         return attention.MultiHeadAttention(
-            cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='cross_attention')(
+            cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='cross_attention',
+            **init)(
                 h, encoded, cross_mask, deterministic=deterministic,
                 decode='cross' if decode else '', position=position)
       x = sublayer('cross_attention', cross_attn, x)
-    mlp = layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, cfg.mlp_activation, name='mlp')
+    mlp = layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, cfg.mlp_activation, name='mlp', **init)
     x = sublayer('mlp', lambda h: mlp(h, deterministic=deterministic), x)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     return (x, None) if self.scanned else x
@@ -281,7 +289,7 @@ class Decoder(nn.Module):
       logits = self.embed.attend(x)
     else:
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
-                            name='logits')(x)
+                            name='logits', init=layers.kernel_init(cfg.init))(x)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
 
@@ -295,9 +303,9 @@ class EncoderDecoder(nn.Module):
     if cfg.share_embeddings and cfg.vocab_size != cfg.target_vocab_size:
       raise ValueError('config.model.share_embeddings=True needs equal source and target '
                        f'vocab sizes, got {cfg.vocab_size} and {cfg.target_vocab_size}')
-    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, cfg.init)
     self.target_embed = (self.source_embed if cfg.share_embeddings
-                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt))
+                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, cfg.init))
     self.encoder = Encoder(cfg, self.source_embed)
     self.decoder = Decoder(cfg, self.target_embed, cross=True)
 
@@ -327,7 +335,8 @@ class DecoderOnly(nn.Module):
   config: TransformerConfig
 
   def setup(self):
-    self.embed = layers.Embed(self.config.target_vocab_size, self.config.emb_dim, self.config.jnp_dtype)
+    cfg = self.config
+    self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, cfg.jnp_dtype, cfg.init)
     self.decoder = Decoder(self.config, self.embed, cross=False)
 
   def encode(self, inputs, *, train: bool = False):
