@@ -5,7 +5,7 @@ r"""LSTM encoder-decoder with attention for email subject-line generation on AES
 
 The argument is the data directory holding `aeslc/enron_subject_line_{train,dev,test}.tar.gz`;
 add `,runlocal` for a smoke test. Same task, tokenizer and ROUGE/BLEU/chrF metrics as
-configs/aeslc_transformer.py (bodies cut to 256 subword tokens, subjects to 32); the
+configs/aeslc_transformer.py (bodies cut to 128 subword tokens, subjects to 32); the
 model is a Bahdanau-attention LSTM (bidirectional encoder, input feeding, 256 units).
 """
 

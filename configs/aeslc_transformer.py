@@ -4,8 +4,10 @@ r"""Transformer encoder-decoder for email subject-line generation on AESLC.
 
 The argument is the data directory holding `aeslc/enron_subject_line_{train,dev}.tar.gz`
 (one `*.subject` file per email: body, `@subject`, subject line); add `,runlocal` for a
-smoke test. Bodies are cut to 256 subword tokens; subjects to 32. Scored with BLEU,
-chrF and ROUGE against the `@subject` line.
+smoke test. Bodies are cut to their first 128 subword tokens (the subject usually names
+what the opening says); subjects to 32. Scored with BLEU, chrF and ROUGE against the
+`@subject` line. The budget (3000 steps of 4096 body tokens, ~8 epochs) fits about an hour
+on a 2-core CPU.
 """
 
 import ml_collections
@@ -25,32 +27,30 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.source.test_files = ['aeslc/enron_subject_line_test.tar.gz']
   # Emails contain stray non-UTF-8 bytes: replace them rather than stop.
   c.task.source.encoding_errors = 'replace'
-  c.task.max_input_length = 256
+  c.task.max_input_length = 128
   c.task.max_target_length = 32
   c.task.length_handling = 'truncate'
   c.task.decode_metrics = 'rouge'
   c.task.tokenizer.type = 'sentencepiece'
   c.task.tokenizer.model_type = 'unigram'
-  c.task.tokenizer.vocab_size = 16000
+  c.task.tokenizer.vocab_size = 8000
   c.task.tokenizer.max_sentences = 200_000
   c.task.tokenizer.shared = True
   # Bodies vary from a few to hundreds of tokens: length buckets under a token budget.
   c.task.batching.mode = 'bucket'
-  c.task.batching.bucket_lengths = [64, 128, 256]
-  c.task.batching.max_tokens = 8192
+  c.task.batching.bucket_lengths = [32, 64, 128]
+  c.task.batching.max_tokens = 4096
 
   c.model.emb_dim = c.model.qkv_dim = 256
   c.model.mlp_dim = 1024
   c.model.num_heads = 4
   c.model.num_encoder_layers = c.model.num_decoder_layers = 3
-  c.model.max_len = 256
+  c.model.max_len = 128
   c.model.dropout_rate = 0.1
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 500
   # Bucket mode: every bucket's rows are a multiple of this.
   c.train.batch_size = 8
-  # ~260 steps of 8192 body tokens per epoch: ~11 epochs (hours on a 2-core CPU: 4 s/step
-  # with another run sharing the cores; minutes on one accelerator).
   c.train.num_train_steps = 3000
   c.train.eval_every = c.train.checkpoint_every = 500
   c.train.best_metric = 'rouge1'
