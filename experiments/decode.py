@@ -22,6 +22,7 @@ from absl import flags
 
 from lmjax import configlib
 from lmjax import inference
+from lmjax import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
@@ -47,7 +48,7 @@ def main(argv):
       top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value, batch_size=_BATCH_SIZE.value,
       max_length=_MAX_LENGTH.value)
   try:
-    inference.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value)
+    workdir_tools.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -15,6 +15,7 @@ from absl import flags
 
 from lmjax import configlib
 from lmjax import inference
+from lmjax import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
@@ -34,12 +35,12 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   inference.setup_process()
   try:
-    report = inference.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
+    report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
                                         _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value, _OUTPUT.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  print(inference.format_report(report))
+  print(workdir_tools.format_report(report))
   print(f"report: {report['output']}")
 
 

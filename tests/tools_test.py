@@ -24,6 +24,7 @@ from configs import dates_lstm
 from lmjax import attention_plot
 from lmjax import averaging
 from lmjax import inference
+from lmjax import workdir_tools
 from lmjax import reporting
 from lmjax.train import loop
 
@@ -280,8 +281,8 @@ def test_evaluate_test_split_reads_the_test_files(tmp_path):
   config.task.tokenizer.vocab_size = 40
   path = str(tmp_path / 'run')
   init_workdir(config, path)
-  assert inference.evaluate_workdir(path, split='eval')['num_examples'] == 4
-  report = inference.evaluate_workdir(path, split='test')
+  assert workdir_tools.evaluate_workdir(path, split='eval')['num_examples'] == 4
+  report = workdir_tools.evaluate_workdir(path, split='test')
   assert report['num_examples'] == 3 and report['split'] == 'test'
   assert report['output'].endswith('_test.json')
 
@@ -289,4 +290,4 @@ def test_evaluate_test_split_reads_the_test_files(tmp_path):
   cfg['task']['source']['test_files'] = []
   json.dump(cfg, open(os.path.join(path, 'config.json'), 'w'))
   with pytest.raises(inference.ToolError, match='test_files is empty'):
-    inference.evaluate_workdir(path, split='test')
+    workdir_tools.evaluate_workdir(path, split='test')
