@@ -11,6 +11,8 @@ first character is predicted without context, which nanoGPT's random windows nev
 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
 --lr_decay_iters=2000 --dropout=0.0`: AdamW lr 1e-3 → 1e-4 cosine, 100 warmup steps,
 beta2 0.99, weight decay 0.1 on matrices only, clip 1.0, exact GELU), whose val loss is 1.88.
+The initialisation stays lmjax's default 'xavier': nanoGPT's own (`--config.model.init=gpt2`,
+N(0, 0.02) with unscaled embeddings) trained worse here: val loss 1.934 vs 1.883.
 """
 
 import ml_collections
