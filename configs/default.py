@@ -75,6 +75,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Initialisation: 'xavier' (Glorot kernels, sqrt(D)-scaled embeddings; Vaswani et al.)
   # or 'gpt2' (all N(0, 0.02), residual projections / sqrt(2 * depth); GPT-2, nanoGPT).
   c.model.init = 'xavier'
+  # Biases in attention/MLP projections, LayerNorms and untied logits (False: none, as
+  # nanoGPT's default and T5).
+  c.model.use_bias = True
 
   c.optimizer = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.

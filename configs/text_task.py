@@ -125,7 +125,8 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.tokenizer.shared = True
 
   t.batching = ml_collections.ConfigDict()
-  # 'plain' (one example per row), 'pack' (several per row; Transformer only) or 'bucket'.
+  # 'plain' (one example per row), 'pack' (several per row; Transformer only), 'bucket', or
+  # 'windows' (lm_mode='stream': the stream re-cut at a new random offset every epoch).
   t.batching.mode = 'plain'
   # Bucket mode: allowed row lengths (the largest must hold every training example).
   t.batching.bucket_lengths = [16, 32, 64]

@@ -162,6 +162,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('model.mlp_activation', lambda x: x in ('relu', 'gelu', 'gelu_tanh'),
        "'relu', 'gelu' or 'gelu_tanh'")
   need('model.init', lambda x: x in ('xavier', 'gpt2'), "'xavier' or 'gpt2'")
+  need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
   for f in ('dropout_rate', 'attention_dropout_rate'):
     need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):
@@ -193,12 +194,16 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('task.source.eval_fraction', lambda x: _is_num(x) and 0 < x < 1, 'a value in (0, 1)')
   if config.task.get('source', {}).get('stream_context'):
     need('task.source.lm_mode', lambda x: x == 'stream', "'stream' (stream_context=True)")
-    need('task.batching.mode', lambda x: x == 'plain', "'plain' (stream_context=True)")
+    need('task.batching.mode', lambda x: x in ('plain', 'windows'),
+         "'plain' or 'windows' (stream_context=True)")
+  if config.task.get('batching', {}).get('mode') == 'windows':
+    need('task.source.lm_mode', lambda x: x == 'stream', "'stream' (batching.mode='windows')")
   need('task.tokenizer.vocab_size', _nonneg_int, 'an integer >= 0')
   need('task.batching.max_tokens', _positive_int, 'a positive integer')
   need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),
        'a non-empty list of positive integers')
-  need('task.batching.mode', lambda x: x in ('plain', 'pack', 'bucket'), "'plain', 'pack' or 'bucket'")
+  need('task.batching.mode', lambda x: x in ('plain', 'pack', 'bucket', 'windows'),
+       "'plain', 'pack', 'bucket' or 'windows'")
   for axis, size in config.mesh.items():
     need(f'mesh.{axis}', lambda x: _positive_int(x) or x == -1, 'a positive integer or -1 (the rest)')
   if check_paths:

@@ -89,11 +89,12 @@ def test_dropout_module_rescales_and_is_identity_when_deterministic():
   np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
 
 
-def decoder_params(init, layers_=4, d=64):
+def decoder_params(init, layers_=4, d=64, **extra):
   cfg = dict(family='transformer', kind='decoder', share_embeddings=True, tie_output=True,
              emb_dim=d, num_heads=4, qkv_dim=d, mlp_dim=4 * d, num_encoder_layers=0,
              num_decoder_layers=layers_, max_len=16, dropout_rate=0.0,
              attention_dropout_rate=0.0, pre_ln=True, position='learned', init=init)
+  cfg.update(extra)
   model = build_model(cfg, vocab_size=500, target_vocab_size=500)
   targets = jnp.ones((1, 8), jnp.int32)
   variables = model.init(jax.random.key(0), {'targets': targets}, train=False)
@@ -130,3 +131,22 @@ def test_xavier_init_keeps_unit_scale_embeddings_and_rejects_unknown_styles():
   assert abs(float(np.std(out)) - math.sqrt(2 / (256 + 64))) < 0.005  # Glorot
   with pytest.raises(ValueError, match='config.model.init'):
     decoder_params('kaiming')
+
+
+def test_use_bias_false_drops_every_bias_and_equals_the_zero_bias_model():
+  """use_bias=False: no bias anywhere (projections, LayerNorms, untied logits), and the same
+  function as the biased model whose biases are zero (they are at init)."""
+  targets = jnp.asarray([[3, 7, 1, 9, 4, 0, 0, 0]], jnp.int32)
+  biased, p_biased, _ = decoder_params('xavier', layers_=2, tie_output=False)
+  plain, p_plain, _ = decoder_params('xavier', layers_=2, tie_output=False, use_bias=False)
+  keys = lambda p: [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(p)]
+  assert not [k for k in keys(p_plain) if 'bias' in k]
+  bias_keys = [k for k in keys(p_biased) if 'bias' in k]
+  # query, value, out, wi, wo and 2 LayerNorms per layer; final LayerNorm; logits.
+  assert len(bias_keys) == 2 * 7 + 2
+  assert sorted(set(keys(p_biased)) - set(bias_keys)) == sorted(keys(p_plain))
+  run = lambda m, p: np.asarray(m.apply({'params': p}, {'targets': targets}, train=False))
+  np.testing.assert_allclose(run(plain, p_plain), run(biased, p_biased), rtol=1e-5, atol=1e-5)
+  shifted = jax.tree_util.tree_map_with_path(
+      lambda k, x: x + 0.5 if 'bias' in jax.tree_util.keystr(k) else x, p_biased)
+  assert np.abs(run(biased, shifted) - run(plain, p_plain)).max() > 1e-2

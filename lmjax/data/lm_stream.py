@@ -126,6 +126,105 @@ class LMStreamIterator:
     self.epoch, self.index = int(state['epoch']), int(state['index'])
 
 
+class WindowIterator:
+  """Endless shuffled training windows of a token stream, re-cut every epoch.
+
+  Epoch e cuts the stream into consecutive full windows of T tokens starting at an offset
+  drawn from (seed, e) in [0, T), shuffles them, and yields B per step; so every epoch
+  sees windows the previous ones did not (nanoGPT draws random windows; this draws them
+  without replacement). Rows are independent (no carried state): with `context` a row is
+  {'decoder_inputs': s[i : i+T], 'targets': s[i+1 : i+1+T]}, else {'targets': s[i : i+T]}
+  decoded from BOS, as `stream_rows` cuts them. Exactly resumable from `get_state()`.
+  """
+
+  def __init__(self, stream: np.ndarray, global_batch_size: int, seq_len: int, seed: int,
+               context: bool, process_index: int = 0, process_count: int = 1):
+    """Args:
+      stream: (N,) int32 token stream.
+      global_batch_size: rows B over all processes.
+      seq_len: window length T.
+      seed: seed of the per-epoch offsets and orders.
+      context: rows carry 'decoder_inputs' (each target after the T tokens before it).
+      process_index: this host's index.
+      process_count: number of hosts (must divide B).
+
+    Raises:
+      ValueError: B not divisible by the process count, or a stream too short for B windows.
+    """
+    if global_batch_size % process_count:
+      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
+                       f'the number of processes ({process_count})')
+    self.stream = np.asarray(stream, np.int32)
+    self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
+    self.context = context
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    if self._num_windows(seq_len - 1) < global_batch_size:
+      raise ValueError(f'the training stream has {len(self.stream)} tokens: too few for '
+                       f'config.train.batch_size={global_batch_size} windows of '
+                       f'config.task.max_target_length={seq_len} (at any offset)')
+    self.epoch, self.index = 0, 0
+    self._plan = None
+
+  @classmethod
+  def from_rows(cls, rows: List[Mapping[str, np.ndarray]], *args, **kwargs) -> 'WindowIterator':
+    """The iterator over the stream that `stream_rows` cut into `rows` (same arguments after
+    `stream`, without `context`, which the rows tell)."""
+    context = 'decoder_inputs' in rows[0]
+    stream = concat_stream(rows)
+    if context:  # the rows' targets start at the stream's second token
+      stream = np.concatenate([np.asarray(rows[0]['decoder_inputs'][:1], np.int32), stream])
+    return cls(stream, *args, context=context, **kwargs)
+
+  def _num_windows(self, offset: int) -> int:
+    return (len(self.stream) - offset - int(self.context)) // self.seq_len
+
+  def _epoch_plan(self):
+    """(offset, window order) of the current epoch."""
+    if self._plan is None or self._plan[0] != self.epoch:
+      rng = np.random.default_rng([self.seed, self.epoch])
+      offset = int(rng.integers(self.seq_len))
+      self._plan = (self.epoch, offset, rng.permutation(self._num_windows(offset)))
+    return self._plan[1:]
+
+  @property
+  def batches_per_epoch(self) -> int:
+    """Steps in the current epoch (the window count varies by one with the offset)."""
+    return len(self._epoch_plan()[1]) // self.global_batch_size
+
+  def __iter__(self) -> Iterator[Batch]:
+    return self
+
+  def __next__(self) -> Batch:
+    if self.index >= self.batches_per_epoch:
+      self.epoch, self.index = self.epoch + 1, 0
+    offset, order = self._epoch_plan()
+    first = self.index * self.global_batch_size + self.process_index * self.local_batch_size
+    starts = offset + order[first:first + self.local_batch_size] * self.seq_len  # (b,)
+    idx = starts[:, None] + np.arange(self.seq_len)[None]  # (b, T)
+    self.index += 1
+    if self.context:
+      return {'decoder_inputs': self.stream[idx], 'targets': self.stream[idx + 1]}
+    return {'targets': self.stream[idx]}
+
+  def get_state(self) -> Dict[str, int]:
+    """Position to save in a checkpoint (JSON-serializable)."""
+    return {'mode': 'windows', 'epoch': int(self.epoch), 'index': int(self.index),
+            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
+    if state.get('mode') != 'windows':
+      raise ValueError(f"checkpointed data position is for batching mode {state.get('mode')!r} "
+                       "but config.task.batching.mode is now 'windows': resume with the config "
+                       'the checkpoint was written with')
+    if state['num_tokens'] != len(self.stream):
+      raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
+                       f'tokens but the training stream now has {len(self.stream)}: the data '
+                       'changed since the checkpoint was written')
+    self.epoch, self.index = int(state['epoch']), int(state['index'])
+
+
 def eval_stream_batches(stream: np.ndarray, global_batch_size: int, seq_len: int,
                         process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
   """One pass over an eval stream in the same layout; every token is scored once.

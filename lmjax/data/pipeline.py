@@ -10,6 +10,8 @@ Three training modes (`make_train_iterator`):
           (`PackedIterator`; Transformer only).
   bucket  rows of one of a few fixed lengths, as many rows as fit a token budget
           (`BucketIterator`, fairseq `max_tokens` style; one compiled program per bucket).
+  windows an LM token stream re-cut at a new offset every epoch
+          (`lm_stream.WindowIterator`; lm_mode='stream').
 All are deterministic from (seed, epoch), give each process a disjoint slice of every
 global batch, and resume exactly from `get_state()`.
 """
@@ -17,6 +19,8 @@ global batch, and resume exactly from `get_state()`.
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from lmjax.data import lm_stream
 
 Example = Mapping[str, np.ndarray]
 Batch = Dict[str, np.ndarray]
@@ -411,6 +415,7 @@ def make_train_iterator(examples: List[Example], global_batch_size: int,
     process_index: this host's index.
     process_count: number of hosts.
     batching: `config.task.batching` ({'mode', 'bucket_lengths', 'max_tokens'}); None = plain.
+      'windows' takes the rows `lm_stream.stream_rows` cut, in stream order.
 
   Returns:
     An iterator with get_state/set_state.
@@ -420,8 +425,13 @@ def make_train_iterator(examples: List[Example], global_batch_size: int,
     return BatchIterator(examples, global_batch_size, lengths, seed, process_index, process_count)
   if mode == 'pack':
     return PackedIterator(examples, global_batch_size, lengths, seed, process_index, process_count)
+  if mode == 'windows':
+    return lm_stream.WindowIterator.from_rows(examples, global_batch_size, lengths['targets'],
+                                              seed, process_index=process_index,
+                                              process_count=process_count)
   if mode == 'bucket':
     return BucketIterator(examples, batching['bucket_lengths'], batching['max_tokens'], seed,
                           process_index, process_count, row_multiple=global_batch_size,
                           lengths=lengths)
-  raise ValueError(f"config.task.batching.mode must be 'plain', 'pack' or 'bucket', got {mode!r}")
+  raise ValueError("config.task.batching.mode must be 'plain', 'pack', 'bucket' or 'windows', "
+                   f'got {mode!r}')

@@ -71,6 +71,8 @@ class MultiHeadAttention(nn.Module):
     dtype: computation dtype.
     init: init style of the projections (see `layers.kernel_init`).
     residual_layers: depth of the stack the output projection writes into.
+    use_bias: biases on the query, value and output projections (False: none, as nanoGPT
+      and T5).
   """
   num_heads: int
   qkv_dim: int
@@ -78,13 +80,14 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
   init: str = 'xavier'
   residual_layers: int = 0
+  use_bias: bool = True
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
     # A key bias adds the same score to every key of a query, which softmax cancels:
     # its gradient is exactly zero and Adam would only amplify rounding noise.
     return nn.DenseGeneral(
-        (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=name != 'key',
+        (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=self.use_bias and name != 'key',
         kernel_init=nn.with_logical_partitioning(layers.kernel_init(self.init), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 
@@ -208,7 +211,7 @@ class MultiHeadAttention(nn.Module):
   def _out(self, out, features):
     """Output projection (B, Lq, H, Dh) → (B, Lq, features)."""
     return nn.DenseGeneral(
-        features, axis=(-2, -1), dtype=self.dtype, name='out',
+        features, axis=(-2, -1), dtype=self.dtype, name='out', use_bias=self.use_bias,
         kernel_init=nn.with_logical_partitioning(
             layers.kernel_init(self.init, self.residual_layers), ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(out)

@@ -259,6 +259,7 @@ class Mlp(nn.Module):
     activation: a key of ACTIVATIONS.
     init: init style (see `kernel_init`).
     residual_layers: depth of the stack `wo` writes into (see `kernel_init`).
+    use_bias: biases on both projections.
   """
   mlp_dim: int
   dropout_rate: float
@@ -266,22 +267,23 @@ class Mlp(nn.Module):
   activation: str = 'relu'
   init: str = 'xavier'
   residual_layers: int = 0
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
     """Args: x (B, L, D). Returns (B, L, D)."""
     d = x.shape[-1]
-    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi',
+    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi', use_bias=self.use_bias,
               init=kernel_init(self.init))(x)  # (B, L, F)
     h = ACTIVATIONS[self.activation](h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
-    return dense(d, ('mlp', 'embed'), self.dtype, name='wo',
+    return dense(d, ('mlp', 'embed'), self.dtype, name='wo', use_bias=self.use_bias,
                  init=kernel_init(self.init, self.residual_layers))(h)
 
 
-def layer_norm(name=None, dtype=jnp.float32):
-  """LayerNorm with logically named scale and bias."""
-  return nn.LayerNorm(dtype=dtype, name=name,
+def layer_norm(name=None, dtype=jnp.float32, use_bias=True):
+  """LayerNorm with logically named scale and (unless `use_bias` is False) bias."""
+  return nn.LayerNorm(dtype=dtype, name=name, use_bias=use_bias,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))

@@ -41,6 +41,8 @@ class TransformerConfig:
     init: 'xavier' (Glorot kernels, sqrt(D)-scaled embeddings; Vaswani et al., flax) or
       'gpt2' (N(0, 0.02) everywhere, residual output projections scaled by
       1/sqrt(2 * depth), unscaled embeddings; GPT-2, nanoGPT). See `layers.kernel_init`.
+    use_bias: biases in the attention/MLP projections, the LayerNorms and untied
+      logits; False drops them all (nanoGPT's default, T5).
   """
   vocab_size: int
   target_vocab_size: int
@@ -62,6 +64,7 @@ class TransformerConfig:
   remat_policy: str = 'none'
   mlp_activation: str = 'relu'
   init: str = 'xavier'
+  use_bias: bool = True
 
   @property
   def jnp_dtype(self):
@@ -112,10 +115,10 @@ class Block(nn.Module):
     dt = cfg.jnp_dtype
     drop = layers.Dropout(cfg.dropout_rate)
     depth = cfg.num_decoder_layers if self.causal else cfg.num_encoder_layers
-    init = dict(init=cfg.init, residual_layers=depth)
+    init = dict(init=cfg.init, residual_layers=depth, use_bias=cfg.use_bias)
 
     def sublayer(name, fn, h):
-      ln = layers.layer_norm(name=f'{name}_ln', dtype=dt)
+      ln = layers.layer_norm(name=f'{name}_ln', dtype=dt, use_bias=cfg.use_bias)
       if cfg.pre_ln:
         return h + drop(fn(ln(h)), deterministic=deterministic)
       return ln(h + drop(fn(h), deterministic=deterministic))
@@ -239,7 +242,7 @@ class Encoder(nn.Module):
     x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
                     deterministic=deterministic)
     if cfg.pre_ln:
-      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias)(x)
     return x
 
 
@@ -284,12 +287,13 @@ class Decoder(nn.Module):
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
                     max_length=max_length, beam_size=beam_size)
     if cfg.pre_ln:
-      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype)(x)
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias)(x)
     if cfg.tie_output:
       logits = self.embed.attend(x)
     else:
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
-                            name='logits', init=layers.kernel_init(cfg.init))(x)
+                            name='logits', init=layers.kernel_init(cfg.init),
+                            use_bias=cfg.use_bias)(x)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
 
