@@ -1,6 +1,7 @@
 """Every model family × kind trains through the one trainer and reports its kind's metrics."""
 
 import datetime
+import functools
 import glob
 import importlib
 import os
@@ -54,12 +55,14 @@ def train_losses(workdir):
 CASES = {
     # name: (config, overrides of config.model, overrides of config.train, expected eval metrics)
     'lstm_encdec': ('dates_lstm', {}, {}, ('exact_match', 'bleu', 'chrf', 'perplexity')),
-    'lstm_lm': ('dates_lm_lstm', {}, {'stateful': False}, ('perplexity', 'accuracy')),
+    'lstm_lm': ('dates_lm_lstm', {}, {'stateful': False},
+                ('perplexity', 'accuracy', 'nll_in_context')),
     'lstm_classify': ('dates_classify_lstm', {}, {}, ('accuracy', 'macro_f1')),
     'lstm_tag': ('dates_tag_lstm', {'use_crf': False}, {}, ('accuracy', 'entity_f1', 'perplexity')),
     'transformer_classify': ('dates_classify_transformer', {}, {}, ('accuracy', 'macro_f1')),
     'transformer_tag': ('dates_tag_transformer', {}, {}, ('accuracy', 'entity_f1')),
-    'transformer_decoder': ('dates_lm_lstm', None, {'stateful': False}, ('perplexity',)),
+    'transformer_decoder': ('dates_lm_lstm', None, {'stateful': False},
+                            ('perplexity', 'nll_in_context')),
 }
 
 
@@ -86,6 +89,27 @@ def test_kind_trains_and_reports_its_metrics(tmp_path, case):
   for k in expected:
     assert k in metrics and np.isfinite(metrics[k]), (k, metrics)
   assert metrics[config.train.best_metric] is not None
+
+
+def test_position_nll_matches_a_numpy_reference():
+  config = tiny('dates_lm_lstm', stateful=False)
+  config.model = transformer_decoder_model()
+  config.task.max_target_length = 12
+  task = tasks.build_task(config.task, None)
+  model = models.build_model(config.model, **task.model_sizes())
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.pad_batch(task.eval_examples[:5], task.lengths, 6).items()}
+  params = model.init(jax.random.key(0), batch, train=False)['params']
+  sums, counts = jax.jit(functools.partial(step_lib.position_nll_step, model=model))(params, batch)
+  logits = np.asarray(model.apply({'params': params}, batch, train=False), np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))  # (B, T, V)
+  targets = np.asarray(batch['targets'])
+  want = np.zeros(targets.shape[1])
+  for b, t in zip(*np.nonzero(targets)):
+    want[t] -= logp[b, t, targets[b, t]]
+  np.testing.assert_allclose(np.asarray(sums), want, rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(counts), (targets > 0).sum(0))
+  assert counts[0] == 5 and counts[-1] < 5  # rows differ in length; row 6 is padding
 
 
 def test_crf_loss_is_mean_sentence_nll():
@@ -187,6 +211,7 @@ def test_resume_equals_uninterrupted(tmp_path, name, expected):
   assert losses[-1] < losses[0], losses
   for k in expected:
     assert k in metrics and np.isfinite(metrics[k]), (k, metrics)
+  assert 'nll_in_context' not in metrics  # a stateful window's first token has context
   loop.train_and_evaluate(config, resumed, stop_after_steps=3)
   loop.train_and_evaluate(config, resumed)
   a, b = checkpointed_state(straight), checkpointed_state(resumed)

@@ -3,7 +3,9 @@
 | task kind | metrics (`metric_names`) |
 |---|---|
 | seq2seq  | loss, accuracy, nll, perplexity (teacher-forced); exact_match, bleu, chrf (greedy decode) |
-| lm       | loss, accuracy (next-token, %), nll, perplexity |
+| lm       | loss, accuracy (next-token, %), nll, perplexity; nll_in_context (targets after |
+|          | each row's first: with BOS rows, those predicted from at least one real token; |
+|          | not with a stateful LSTM, whose windows carry context) |
 | classify | loss, accuracy (%), nll, perplexity, macro_f1 (%) |
 | tag      | loss, accuracy (of the predicted tags, %), entity_precision, entity_recall, entity_f1 |
 |          | (seqeval, CoNLL scoring); nll and perplexity, or nll_per_token with a CRF |
@@ -29,15 +31,18 @@ from lmjax.train import step as step_lib
 
 KIND_METRICS = {
     'seq2seq': ('loss', 'accuracy', 'nll', 'perplexity', 'exact_match', 'bleu', 'chrf'),
-    'lm': ('loss', 'accuracy', 'nll', 'perplexity'),
+    # nll_in_context: targets after a row's first (BOS rows: that one has no context).
+    'lm': ('loss', 'accuracy', 'nll', 'perplexity', 'nll_in_context'),
     'classify': ('loss', 'accuracy', 'nll', 'perplexity', 'macro_f1'),
     'tag': ('loss', 'accuracy', 'entity_precision', 'entity_recall', 'entity_f1'),
 }
 
 
-def metric_names(task, model) -> Tuple[str, ...]:
+def metric_names(task, model, stateful: bool = False) -> Tuple[str, ...]:
   """Names of the eval metrics the trainer reports for `task` and `model`."""
   names = KIND_METRICS[task.kind]
+  if stateful:  # carried state: a window's first token has context
+    names = tuple(n for n in names if n != 'nll_in_context')
   if task.kind == 'seq2seq' and task.decode_metrics == 'rouge':
     names += ('rouge1', 'rouge2', 'rougeL')
   if task.kind == 'tag':
@@ -47,7 +52,7 @@ def metric_names(task, model) -> Tuple[str, ...]:
 
 def check_best_metric(config, task, model) -> None:
   """Raises a ValueError when config.train.best_metric is not reported for this task."""
-  names = metric_names(task, model)
+  names = metric_names(task, model, config.train.stateful)
   if config.train.best_metric not in names:
     raise ValueError(f'config.train.best_metric={config.train.best_metric!r} is not an eval '
                      f'metric of this {task.kind!r} task; choose one of {list(names)}')
@@ -73,6 +78,11 @@ class Evaluator:
       self.stateful_eval_step = jax.jit(
           functools.partial(step_lib.stateful_eval_step, model=model),
           in_shardings=(param_shardings, carry, batch_sharding), out_shardings=(rep, carry))
+    self.position_step = None
+    if task.kind == 'lm' and not config.train.stateful:
+      self.position_step = jax.jit(functools.partial(step_lib.position_nll_step, model=model),
+                                   in_shardings=(param_shardings, batch_sharding),
+                                   out_shardings=rep)
     self.predict_step = None
     if task.kind in ('classify', 'tag'):
       self.predict_step = jax.jit(functools.partial(step_lib.predict_step, model=model),
@@ -108,6 +118,9 @@ class Evaluator:
         sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
     metrics = step_lib.summarize(jax.device_get(sums))
     metrics.pop('grad_norm', None)
+    if self.position_step is not None:
+      sums, counts = self.position_nll(params)
+      metrics['nll_in_context'] = float(sums[1:].sum() / max(counts[1:].sum(), 1.0))
     if self.decode is not None:
       predictions = self.predict_texts(params, self.task.eval_examples)
       metrics.update(self.task.score_predictions(predictions))
@@ -116,6 +129,14 @@ class Evaluator:
     if self.task.kind == 'tag':
       metrics.update(self.tag_metrics(self.predict_ids(params, self.task.eval_examples)))
     return metrics
+
+  def position_nll(self, params) -> Tuple[np.ndarray, np.ndarray]:
+    """NLL sums and target counts at each target position over the eval split, ((T,), (T,))."""
+    sums = counts = 0.0
+    for local in self._batches(self.task.eval_examples):
+      s, c = self.position_step(params, parallel.to_global(local, self.batch_sharding))
+      sums, counts = sums + np.asarray(s, np.float64), counts + np.asarray(c, np.float64)
+    return sums, counts
 
   def predict_ids(self, params, examples) -> List[np.ndarray]:
     """Predicted class ids (classify) or tag-id rows (tag) for `examples`, in order."""

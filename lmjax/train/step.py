@@ -242,6 +242,19 @@ def eval_step(params, batch, *, model) -> Metrics:
   return compute_metrics(model, params, batch, train=False)
 
 
+def position_nll_step(params, batch, *, model) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """Per-position NLL sums and target counts of a token-target batch (no dropout).
+
+  Returns:
+    ((T,) Σ over rows of the NLL at each target position, (T,) real targets there).
+  """
+  logits = model.apply({'params': params}, model_inputs(batch), train=False)  # (B, T, V)
+  labels = batch['targets']  # (B, T)
+  weights = (labels > 0).astype(jnp.float32)
+  _, nll = losses.token_losses(logits.astype(jnp.float32), labels, 0.0)  # (B, T)
+  return jnp.sum(nll * weights, axis=0), jnp.sum(weights, axis=0)
+
+
 def stateful_eval_step(params, carry, batch, *, model) -> Tuple[Metrics, Any]:
   """`eval_step` for a stream batch, from `carry` (reset where batch['reset'] > 0).
 
