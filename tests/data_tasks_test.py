@@ -130,5 +130,5 @@ def test_stream_context_rows_predict_every_target_from_the_tokens_before_it(data
   batch = next(task.train_iterator(4, seed=0))
   assert batch['decoder_inputs'].shape == batch['targets'].shape == (4, t)
   config.task.batching.mode = 'pack'
-  with pytest.raises(ValueError, match=r"task.batching.mode.*'plain' \(stream_context=True\)"):
+  with pytest.raises(ValueError, match=r"task.batching.mode.*'plain' or 'windows' \(stream_context=True\)"):
     configlib.validate(config)
