@@ -49,7 +49,30 @@ def stream_rows(ids, length: int, context: bool) -> List[Batch]:
   return rows
 
 
-class LMStreamIterator:
+class _StreamPosition:
+  """get_state/set_state of the stream iterators: (epoch, index) of a stream of known length."""
+  MODE = ''
+  MISMATCH = ''  # what the current config batches, for the wrong-mode error
+
+  def get_state(self) -> Dict[str, int]:
+    """Position to save in a checkpoint (JSON-serializable)."""
+    return {'mode': self.MODE, 'epoch': int(self.epoch), 'index': int(self.index),
+            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
+    if state.get('mode') != self.MODE:
+      raise ValueError(f"checkpointed data position is for batching mode {state.get('mode')!r} "
+                       f'but {self.MISMATCH}: resume with the config the checkpoint was '
+                       'written with')
+    if state['num_tokens'] != len(self.stream):
+      raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
+                       f'tokens but the training stream now has {len(self.stream)}: the data '
+                       'changed since the checkpoint was written')
+    self.epoch, self.index = int(state['epoch']), int(state['index'])
+
+
+class LMStreamIterator(_StreamPosition):
   """Endless training batches of consecutive windows, exactly resumable from `get_state()`.
 
   Each epoch starts the rows at an offset in [0, T) drawn from (seed, epoch), so the
@@ -57,6 +80,8 @@ class LMStreamIterator:
   each row are left out of that epoch. Every process takes its own contiguous block
   of rows (rows are streams, so the global batch is the same for any host count).
   """
+  MODE = 'lm_stream'
+  MISMATCH = 'config.train.stateful=True batches a token stream'
 
   def __init__(self, stream: np.ndarray, global_batch_size: int, seq_len: int, seed: int,
                process_index: int = 0, process_count: int = 1):
@@ -108,25 +133,8 @@ class LMStreamIterator:
     self.index += 1
     return {'targets': targets, 'reset': reset}
 
-  def get_state(self) -> Dict[str, int]:
-    """Position to save in a checkpoint (JSON-serializable)."""
-    return {'mode': 'lm_stream', 'epoch': int(self.epoch), 'index': int(self.index),
-            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
 
-  def set_state(self, state: Mapping[str, int]) -> None:
-    """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
-    if state.get('mode') != 'lm_stream':
-      raise ValueError(f"checkpointed data position is for batching mode {state.get('mode')!r} "
-                       'but config.train.stateful=True batches a token stream: resume with the '
-                       'config the checkpoint was written with')
-    if state['num_tokens'] != len(self.stream):
-      raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
-                       f'tokens but the training stream now has {len(self.stream)}: the data '
-                       'changed since the checkpoint was written')
-    self.epoch, self.index = int(state['epoch']), int(state['index'])
-
-
-class WindowIterator:
+class WindowIterator(_StreamPosition):
   """Endless shuffled training windows of a token stream, re-cut every epoch.
 
   Epoch e cuts the stream into consecutive full windows of T tokens starting at an offset
@@ -136,6 +144,8 @@ class WindowIterator:
   {'decoder_inputs': s[i : i+T], 'targets': s[i+1 : i+1+T]}, else {'targets': s[i : i+T]}
   decoded from BOS, as `stream_rows` cuts them. Exactly resumable from `get_state()`.
   """
+  MODE = 'windows'
+  MISMATCH = "config.task.batching.mode is now 'windows'"
 
   def __init__(self, stream: np.ndarray, global_batch_size: int, seq_len: int, seed: int,
                context: bool, process_index: int = 0, process_count: int = 1):
@@ -207,22 +217,6 @@ class WindowIterator:
       return {'decoder_inputs': self.stream[idx], 'targets': self.stream[idx + 1]}
     return {'targets': self.stream[idx]}
 
-  def get_state(self) -> Dict[str, int]:
-    """Position to save in a checkpoint (JSON-serializable)."""
-    return {'mode': 'windows', 'epoch': int(self.epoch), 'index': int(self.index),
-            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
-
-  def set_state(self, state: Mapping[str, int]) -> None:
-    """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
-    if state.get('mode') != 'windows':
-      raise ValueError(f"checkpointed data position is for batching mode {state.get('mode')!r} "
-                       "but config.task.batching.mode is now 'windows': resume with the config "
-                       'the checkpoint was written with')
-    if state['num_tokens'] != len(self.stream):
-      raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
-                       f'tokens but the training stream now has {len(self.stream)}: the data '
-                       'changed since the checkpoint was written')
-    self.epoch, self.index = int(state['epoch']), int(state['index'])
 
 
 def eval_stream_batches(stream: np.ndarray, global_batch_size: int, seq_len: int,
