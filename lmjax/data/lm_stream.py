@@ -54,6 +54,16 @@ class _StreamPosition:
   MODE = ''
   MISMATCH = ''  # what the current config batches, for the wrong-mode error
 
+  def _setup(self, stream, global_batch_size: int, seq_len: int, seed: int,
+             process_count: int) -> None:
+    """Stores the stream and sizes; raises unless the process count divides B."""
+    if global_batch_size % process_count:
+      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
+                       f'the number of processes ({process_count})')
+    self.stream = np.asarray(stream, np.int32)
+    self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
+    self.local_batch_size = global_batch_size // process_count
+
   def get_state(self) -> Dict[str, int]:
     """Position to save in a checkpoint (JSON-serializable)."""
     return {'mode': self.MODE, 'epoch': int(self.epoch), 'index': int(self.index),
@@ -96,12 +106,7 @@ class LMStreamIterator(_StreamPosition):
     Raises:
       ValueError: B not divisible by the process count, or a stream too short for one window.
     """
-    if global_batch_size % process_count:
-      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
-                       f'the number of processes ({process_count})')
-    self.stream = np.asarray(stream, np.int32)
-    self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
-    self.local_batch_size = global_batch_size // process_count
+    self._setup(stream, global_batch_size, seq_len, seed, process_count)
     self.process_index = process_index
     self.row_len = (len(self.stream) - (seq_len - 1)) // global_batch_size
     if self.row_len < seq_len:
@@ -161,13 +166,8 @@ class WindowIterator(_StreamPosition):
     Raises:
       ValueError: B not divisible by the process count, or a stream too short for B windows.
     """
-    if global_batch_size % process_count:
-      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
-                       f'the number of processes ({process_count})')
-    self.stream = np.asarray(stream, np.int32)
-    self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
+    self._setup(stream, global_batch_size, seq_len, seed, process_count)
     self.context = context
-    self.local_batch_size = global_batch_size // process_count
     self.process_index = process_index
     if self._num_windows(seq_len - 1) < global_batch_size:
       raise ValueError(f'the training stream has {len(self.stream)} tokens: too few for '
