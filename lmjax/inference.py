@@ -359,6 +359,10 @@ class Run:
                                                         tokenize=self.task.bleu_tokenize)[1]
       if 'chrf' in report['metrics']:
         report['signatures']['chrf'] = metrics_lib.chrf(predictions, refs)[1]
+      if 'ann_bleu' in report['metrics']:
+        report['signatures']['ann_bleu'] = metrics_lib.bleu(
+            predictions, self.task.eval_annotations[:len(predictions)],
+            tokenize=self.task.bleu_tokenize)[1]
       report['decoding'] = {'method': 'beam' if beam_size > 1 else 'greedy',
                             'beam_size': beam_size, 'alpha': alpha if beam_size > 1 else None,
                             'max_length': length}

@@ -14,13 +14,34 @@ from rouge_score import rouge_scorer
 from seqeval import metrics as seqeval_metrics
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = '13a',
+def reference_streams(references: Sequence) -> List[List]:
+  """sacrebleu's reference streams from per-segment references.
+
+  Args:
+    references: one string per segment, or one list of strings per segment (lists may
+      differ in length).
+
+  Returns:
+    R streams of len(references) entries each, R = the most references of any segment;
+    a segment with fewer has None in the other streams (sacrebleu skips those).
+  """
+  if all(isinstance(r, str) for r in references):
+    return [list(references)]
+  per = [[r] if isinstance(r, str) else list(r) for r in references]
+  for i, refs in enumerate(per):
+    if not refs:
+      raise ValueError(f'segment {i} has no reference')
+  width = max(len(refs) for refs in per)
+  return [[refs[j] if j < len(refs) else None for refs in per] for j in range(width)]
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence, *, tokenize: str = '13a',
          lowercase: bool = False) -> Tuple[float, str]:
-  """Corpus BLEU (Papineni et al., 2002) computed by sacrebleu, one reference each.
+  """Corpus BLEU (Papineni et al., 2002) computed by sacrebleu.
 
   Args:
     hypotheses: detokenised system outputs, one string per segment.
-    references: one reference string per segment.
+    references: one reference string per segment, or a list of references per segment.
     tokenize: sacrebleu tokeniser: '13a' (WMT default), 'intl', 'zh', 'none' for text
       already tokenised (e.g. the lowercased, tokenised Multi30k).
     lowercase: case-insensitive BLEU.
@@ -29,34 +50,36 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str 
     (score in [0, 100], sacrebleu signature string to report with it).
   """
   metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
-  result = metric.corpus_score(list(hypotheses), [list(references)])
+  result = metric.corpus_score(list(hypotheses), reference_streams(references))
   return float(result.score), str(metric.get_signature())
 
 
-def chrf(hypotheses: Sequence[str], references: Sequence[str], *,
+def chrf(hypotheses: Sequence[str], references: Sequence, *,
          lowercase: bool = False) -> Tuple[float, str]:
   """Corpus chrF (Popović, 2015; character 6-grams, beta 2) computed by sacrebleu.
 
   Args:
     hypotheses: system outputs, one string per segment.
-    references: one reference string per segment.
+    references: one reference string per segment, or a list of references per segment.
     lowercase: case-insensitive chrF.
 
   Returns:
     (score in [0, 100], sacrebleu signature string).
   """
   metric = sacrebleu.metrics.CHRF(lowercase=lowercase)
-  result = metric.corpus_score(list(hypotheses), [list(references)])
+  result = metric.corpus_score(list(hypotheses), reference_streams(references))
   return float(result.score), str(metric.get_signature())
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str], *,
+def rouge(predictions: Sequence[str], references: Sequence, *,
           use_stemmer: bool = True) -> Dict[str, float]:
   """ROUGE-1/2/L F-measure (Lin, 2004) computed by Google's rouge-score package.
 
   Args:
     predictions: generated summaries, one string per example.
-    references: reference summaries, one string per example.
+    references: one reference string per example, or one list of reference strings per
+      example (multi-reference: each example scores its best-matching reference per
+      measure, as rouge-score's `score_multi`).
     use_stemmer: Porter-stem tokens before matching (as in most summarisation papers).
 
   Returns:
@@ -67,10 +90,12 @@ def rouge(predictions: Sequence[str], references: Sequence[str], *,
   keys = ('rouge1', 'rouge2', 'rougeL')
   scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=use_stemmer)
   totals = {k: 0.0 for k in keys}
-  for pred, ref in zip(predictions, references):
-    scores = scorer.score(ref, pred)  # score(target, prediction)
+  for i, (pred, ref) in enumerate(zip(predictions, references)):
+    refs = [ref] if isinstance(ref, str) else list(ref)
+    if not refs:
+      raise ValueError(f'rouge: example {i} has no reference')
     for k in keys:
-      totals[k] += scores[k].fmeasure
+      totals[k] += max(scorer.score(r, pred)[k].fmeasure for r in refs)  # score(target, prediction)
   n = max(len(predictions), 1)
   return {k: 100.0 * v / n for k, v in totals.items()}
 

@@ -22,7 +22,7 @@ def format_report(report: Dict[str, Any]) -> str:
            f"split {report['split']} ({report['num_examples']} examples), {how}",
            f"{'metric':<18}{'value':>12}", '-' * 30]
   lines += [f'{k:<18}{v:>12.4f}' for k, v in report['metrics'].items()]
-  names = {'bleu': 'BLEU', 'chrf': 'chrF'}
+  names = {'bleu': 'BLEU', 'chrf': 'chrF', 'ann_bleu': 'BLEU (annotations)'}
   lines += [f'{names.get(k, k)} signature: {sig}' for k, sig in report['signatures'].items()]
   return '\n'.join(lines)
 

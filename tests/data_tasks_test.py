@@ -42,6 +42,8 @@ def fake_corpora(root):
     with tarfile.open(f'{root}/aeslc/enron_subject_line_{split}.tar.gz', 'w:gz') as tar:
       for i in range(24):
         body = f'Hi team,\nthe review meeting {i} moved to friday at {i % 12} pm.\n\n@subject\nmeeting {i} moved\n'
+        if split == 'dev':  # the real dev/test emails carry human-written subjects
+          body += f'\n@ann0\nReview {i} moved\n\n@ann1\nreview meeting moved to friday\n'
         path = f'{root}/aeslc/tmp/{split}/{i}.subject'
         write(path, body)
         tar.add(path, arcname=f'enron_subject_line/{split}/{i}.subject')
@@ -77,6 +79,28 @@ def test_config_builds_its_task(data_dir, tmp_path, name):
   if task.kind == 'tag':
     assert task.label_names[0] == '<pad>' and len(task.label_names) == 14
   os.listdir(os.path.join(str(tmp_path), 'tokenizers'))
+
+
+ANN1 = 'review meeting moved to friday'
+
+
+def test_aeslc_scores_against_subject_and_annotations(data_dir):
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/aeslc_transformer.py') + f':{data_dir},runlocal')
+  config.task.tokenizer.vocab_size = 40
+  task = tasks.build_task(config.task, None)
+  n = len(task.eval_examples)
+  subjects = task.eval_references
+  assert sorted(subjects) == sorted(f'meeting {i} moved' for i in range(n))
+  assert task.eval_annotations == [[f'Review {s.split()[1]} moved', ANN1] for s in subjects]
+  exact = task.score_predictions(subjects)  # the original subject lines
+  assert exact['exact_match'] == exact['rouge1'] == 100.0 and exact['ann_exact_match'] == 0.0
+  second = task.score_predictions([ANN1] * n)  # one annotator's subject, every email
+  assert second['ann_exact_match'] == second['ann_rouge1'] == second['ann_rouge2'] == 100.0
+  assert second['ann_bleu'] == pytest.approx(100.0) and second['bleu'] < 100.0
+  p, r = 2 / 5, 2 / 3  # 'meeting', 'moved' of 5 | 3 words
+  assert second['rouge1'] == pytest.approx(100 * 2 * p * r / (p + r))
+  config.task.source.eval_files = config.task.source.train_files  # no annotations there
+  assert tasks.build_task(config.task, None).eval_annotations is None
 
 
 def test_data_dir_argument_forms(data_dir):

@@ -40,6 +40,25 @@ def test_rouge_matches_rouge_score():
   assert metrics.rouge(['a b c'], ['a b c'])['rouge2'] == pytest.approx(100.0)
 
 
+def test_multi_reference_bleu_chrf_rouge():
+  multi = [[r, h] if i == 1 else [r] for i, (h, r) in enumerate(zip(HYPS, REFS))]  # 2, 1, 1 refs
+  streams = [REFS, [None, HYPS[1], None]]
+  assert metrics.reference_streams(multi) == streams
+  assert metrics.bleu(HYPS, multi)[0] == pytest.approx(sacrebleu.corpus_bleu(HYPS, streams).score)
+  assert 'nrefs:var' in metrics.bleu(HYPS, multi)[1]
+  assert metrics.chrf(HYPS, multi)[0] == pytest.approx(sacrebleu.corpus_chrf(HYPS, streams).score)
+  assert metrics.bleu(HYPS, [[r] for r in REFS])[0] == pytest.approx(metrics.bleu(HYPS, REFS)[0])
+  scorer = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+  got = metrics.rouge(HYPS, multi)
+  for key in ('rouge1', 'rouge2', 'rougeL'):  # the second sentence's own text is a reference: 1.0
+    single = [scorer.score(r, h)[key].fmeasure for h, r in zip(HYPS, REFS)]
+    assert got[key] == pytest.approx(100 * (single[0] + 1.0 + single[2]) / 3)
+  with pytest.raises(ValueError, match='segment 1 has no reference'):
+    metrics.bleu(HYPS, [['a'], [], ['b']])
+  with pytest.raises(ValueError, match='example 0 has no reference'):
+    metrics.rouge(['a'], [[]])
+
+
 def test_accuracy_macro_f1_exact_match_perplexity():
   labels = [0, 0, 1, 1, 2, 2]
   preds = [0, 1, 1, 1, 2, 0]

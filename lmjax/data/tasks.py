@@ -9,7 +9,6 @@ import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-import sacrebleu
 
 from lmjax import metrics as metrics_lib
 from lmjax.data import labeled_tasks
@@ -40,6 +39,8 @@ class Task:
     batching: training batching options (`config.task.batching`: mode 'plain' | 'pack'
       | 'bucket', bucket_lengths, max_tokens); None = plain.
     decode_metrics: 'bleu' (exact match, BLEU, chrF) or 'rouge' (adds ROUGE-1/2/L).
+    eval_annotations: optional extra human references per eval example (AESLC's `@annN`
+      subjects); decode metrics are then also scored against them, as `ann_*`.
     encode_input: classify/tag: one line of raw text → the model's input features
       (untruncated), as the training examples are built; used by the decode CLI.
   """
@@ -56,6 +57,7 @@ class Task:
   batching: Optional[Dict[str, Any]] = None
   decode_metrics: str = 'bleu'
   encode_input: Optional[Callable[[str], pipeline.Example]] = None
+  eval_annotations: Optional[List[List[str]]] = None
 
   def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
                      process_count: int = 1):
@@ -95,13 +97,22 @@ class Task:
       predictions: detokenized model outputs aligned with `eval_references`.
 
     Returns:
-      exact_match (%), bleu and chrf (sacreBLEU corpus scores).
+      exact_match (%), bleu and chrf (sacreBLEU corpus scores), rouge1/2/L when
+      decode_metrics='rouge'; with eval_annotations, the same again against those
+      references (multi-reference BLEU/chrF, best-reference ROUGE), prefixed 'ann_'.
     """
-    refs = self.eval_references[:len(predictions)]
-    exact = float(np.mean([p == r for p, r in zip(predictions, refs)])) * 100.0
-    bleu = sacrebleu.corpus_bleu(predictions, [refs], tokenize=self.bleu_tokenize)
-    chrf = sacrebleu.corpus_chrf(predictions, [refs])
-    out = {'exact_match': exact, 'bleu': float(bleu.score), 'chrf': float(chrf.score)}
+    out = self._score(predictions, self.eval_references[:len(predictions)])
+    if self.eval_annotations is not None:
+      ann = self._score(predictions, self.eval_annotations[:len(predictions)])
+      out.update({f'ann_{k}': v for k, v in ann.items()})
+    return out
+
+  def _score(self, predictions: List[str], refs: List) -> Dict[str, float]:
+    exact = float(np.mean([p in ([r] if isinstance(r, str) else r)
+                           for p, r in zip(predictions, refs)])) * 100.0
+    out = {'exact_match': exact,
+           'bleu': metrics_lib.bleu(predictions, refs, tokenize=self.bleu_tokenize)[0],
+           'chrf': metrics_lib.chrf(predictions, refs)[0]}
     if self.decode_metrics == 'rouge':
       out.update(metrics_lib.rouge(predictions, refs))
     return out
@@ -265,7 +276,11 @@ def _seq2seq_pairs(cfg: Mapping, records) -> List[Tuple[str, str]]:
 def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Translation or summarization from parallel files, AESLC-style documents or TFDS."""
   train = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'train'), cfg['source']['max_train_examples']))
-  evals = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'eval'), cfg['source']['max_eval_examples']))
+  eval_records = _limit(_read_split(cfg, 'eval'), cfg['source']['max_eval_examples'])
+  evals = _seq2seq_pairs(cfg, eval_records)
+  annotations = None  # AESLC dev/test: every email has human-written reference subjects
+  if cfg['source']['type'] == 'summaries' and eval_records and all(r['annotations'] for r in eval_records):
+    annotations = [[_lower(cfg, a) for a in r['annotations']] for r in eval_records]
   train = [(_lower(cfg, s), _lower(cfg, t)) for s, t in train]
   evals = [(_lower(cfg, s), _lower(cfg, t)) for s, t in evals]
   toks = _tokenizers(cfg, workdir, {'inputs': [s for s, _ in train], 'targets': [t for _, t in train]},
@@ -281,7 +296,7 @@ def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
               train_examples=train_ex, eval_examples=enc(evals, lengths['inputs'], lengths['targets']),
               eval_sources=[s for s, _ in evals], eval_references=[t for _, t in evals],
               bleu_tokenize=cfg['bleu_tokenize'], batching=dict(cfg['batching']),
-              decode_metrics=cfg['decode_metrics'])
+              decode_metrics=cfg['decode_metrics'], eval_annotations=annotations)
 
 
 def _lm_texts(cfg: Mapping, records) -> List[str]:
