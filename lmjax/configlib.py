@@ -163,6 +163,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
        "'relu', 'gelu' or 'gelu_tanh'")
   need('model.init', lambda x: x in ('xavier', 'gpt2'), "'xavier' or 'gpt2'")
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
+  need('model.matmul_dtype', lambda x: x in ('', 'float32', 'bfloat16'), "'', 'float32' or 'bfloat16'")
   for f in ('dropout_rate', 'attention_dropout_rate'):
     need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):

@@ -73,6 +73,7 @@ class MultiHeadAttention(nn.Module):
     residual_layers: depth of the stack the output projection writes into.
     use_bias: biases on the query, value and output projections (False: none, as nanoGPT
       and T5).
+    matmul_dtype: of the projections (see `layers.matmul_fn`).
   """
   num_heads: int
   qkv_dim: int
@@ -81,6 +82,7 @@ class MultiHeadAttention(nn.Module):
   init: str = 'xavier'
   residual_layers: int = 0
   use_bias: bool = True
+  matmul_dtype: str = ''
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
@@ -88,6 +90,7 @@ class MultiHeadAttention(nn.Module):
     # its gradient is exactly zero and Adam would only amplify rounding noise.
     return nn.DenseGeneral(
         (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=self.use_bias and name != 'key',
+        dot_general=layers.matmul_fn(self.matmul_dtype),
         kernel_init=nn.with_logical_partitioning(layers.kernel_init(self.init), ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 
@@ -212,6 +215,7 @@ class MultiHeadAttention(nn.Module):
     """Output projection (B, Lq, H, Dh) → (B, Lq, features)."""
     return nn.DenseGeneral(
         features, axis=(-2, -1), dtype=self.dtype, name='out', use_bias=self.use_bias,
+        dot_general=layers.matmul_fn(self.matmul_dtype),
         kernel_init=nn.with_logical_partitioning(
             layers.kernel_init(self.init, self.residual_layers), ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(out)

@@ -43,6 +43,9 @@ class TransformerConfig:
       1/sqrt(2 * depth), unscaled embeddings; GPT-2, nanoGPT). See `layers.kernel_init`.
     use_bias: biases in the attention/MLP projections, the LayerNorms and untied
       logits; False drops them all (nanoGPT's default, T5).
+    matmul_dtype: '' (the computation dtype) or 'bfloat16': the projections and logits
+      multiply bfloat16-rounded operands into float32 results, forward and backward
+      (`layers.bf16_dot_general`); ~2x faster matmuls on CPUs with AVX-512 BF16.
   """
   vocab_size: int
   target_vocab_size: int
@@ -65,6 +68,7 @@ class TransformerConfig:
   mlp_activation: str = 'relu'
   init: str = 'xavier'
   use_bias: bool = True
+  matmul_dtype: str = ''
 
   @property
   def jnp_dtype(self):
@@ -115,7 +119,8 @@ class Block(nn.Module):
     dt = cfg.jnp_dtype
     drop = layers.Dropout(cfg.dropout_rate)
     depth = cfg.num_decoder_layers if self.causal else cfg.num_encoder_layers
-    init = dict(init=cfg.init, residual_layers=depth, use_bias=cfg.use_bias)
+    init = dict(init=cfg.init, residual_layers=depth, use_bias=cfg.use_bias,
+                matmul_dtype=cfg.matmul_dtype)
 
     def sublayer(name, fn, h):
       ln = layers.layer_norm(name=f'{name}_ln', dtype=dt, use_bias=cfg.use_bias)
@@ -293,7 +298,7 @@ class Decoder(nn.Module):
     else:
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
                             name='logits', init=layers.kernel_init(cfg.init),
-                            use_bias=cfg.use_bias)(x)
+                            use_bias=cfg.use_bias, dot_general=layers.matmul_fn(cfg.matmul_dtype))(x)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
 
@@ -307,9 +312,10 @@ class EncoderDecoder(nn.Module):
     if cfg.share_embeddings and cfg.vocab_size != cfg.target_vocab_size:
       raise ValueError('config.model.share_embeddings=True needs equal source and target '
                        f'vocab sizes, got {cfg.vocab_size} and {cfg.target_vocab_size}')
-    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, cfg.init)
+    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, cfg.init, cfg.matmul_dtype)
     self.target_embed = (self.source_embed if cfg.share_embeddings
-                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, cfg.init))
+                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, cfg.init,
+                                           cfg.matmul_dtype))
     self.encoder = Encoder(cfg, self.source_embed)
     self.decoder = Decoder(cfg, self.target_embed, cross=True)
 
@@ -340,7 +346,8 @@ class DecoderOnly(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, cfg.jnp_dtype, cfg.init)
+    self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, cfg.jnp_dtype, cfg.init,
+                              cfg.matmul_dtype)
     self.decoder = Decoder(self.config, self.embed, cross=False)
 
   def encode(self, inputs, *, train: bool = False):
