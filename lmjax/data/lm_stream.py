@@ -55,14 +55,15 @@ class _StreamPosition:
   MISMATCH = ''  # what the current config batches, for the wrong-mode error
 
   def _setup(self, stream, global_batch_size: int, seq_len: int, seed: int,
-             process_count: int) -> None:
-    """Stores the stream and sizes; raises unless the process count divides B."""
+             process_index: int, process_count: int) -> None:
+    """Stores the stream, sizes and host; raises unless the process count divides B."""
     if global_batch_size % process_count:
       raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
                        f'the number of processes ({process_count})')
     self.stream = np.asarray(stream, np.int32)
     self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
     self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
 
   def get_state(self) -> Dict[str, int]:
     """Position to save in a checkpoint (JSON-serializable)."""
@@ -106,8 +107,7 @@ class LMStreamIterator(_StreamPosition):
     Raises:
       ValueError: B not divisible by the process count, or a stream too short for one window.
     """
-    self._setup(stream, global_batch_size, seq_len, seed, process_count)
-    self.process_index = process_index
+    self._setup(stream, global_batch_size, seq_len, seed, process_index, process_count)
     self.row_len = (len(self.stream) - (seq_len - 1)) // global_batch_size
     if self.row_len < seq_len:
       raise ValueError(
@@ -166,9 +166,8 @@ class WindowIterator(_StreamPosition):
     Raises:
       ValueError: B not divisible by the process count, or a stream too short for B windows.
     """
-    self._setup(stream, global_batch_size, seq_len, seed, process_count)
+    self._setup(stream, global_batch_size, seq_len, seed, process_index, process_count)
     self.context = context
-    self.process_index = process_index
     if self._num_windows(seq_len - 1) < global_batch_size:
       raise ValueError(f'the training stream has {len(self.stream)} tokens: too few for '
                        f'config.train.batch_size={global_batch_size} windows of '
