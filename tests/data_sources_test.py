@@ -92,7 +92,7 @@ def test_summaries_dir_and_tar(tmp_path):
   docs = sources.summaries(str(tmp_path / 'd'))
   assert [d['summary'] for d in docs] == ['Meeting moved'] * 2
   assert docs[0]['document'] == 'Hi all, the meeting moved.'
-  assert docs[1]['references'] == ['meeting change', 'new time']
+  assert docs[1]['annotations'] == ['meeting change', 'new time'] and docs[0]['annotations'] == []
   tar_path = str(tmp_path / 'x.tar.gz')
   with tarfile.open(tar_path, 'w:gz') as tar:
     tar.add(str(tmp_path / 'd'), arcname='split')

@@ -195,15 +195,15 @@ def parse_summary_document(text: str, name: str) -> Dict[str, Any]:
                     'followed by the summary)')
   refs = [fields[k] for k in sorted(fields) if k.startswith('ann')]
   return {'document': ' '.join(body.split()), 'summary': fields['subject'],
-          'references': refs or [fields['subject']], 'annotations': refs, 'name': name}
+          'annotations': refs, 'name': name}
 
 
 def summaries(path: str, suffix: str = '.subject', errors: str = 'strict') -> List[Dict[str, Any]]:
   """Documents with summaries from a directory or a .tar.gz of `*.subject` files, sorted by name.
 
   Returns:
-    Dicts with 'document', 'summary', 'references' (the `@annN` lines, else the summary),
-    'annotations' (the `@annN` lines, possibly none), 'name'.
+    Dicts with 'document', 'summary', 'annotations' (the `@annN` lines, possibly none),
+    'name'.
   """
   docs = []
   if os.path.isdir(path):
