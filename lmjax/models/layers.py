@@ -283,8 +283,8 @@ def keep_mask(rng: jax.Array, shape, rate: float) -> jnp.ndarray:
   `jax.random.bernoulli` runs threefry over a materialised array of random words,
   ~14 % of a small Transformer's CPU training step. Here the bits are a function of
   (seed, global element index) only, so XLA fuses them into the dropout's elementwise
-  op, and they do not depend on how the array is sharded. The seed is drawn from `rng`
-  by jax.random; `rate` is rounded to a multiple of 2^-24.
+  op, and they do not depend on how the array is sharded. The seed is the last two
+  32-bit words of the key `rng`; `rate` is rounded to a multiple of 2^-24.
 
   Args:
     rng: PRNG key.
@@ -294,7 +294,12 @@ def keep_mask(rng: jax.Array, shape, rate: float) -> jnp.ndarray:
   Returns:
     bool array of `shape`, True = keep.
   """
-  seeds = jax.random.bits(rng, (2,), jnp.uint32)
+  # The key's own words are the seed: they are already threefry output (flax's make_rng
+  # folds the module path in), and drawing bits from it would add a threefry loop per
+  # dropout site to the compiled step (~15 % of base's compile time on CPU).
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  seeds = rng.reshape(-1)[-2:].astype(jnp.uint32)
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
   for dim in reversed(range(len(shape))):  # row-major linear index (mod 2^32)
