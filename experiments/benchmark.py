@@ -1,7 +1,7 @@
 r"""Benchmark suite (issue #7): train, PyTorch reference, LSTM, decode and pipeline throughput.
 
     python experiments/benchmark.py [--sections=train,torch,lstm,decode,pipeline] \
-        [--shapes=small,base] [--steps=10] [--json=PATH] \
+        [--shapes=small,base] [--precisions=float32,bfloat16] [--steps=10] [--json=PATH] \
         [--model_overrides=scan_layers=True,dtype=bfloat16] [--overrides=train.grad_accum_steps=2]
 
 Prints device info, the f32 matmul ceiling and one table row per measurement (tokens/s,
@@ -21,6 +21,9 @@ from lmjax.bench import table
 _SECTIONS = flags.DEFINE_list('sections', list(suite.SECTIONS), 'Sections to run.')
 _SHAPES = flags.DEFINE_list('shapes', ['small', 'base'],
                             f'Train shapes: {sorted(shapes.TRANSFORMER_SHAPES)}.')
+_PRECISIONS = flags.DEFINE_list(
+    'precisions', ['float32'], 'Train/torch rows: float32, and/or bfloat16 (lmjax '
+    "model.matmul_dtype='bfloat16' vs PyTorch bfloat16 autocast; MFU against a bf16 ceiling).")
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per measurement (median reported).')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
@@ -34,7 +37,7 @@ _DECODE_SHAPE = flags.DEFINE_string('decode_shape', 'small',
                                     f'Decode shape: {sorted(shapes.DECODE_SHAPES)}.')
 _LSTM_SHAPE = flags.DEFINE_string('lstm_shape', 'ptb', f'LSTM shape: {sorted(shapes.LSTM_SHAPES)}.')
 _PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 300, 'Pipeline batches per mode.')
-_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the f32 ceiling matmul.')
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the ceiling matmuls.')
 
 
 def main(argv):
@@ -46,7 +49,8 @@ def main(argv):
     options = suite.Options(
         sections=_SECTIONS.value, shapes=_SHAPES.value, steps=_STEPS.value, warmup=_WARMUP.value,
         overrides=overrides, decode_shape=_DECODE_SHAPE.value, lstm_shape=_LSTM_SHAPE.value,
-        pipeline_batches=_PIPELINE_BATCHES.value, matmul_size=_MATMUL_SIZE.value)
+        pipeline_batches=_PIPELINE_BATCHES.value, matmul_size=_MATMUL_SIZE.value,
+        precisions=_PRECISIONS.value)
     suite.check_options(options)
   except ValueError as e:
     sys.exit(f'benchmark: {e}')

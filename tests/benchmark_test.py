@@ -84,6 +84,29 @@ def test_table_and_json(report, tmp_path):
   assert 'mfu_pct' in data['rows'][0]
 
 
+def test_bf16_rows_use_their_own_ceiling_and_torch_autocast():
+  options = suite.Options(sections=['train', 'torch'], shapes=['tiny'], steps=2, warmup=1,
+                          matmul_size=128, matmul_repeats=2, precisions=['bfloat16', 'float32'])
+  report = suite.run(options, log=lambda _: None)
+  assert report.bf16_ceiling_gflops > 0 and report.ceiling_gflops > 0
+  assert 'bf16 matmul ceiling' in table.format_report(report)
+  f32, bf16 = report.find('lmjax tiny'), report.find('lmjax tiny bf16')
+  assert f32.precision == 'float32' and bf16.precision == 'bfloat16'
+  assert 'model.matmul_dtype=bfloat16' in bf16.note and 'matmul_dtype' not in f32.note
+  assert bf16.mfu_pct == pytest.approx(100 * bf16.gflop_per_s / report.bf16_ceiling_gflops)
+  assert f32.mfu_pct == pytest.approx(100 * f32.gflop_per_s / report.ceiling_gflops)
+  assert bf16.gflop == f32.gflop  # same model, same FLOPs
+  if suite.torch_available():
+    theirs = report.find('torch tiny bf16')
+    assert 'autocast bfloat16' in theirs.note and theirs.precision == 'bfloat16'
+    assert bf16.vs_torch == pytest.approx(bf16.tokens_per_s / theirs.tokens_per_s)
+    assert f32.vs_torch == pytest.approx(f32.tokens_per_s / report.find('torch tiny').tokens_per_s)
+  with pytest.raises(ValueError, match='--precisions'):
+    suite.check_options(suite.Options(precisions=['float16']))
+  with pytest.raises(ValueError, match='precision'):
+    jax_train.timing.matmul_ceiling(16, 1, 'int8')
+
+
 def test_overrides():
   overrides = shapes.parse_overrides('scan_layers=True,dtype=bfloat16', prefix='model.')
   overrides.update(shapes.parse_overrides('train.grad_accum_steps=2'))

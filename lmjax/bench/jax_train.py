@@ -101,7 +101,8 @@ def time_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str
 
 
 def transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int,
-                    overrides: Optional[Mapping[str, Any]] = None) -> table.Row:
+                    overrides: Optional[Mapping[str, Any]] = None,
+                    precision: str = 'float32') -> table.Row:
   """Train throughput of the lmjax encoder-decoder at `shape`.
 
   Args:
@@ -109,10 +110,14 @@ def transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int,
     steps: timed steps.
     warmup: untimed steps after compiling.
     overrides: dotted config overrides (e.g. {'model.scan_layers': 'True'}).
+    precision: 'float32', or 'bfloat16' for `model.matmul_dtype='bfloat16'` (bf16
+      matmul operands, float32 results; unless `overrides` sets matmul_dtype itself).
 
   Returns:
-    Row 'lmjax <shape>' (tokens = target tokens, B·T per step).
+    Row 'lmjax <shape>' ('lmjax <shape> bf16'); tokens = target tokens, B·T per step.
   """
+  if precision == 'bfloat16':
+    overrides = {'model.matmul_dtype': 'bfloat16', **(overrides or {})}
   config = shapes.transformer_config(shape, overrides)
   v = shape.vocab_size
   result = time_train_step(config, {'vocab_size': v, 'target_vocab_size': v},
@@ -124,7 +129,8 @@ def transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int,
   if overrides:
     note += '; ' + ','.join(f'{k}={val}' for k, val in overrides.items())
   return table.Row(
-      name=f'lmjax {shape.name}', tokens_per_s=shape.batch_size * shape.target_length / median,
+      name=f'lmjax {shape.name}' + shapes.precision_suffix(precision), precision=precision,
+      tokens_per_s=shape.batch_size * shape.target_length / median,
       step_ms=1e3 * median, compile_s=result.timing.compile_s, gflop=gflop,
       xla_gflop=None if result.xla_flops is None else result.xla_flops / 1e9,
       peak_rss_mb=timing.peak_rss_mb(), note=note)

@@ -108,6 +108,11 @@ DECODE_SHAPES: Dict[str, DecodeShape] = {
 }
 
 
+def precision_suffix(precision: str) -> str:
+  """'' for float32 rows, ' bf16' for bfloat16 ones (row names: 'lmjax small bf16')."""
+  return ' bf16' if precision == 'bfloat16' else ''
+
+
 def lookup(table: Mapping[str, Any], name: str, flag: str):
   """table[name], or a ValueError naming the flag and the valid names."""
   if name not in table:

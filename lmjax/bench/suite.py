@@ -47,8 +47,11 @@ class Options:
     lstm_shape: key of shapes.LSTM_SHAPES.
     pipeline_config: `get_config` argument of configs/default.py ('' or 'runlocal').
     pipeline_batches: pipeline batches timed per batching mode.
-    matmul_size: side of the f32 matmul that sets the MFU ceiling.
+    matmul_size: side of the matmul that sets the MFU ceiling.
     matmul_repeats: timed calls of that matmul.
+    precisions: of the train and torch rows, a subset of timing.PRECISIONS: 'float32',
+      and 'bfloat16' for lmjax with `model.matmul_dtype='bfloat16'` against PyTorch under
+      bfloat16 autocast, with a bf16-operand matmul ceiling. The other sections are float32.
   """
   sections: Sequence[str] = SECTIONS
   shapes: Sequence[str] = ('small', 'base')
@@ -61,6 +64,7 @@ class Options:
   pipeline_batches: int = 300
   matmul_size: int = 2048
   matmul_repeats: int = 10
+  precisions: Sequence[str] = ('float32',)
 
 
 def torch_available() -> bool:
@@ -85,24 +89,31 @@ def device_info() -> Dict[str, Any]:
   return info
 
 
-def torch_transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int) -> table.Row:
-  """The nn.Transformer reference at `shape` (eager float32), or a 'torch not installed' row."""
-  name = f'torch {shape.name}'
+def torch_transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int,
+                          precision: str = 'float32') -> table.Row:
+  """The nn.Transformer reference at `shape` (eager; float32 or bfloat16 autocast).
+
+  Returns:
+    Row 'torch <shape>' ('torch <shape> bf16'), or a 'torch not installed' row.
+  """
+  name = f'torch {shape.name}' + shapes.precision_suffix(precision)
   if not torch_available():
-    return table.Row(name=name, note='torch not installed (pip install .[bench])')
+    return table.Row(name=name, precision=precision,
+                     note='torch not installed (pip install .[bench])')
   from lmjax.bench import torch_ref  # pylint: disable=g-import-not-at-top  (optional extra)
   threads = torch_ref.setup_threads()
   config = shapes.transformer_config(shape)
   v = shape.vocab_size
   model = torch_ref.Seq2SeqTransformer(config.model, v)
   times, loss = torch_ref.time_train(model, shapes.transformer_batch(shape), config, steps,
-                                     warmup)
+                                     warmup, precision)
   median = statistics.median(times)
   gflop = flops.transformer_train_flops(config.model, v, shape.batch_size, shape.source_length,
                                         shape.target_length) / 1e9
+  autocast = '; autocast bfloat16' if precision == 'bfloat16' else ''
   return table.Row(name=name, tokens_per_s=shape.batch_size * shape.target_length / median,
                    step_ms=1e3 * median, gflop=gflop, peak_rss_mb=timing.peak_rss_mb(),
-                   note=f'loss {loss:.2f}; eager, {threads} threads')
+                   precision=precision, note=f'loss {loss:.2f}; eager, {threads} threads{autocast}')
 
 
 def check_options(options: Options) -> None:
@@ -119,6 +130,10 @@ def check_options(options: Options) -> None:
                               options.overrides)
   shapes.lookup(shapes.DECODE_SHAPES, options.decode_shape, '--decode_shape')
   shapes.lookup(shapes.LSTM_SHAPES, options.lstm_shape, '--lstm_shape')
+  bad = sorted(set(options.precisions) - set(timing.PRECISIONS))
+  if bad or not options.precisions:
+    raise ValueError(f'--precisions: got {list(options.precisions)}; valid: '
+                     f'{", ".join(timing.PRECISIONS)} (one or both)')
   if options.steps < 1 or options.warmup < 0:
     raise ValueError(f'--steps must be >= 1 and --warmup >= 0, got {options.steps}, '
                      f'{options.warmup}')
@@ -139,9 +154,11 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
   config = default.get_config(options.pipeline_config)
   runtime.setup(config)  # the process set-up of experiments/train.py
   sections = set(options.sections)
-  ceiling = lambda: timing.matmul_ceiling(options.matmul_size, options.matmul_repeats)
-  first = ceiling()
-  report = table.Report(device_info(), first)
+  precisions = [p for p in timing.PRECISIONS if p in options.precisions]
+  ceiling = lambda p: timing.matmul_ceiling(options.matmul_size, options.matmul_repeats, p)
+  first = {p: ceiling(p) for p in set(precisions) | {'float32'}}
+  report = table.Report(device_info(), first['float32'],
+                        bf16_ceiling_gflops=first.get('bfloat16'))
 
   def add(row: table.Row) -> table.Row:
     rate = f'{row.tokens_per_s:.0f} tok/s, ' if row.tokens_per_s else ''
@@ -152,13 +169,14 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
   steps, warmup = options.steps, options.warmup
   for name in options.shapes:
     shape = shapes.TRANSFORMER_SHAPES[name]
-    ours = theirs = None
-    if 'train' in sections:
-      ours = add(jax_train.transformer_row(shape, steps, warmup, options.overrides))
-    if 'torch' in sections:
-      theirs = add(torch_transformer_row(shape, steps, warmup))
-    if ours is not None and theirs is not None and theirs.tokens_per_s:
-      ours.vs_torch = ours.tokens_per_s / theirs.tokens_per_s
+    for precision in precisions:
+      ours = theirs = None
+      if 'train' in sections:
+        ours = add(jax_train.transformer_row(shape, steps, warmup, options.overrides, precision))
+      if 'torch' in sections:
+        theirs = add(torch_transformer_row(shape, steps, warmup, precision))
+      if ours is not None and theirs is not None and theirs.tokens_per_s:
+        ours.vs_torch = ours.tokens_per_s / theirs.tokens_per_s
   if 'lstm' in sections:
     for row in lstm.rows(shapes.LSTM_SHAPES[options.lstm_shape], steps, warmup, torch_available()):
       add(row)
@@ -171,9 +189,12 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
     for row in pipeline.rows(config, steps, warmup, options.pipeline_batches):
       add(row)
   # Measured again at the end, the better of the two: a busy moment lowers one of them.
-  last = ceiling()
-  report.set_ceiling(max(first, last))
-  report.info['ceiling'] = (f'f32 {options.matmul_size}x{options.matmul_size} jnp.dot (jit), '
-                           f'median of {options.matmul_repeats}; best of start {first:.1f} '
-                           f'and end {last:.1f} GFLOP/s')
+  for precision, start in first.items():
+    last = ceiling(precision)
+    report.set_ceiling(max(start, last), precision)
+    label = 'f32' if precision == 'float32' else 'bf16 operands, f32 result,'
+    key = 'ceiling' if precision == 'float32' else 'bf16 ceiling'
+    report.info[key] = (f'{label} {options.matmul_size}x{options.matmul_size} jnp.dot (jit), '
+                        f'median of {options.matmul_repeats}; best of start {start:.1f} '
+                        f'and end {last:.1f} GFLOP/s')
   return report

@@ -19,6 +19,8 @@ class Row:
     peak_rss_mb: peak host memory of the process after this measurement, MB.
     vs_torch: lmjax tokens/s ÷ PyTorch tokens/s of the same shape.
     note: anything else (pipeline ratios, why a row is empty).
+    precision: matmul operand dtype of the measurement ('float32' or 'bfloat16'); its
+      MFU is taken against the ceiling of the same precision.
     mfu_ceiling: GFLOP/s of the matmul ceiling, set by `Report.add`.
   """
   name: str
@@ -30,6 +32,7 @@ class Row:
   peak_rss_mb: Optional[float] = None
   vs_torch: Optional[float] = None
   note: str = ''
+  precision: str = 'float32'
   mfu_ceiling: Optional[float] = None
 
   @property
@@ -55,36 +58,46 @@ class Row:
 
 @dataclasses.dataclass
 class Report:
-  """A benchmark run: device information, the matmul ceiling and the rows.
+  """A benchmark run: device information, the matmul ceilings and the rows.
 
   Attributes:
     info: device / library facts printed above the table.
-    ceiling_gflops: matmul ceiling GFLOP/s (the MFU denominator).
+    ceiling_gflops: float32 matmul ceiling GFLOP/s (the MFU denominator of float32 rows).
     rows: measurements in run order.
+    bf16_ceiling_gflops: bfloat16-operand matmul ceiling (of bfloat16 rows), if measured.
   """
   info: Dict[str, Any]
   ceiling_gflops: float
   rows: List[Row] = dataclasses.field(default_factory=list)
+  bf16_ceiling_gflops: Optional[float] = None
+
+  def ceiling(self, precision: str) -> Optional[float]:
+    """The ceiling of `precision` ('float32' or 'bfloat16'; None if not measured)."""
+    return self.bf16_ceiling_gflops if precision == 'bfloat16' else self.ceiling_gflops
 
   def add(self, row: Row) -> Row:
     """Appends `row` (its MFU is taken against this report's ceiling). Returns it."""
-    row.mfu_ceiling = self.ceiling_gflops
+    row.mfu_ceiling = self.ceiling(row.precision)
     self.rows.append(row)
     return row
 
-  def set_ceiling(self, gflops: float) -> None:
-    """Sets the MFU denominator of the report and of every row."""
-    self.ceiling_gflops = gflops
+  def set_ceiling(self, gflops: float, precision: str = 'float32') -> None:
+    """Sets the MFU denominator of `precision` for the report and its rows."""
+    if precision == 'bfloat16':
+      self.bf16_ceiling_gflops = gflops
+    else:
+      self.ceiling_gflops = gflops
     for row in self.rows:
-      row.mfu_ceiling = gflops
+      row.mfu_ceiling = self.ceiling(row.precision)
 
   def find(self, name: str) -> Optional[Row]:
     """The first row called `name`, or None."""
     return next((r for r in self.rows if r.name == name), None)
 
   def as_dict(self) -> Dict[str, Any]:
-    """{'info', 'ceiling_gflops', 'rows': [Row.as_dict()]} (the JSON written by --json)."""
+    """{'info', 'ceiling_gflops', 'bf16_ceiling_gflops', 'rows': [Row.as_dict()]} (--json)."""
     return {'info': self.info, 'ceiling_gflops': self.ceiling_gflops,
+            'bf16_ceiling_gflops': self.bf16_ceiling_gflops,
             'rows': [r.as_dict() for r in self.rows]}
 
 
@@ -109,8 +122,10 @@ LEGEND = [
     'tok/s: target tokens (train) or output tokens (decode) per second at the median step time.',
     'GFLOP/step: analytic matmul FLOPs, train = 3 x forward (lmjax/bench/flops.py); XLA GFLOP:',
     '  the compiled step\'s cost analysis (every op; a loop body - scan, while - counted once).',
-    'MFU: GFLOP/s / matmul ceiling. peak RSS: the process peak so far (ru_maxrss, monotone).',
-    'vs torch: lmjax tok/s / PyTorch tok/s, same shape (PyTorch eager, same CPU threads).',
+    'MFU: GFLOP/s / matmul ceiling of the row\'s precision (bf16 rows: the bf16 ceiling).',
+    'peak RSS: the process peak so far (ru_maxrss, monotone).',
+    'vs torch: lmjax tok/s / PyTorch tok/s, same shape and precision (PyTorch eager, same',
+    '  CPU threads; bf16 rows: torch.autocast bfloat16).',
 ]
 
 
@@ -126,6 +141,9 @@ def format_report(report: Report) -> str:
   """
   lines = [f'{k}: {v}' for k, v in report.info.items()]
   lines.append(f'matmul ceiling: {report.ceiling_gflops:.1f} GFLOP/s')
+  if report.bf16_ceiling_gflops:
+    lines.append(f'bf16 matmul ceiling: {report.bf16_ceiling_gflops:.1f} GFLOP/s '
+                 '(bfloat16 operands, float32 result; MFU of the bf16 rows)')
   header = ['name'] + [c[0] for c in COLUMNS] + ['note']
   body = []
   for r in report.rows:

@@ -1,6 +1,7 @@
 """Timing helpers: ahead-of-time compile timing, median call time, matmul ceiling, peak RSS."""
 
 import dataclasses
+import functools
 import resource
 import statistics
 import sys
@@ -9,6 +10,9 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+
+# Matmul precisions of the benchmark rows and ceilings (operand dtype; results are float32).
+PRECISIONS = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass
@@ -64,22 +68,26 @@ def time_calls(call: Callable[[], Any], steps: int, warmup: int) -> List[float]:
   return times
 
 
-def matmul_ceiling(size: int = 2048, repeats: int = 10) -> float:
-  """GFLOP/s of a jitted float32 size×size `jnp.dot` (median of `repeats` calls).
+def matmul_ceiling(size: int = 2048, repeats: int = 10, precision: str = 'float32') -> float:
+  """GFLOP/s of a jitted size×size `jnp.dot` (median of `repeats` calls).
 
   The MFU denominator: what this machine's XLA reaches on one large matmul, 2·n³ FLOPs.
 
   Args:
     size: matrix side n.
     repeats: timed calls (after one warm-up call).
+    precision: 'float32', or 'bfloat16' for bfloat16 operands with a float32 result
+      (the matmuls of `model.matmul_dtype='bfloat16'`).
 
   Returns:
     GFLOP/s.
   """
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision {precision!r}: expected one of {", ".join(PRECISIONS)}')
   keys = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(keys[0], (size, size), jnp.float32)  # (n, n)
-  b = jax.random.normal(keys[1], (size, size), jnp.float32)  # (n, n)
-  dot = jax.jit(jnp.dot)
+  a = jax.random.normal(keys[0], (size, size), jnp.float32).astype(precision)  # (n, n)
+  b = jax.random.normal(keys[1], (size, size), jnp.float32).astype(precision)  # (n, n)
+  dot = jax.jit(functools.partial(jnp.dot, preferred_element_type=jnp.float32))
   times = time_calls(lambda: dot(a, b), repeats, warmup=1)
   return 2 * size ** 3 / statistics.median(times) / 1e9
 

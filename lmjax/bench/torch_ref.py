@@ -115,7 +115,7 @@ def make_optimizer(params, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
 
 
 def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: int,
-               warmup: int) -> Tuple[List[float], float]:
+               warmup: int, precision: str = 'float32') -> Tuple[List[float], float]:
   """Times eager train steps (forward, label-smoothed CE, backward, clip, update).
 
   Args:
@@ -124,6 +124,9 @@ def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: in
     config: experiment config (optimizer, train.label_smoothing).
     steps: timed steps.
     warmup: untimed steps first.
+    precision: 'float32', or 'bfloat16' for the forward pass under
+      `torch.autocast('cpu', torch.bfloat16)` (PyTorch's mixed precision: bf16 matmuls,
+      float32 params, optimizer and loss).
 
   Returns:
     (seconds of each timed step, loss of the last step).
@@ -136,13 +139,18 @@ def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: in
   targets = tensors['targets']
   clip = config.optimizer.grad_clip_norm
 
+  if precision not in ('float32', 'bfloat16'):
+    raise ValueError(f"precision {precision!r}: expected 'float32' or 'bfloat16'")
+  autocast = precision == 'bfloat16'
+
   def step():
     opt.zero_grad(set_to_none=True)
-    if 'inputs' in tensors:
-      logits = model(tensors['inputs'], targets)
-    else:
-      logits = model(targets)  # (B, T, V)
-    loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+      if 'inputs' in tensors:
+        logits = model(tensors['inputs'], targets)
+      else:
+        logits = model(targets)  # (B, T, V)
+      loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))  # f32 under autocast
     loss.backward()
     if clip > 0:
       nn.utils.clip_grad_norm_(model.parameters(), clip)
