@@ -24,10 +24,10 @@ TINY_LSTM = shapes.LSTM_SHAPES['tiny']
 
 @pytest.fixture(scope='module')
 def report():
-  """One run of every section at tiny shapes, 2 timed steps (torch rows need torch)."""
+  """One run of every section at tiny shapes, 2 timed steps, f32 and bf16 train/torch rows."""
   options = suite.Options(shapes=['tiny'], steps=2, warmup=1, decode_shape='tiny',
                           lstm_shape='tiny', pipeline_config='runlocal', pipeline_batches=5,
-                          matmul_size=128, matmul_repeats=2)
+                          matmul_size=128, matmul_repeats=2, precisions=['bfloat16', 'float32'])
   return suite.run(options, log=lambda _: None)
 
 
@@ -84,10 +84,7 @@ def test_table_and_json(report, tmp_path):
   assert 'mfu_pct' in data['rows'][0]
 
 
-def test_bf16_rows_use_their_own_ceiling_and_torch_autocast():
-  options = suite.Options(sections=['train', 'torch'], shapes=['tiny'], steps=2, warmup=1,
-                          matmul_size=128, matmul_repeats=2, precisions=['bfloat16', 'float32'])
-  report = suite.run(options, log=lambda _: None)
+def test_bf16_rows_use_their_own_ceiling_and_torch_autocast(report):
   assert report.bf16_ceiling_gflops > 0 and report.ceiling_gflops > 0
   assert 'bf16 matmul ceiling' in table.format_report(report)
   f32, bf16 = report.find('lmjax tiny'), report.find('lmjax tiny bf16')
