@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.models import norms
+
 Dtype = Any
 PAD_ID = 0
 EOS_ID = 1
@@ -368,7 +370,8 @@ class Mlp(nn.Module):
 
 
 def layer_norm(name=None, dtype=jnp.float32, use_bias=True):
-  """LayerNorm with logically named scale and (unless `use_bias` is False) bias."""
-  return nn.LayerNorm(dtype=dtype, name=name, use_bias=use_bias,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
+  """LayerNorm with logically named scale and (unless `use_bias` is False) bias.
+
+  `norms.LayerNorm`: the params of `nn.LayerNorm`, a fused hand-written backward.
+  """
+  return norms.LayerNorm(dtype=dtype, name=name, use_bias=use_bias)
