@@ -156,7 +156,7 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
   sections = set(options.sections)
   precisions = [p for p in timing.PRECISIONS if p in options.precisions]
   ceiling = lambda p: timing.matmul_ceiling(options.matmul_size, options.matmul_repeats, p)
-  first = {p: ceiling(p) for p in set(precisions) | {'float32'}}
+  first = {p: ceiling(p) for p in timing.PRECISIONS if p in precisions or p == 'float32'}
   report = table.Report(device_info(), first['float32'],
                         bf16_ceiling_gflops=first.get('bfloat16'))
 
