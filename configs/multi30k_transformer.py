@@ -46,9 +46,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 1000
   c.train.batch_size = 64  # packed rows (~250 sentence pairs)
-  # ~65 epochs of ~92 packed steps; 2 h on a 2-core CPU. The last 10 checkpoints (steps
-  # 4200-6000, low learning rate) are averaged for the test number, as Wu et al. do.
-  c.train.num_train_steps = 6000
+  # ~130 epochs of ~92 packed steps, ~2.6 h alone on a 2-core CPU (6,000 steps gave test
+  # BLEU 37.98 with validation BLEU still rising). The last 10 checkpoints (steps
+  # 10,200-12,000, low learning rate) are averaged for the test number, as Wu et al. do.
+  c.train.num_train_steps = 12000
   c.train.eval_every = 1000
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 10
