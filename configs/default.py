@@ -119,6 +119,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.grad_accum_steps = 1
   # Label-smoothing epsilon.
   c.train.label_smoothing = 0.1
+  # Exponential moving average of the parameters (0 = off; e.g. 0.999): evaluation, the
+  # best checkpoint, evaluate.py and decode.py then use the average (Polyak averaging).
+  c.train.ema_decay = 0.0
   # Steps between train-metric logs.
   c.train.log_every = 100
   # Steps between evaluations.

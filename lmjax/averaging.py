@@ -60,8 +60,9 @@ def read_checkpoint(workdir: str, slot: str, step: int,
     params_only: read only the parameters (not the optimizer state).
 
   Returns:
-    (state, meta): state is {'params': …} or the whole TrainState as a dict
-    {'step', 'params', 'opt_state', 'rng'}; meta is the checkpoint's JSON item.
+    (state, meta): state is {'params': …} (+ 'ema_params' when the run kept a moving
+    average) or the whole TrainState as a dict {'step', 'params', 'opt_state', 'rng',
+    …}; meta is the checkpoint's JSON item.
 
   Raises:
     CheckpointError: the checkpoint does not exist or cannot be read.
@@ -75,7 +76,7 @@ def read_checkpoint(workdir: str, slot: str, step: int,
   try:
     tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path) / 'state').tree
     if params_only:
-      tree = {'params': tree['params']}
+      tree = {k: tree[k] for k in ('params', 'ema_params') if tree.get(k) is not None}
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args,
@@ -149,9 +150,22 @@ def select_steps(available: Sequence[int], last: int = 0,
   return available[-last:]
 
 
+def model_params(state: Dict[str, Any]) -> Any:
+  """The parameters a checkpoint is evaluated with: its moving average when it has one.
+
+  Args:
+    state: a checkpoint's state as read by `read_checkpoint`.
+
+  Returns:
+    state['ema_params'] (config.train.ema_decay > 0) or else state['params'].
+  """
+  ema = state.get('ema_params')
+  return state['params'] if ema is None else ema
+
+
 def average_params(workdir: str, steps: Sequence[int], slot: str = 'last') -> Any:
-  """Mean of the parameters of `steps` of one slot, as numpy arrays."""
-  trees = [read_checkpoint(workdir, slot, s)[0]['params'] for s in steps]
+  """Mean of the evaluated parameters (`model_params`) of `steps` of one slot, as numpy."""
+  trees = [model_params(read_checkpoint(workdir, slot, s)[0]) for s in steps]
   try:
     return average_trees(trees)
   except ValueError as e:
@@ -164,8 +178,10 @@ def write_averaged(workdir: str, *, last: int = 0, steps: Optional[Sequence[int]
   """Averages checkpoints and saves the result to WORKDIR/checkpoints/averaged/<output_step>.
 
   The new checkpoint has the usual items: 'state' is the newest source TrainState
-  (step, optimizer state, RNG) with the averaged parameters, and 'meta' is its JSON
-  plus {'averaged_from': {'slot', 'steps'}}. Nothing existing is overwritten.
+  (step, optimizer state, RNG) with the averaged parameters (of the moving averages,
+  for a run that kept them: those replace 'params' and 'ema_params' is dropped), and
+  'meta' is its JSON plus {'averaged_from': {'slot', 'steps'}}. Nothing existing is
+  overwritten.
 
   Args:
     workdir: run directory.
@@ -189,6 +205,7 @@ def write_averaged(workdir: str, *, last: int = 0, steps: Optional[Sequence[int]
                           '--output_step or move that directory away')
   state, meta = read_checkpoint(workdir, slot, chosen[-1], params_only=False)
   state['params'] = average_params(workdir, chosen, slot)
+  state.pop('ema_params', None)
   meta['averaged_from'] = {'slot': slot, 'steps': chosen}
   manager = _manager(out_dir, create=True)
   try:

@@ -142,6 +142,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
        lambda k: _positive_int(k) and _positive_int(t.batch_size) and t.batch_size % k == 0,
        f'a positive divisor of train.batch_size={t.batch_size}')
   need('train.label_smoothing', _unit_interval, 'a value in [0, 1)')
+  need('train.ema_decay', _unit_interval, 'a value in [0, 1) (0 = no moving average)')
   need('train.best_mode', lambda x: x in ('min', 'max'), "'min' or 'max'")
   need('train.early_stopping_patience', _nonneg_int, '>= 0 (0 = off)')
   need('train.nonfinite', lambda x: x in ('skip', 'stop'), "'skip' or 'stop'")

@@ -134,7 +134,7 @@ class Run:
     return -(-n // self.rows_multiple) * self.rows_multiple
 
   def restore(self, checkpoint: str = 'latest', average_last: int = 0) -> Tuple[Any, CheckpointInfo]:
-    """Loads parameters onto the mesh.
+    """Loads parameters onto the mesh (the moving average, for a run that kept one).
 
     Args:
       checkpoint: 'latest', 'best', 'averaged' or a step number.
@@ -154,7 +154,7 @@ class Run:
     else:
       slot, step = resolve_checkpoint(self.workdir, checkpoint)
       state, meta = averaging.read_checkpoint(self.workdir, slot, step)
-      host = state['params']
+      host = averaging.model_params(state)
       info = CheckpointInfo(slot, step, tuple(meta.get('averaged_from', {}).get('steps', ())))
     _check_matches(host, self.abstract_params,
                    os.path.join(averaging.slot_dir(self.workdir, info.slot), str(info.step)))

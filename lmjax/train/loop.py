@@ -124,7 +124,8 @@ class Trainer:
     self.tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
     dummy = pipeline.pad_batch(self.task.train_examples[:1], self.task.lengths, config.train.batch_size)
     self.state, self.shardings = state_lib.create_sharded_state(
-        self.model, self.tx, dummy, config.seed, self.mesh, self.rules)
+        self.model, self.tx, dummy, config.seed, self.mesh, self.rules,
+        ema=config.train.get('ema_decay', 0.0) > 0)
     self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
     if self.stateful:  # the LSTM state carried between batches is part of the TrainState
       self.state, self.shardings = stateful.add_carry(self.state, self.shardings, self.model,
@@ -136,7 +137,8 @@ class Trainer:
       step_fn = functools.partial(step_lib.train_step, grad_accum_steps=config.train.grad_accum_steps)
     self.train_step = jax.jit(
         functools.partial(step_fn, model=self.model, tx=self.tx,
-                          label_smoothing=config.train.label_smoothing),
+                          label_smoothing=config.train.label_smoothing,
+                          ema_decay=config.train.get('ema_decay', 0.0)),
         in_shardings=(self.shardings, self.batch_sharding), out_shardings=(self.shardings, rep),
         donate_argnums=0)
     self.evaluator = evaluation.Evaluator(self.task, self.model, config, self.mesh,
@@ -278,7 +280,7 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
         bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
         sums, tokens, t_log = None, 0, time.time()
       if at_eval:
-        eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
+        eval_metrics = trainer.evaluator.evaluate(trainer.state.eval_params)
         writer.write(step, 'eval', eval_metrics)
         value = eval_metrics[cfg.best_metric]
         if trainer.improved(value):
@@ -312,8 +314,8 @@ def _finish(trainer: Trainer, writer: reporting.MetricWriter, step: int,
   """Final eval and samples, waits for the checkpoints, writes summary.json and the plot."""
   config, workdir, cfg = trainer.config, trainer.workdir, trainer.config.train
   if not eval_metrics and not preempted:  # a preempted job has seconds left: only save
-    eval_metrics = trainer.evaluator.evaluate(trainer.state.params)
-  samples = [] if preempted else trainer.evaluator.samples(trainer.state.params,
+    eval_metrics = trainer.evaluator.evaluate(trainer.state.eval_params)
+  samples = [] if preempted else trainer.evaluator.samples(trainer.state.eval_params,
                                                             config.eval.num_samples)
   writer.write_text(step, 'samples', '\n\n'.join(samples))
   trainer.checkpointer.close()

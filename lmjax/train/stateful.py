@@ -59,7 +59,7 @@ def add_carry(state: TrainState, shardings: TrainState, model, batch_size: int,
   # and the donated train step cannot take one buffer as two arguments.
   carry = jax.tree.map(lambda z, s: jax.device_put(np.zeros(z.shape, z.dtype), s),
                        zero, carry_shardings)
-  fields = {k: getattr(state, k) for k in ('step', 'params', 'opt_state', 'rng')}
+  fields = {k: getattr(state, k) for k in ('step', 'params', 'opt_state', 'rng', 'ema_params')}
   shard_fields = {k: getattr(shardings, k) for k in fields}
   return (StatefulTrainState(**fields, carry=carry),
           StatefulTrainState(**shard_fields, carry=carry_shardings))

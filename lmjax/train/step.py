@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from lmjax.train import losses
+from lmjax.train import state as state_lib
 from lmjax.train.state import TrainState
 
 Metrics = Dict[str, jnp.ndarray]
@@ -124,8 +125,13 @@ def compute_metrics(model, params, batch, *, train: bool, rngs=None,
   return sums if carry is None else (sums, new_carry)
 
 
-def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Metrics, jnp.ndarray]:
+def _update(state: TrainState, grads, sums: Metrics, tx,
+            ema_decay: float = 0.0) -> Tuple[TrainState, Metrics, jnp.ndarray]:
   """Applies the optimizer update only when the loss and the gradient norm are finite.
+
+  With `state.ema_params` the moving average takes in each applied update's params
+  (decay `state_lib.ema_decay_at(ema_decay, state.step)`); a skipped step leaves it
+  as it is.
 
   A non-finite step keeps the params and optimizer state (so the learning-rate schedule
   does not advance either), zeroes its metric sums and reports `skipped` = 1; the step
@@ -136,19 +142,28 @@ def _update(state: TrainState, grads, sums: Metrics, tx) -> Tuple[TrainState, Me
   grad_norm = optax.global_norm(grads)
   ok = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
 
+  keep_ema = state.ema_params is not None
+
   def apply(_):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return optax.apply_updates(state.params, updates), opt_state
+    params = optax.apply_updates(state.params, updates)
+    ema = None
+    if keep_ema:
+      ema = state_lib.update_ema(state.ema_params, params,
+                                 state_lib.ema_decay_at(ema_decay, state.step))
+    return params, opt_state, ema
 
-  params, opt_state = jax.lax.cond(ok, apply, lambda _: (state.params, state.opt_state), None)
+  params, opt_state, ema = jax.lax.cond(
+      ok, apply, lambda _: (state.params, state.opt_state, state.ema_params), None)
   sums = {k: jnp.where(ok, v, jnp.zeros_like(v)) for k, v in sums.items()}
   sums['grad_norm'] = grad_norm
   sums['skipped'] = jnp.logical_not(ok).astype(jnp.float32)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums, ok
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       ema_params=ema), sums, ok
 
 
 def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
-               grad_accum_steps: int = 1) -> Tuple[TrainState, Metrics]:
+               grad_accum_steps: int = 1, ema_decay: float = 0.0) -> Tuple[TrainState, Metrics]:
   """One optimizer update on the global batch.
 
   The loss is the mean over the whole (global) batch's non-padding labels (or
@@ -163,6 +178,7 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
     label_smoothing: epsilon (static).
     grad_accum_steps: split the batch into this many micro-batches, run them one
       after the other and sum their gradients (static; 1 = off). Saves activation memory.
+    ema_decay: decay of `state.ema_params` when the state keeps them (static).
 
   Returns:
     (new state, metric sums incl. 'grad_norm' and 'skipped'). A step whose loss or
@@ -193,7 +209,7 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
 
     (grad_sum, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums['loss_weight'], 1.0), grad_sum)
-  state, sums, _ = _update(state, grads, sums, tx)
+  state, sums, _ = _update(state, grads, sums, tx, ema_decay)
   return state, sums
 
 
@@ -205,7 +221,8 @@ def reset_carry(carry, zero, reset: jnp.ndarray):
   return jax.tree.map(pick, zero, carry)
 
 
-def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
+def stateful_train_step(state, batch, *, model, tx, label_smoothing: float,
+                        ema_decay: float = 0.0):
   """`train_step` for truncated BPTT: the LSTM state `state.carry` flows between batches.
 
   Rows with batch['reset'] > 0 (the first window of an epoch) start from zeros; the
@@ -218,6 +235,7 @@ def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
     model: an LSTM language model (static).
     tx: optimizer (static).
     label_smoothing: epsilon (static).
+    ema_decay: decay of `state.ema_params` when the state keeps them (static).
 
   Returns:
     (new state with the carry after this batch, metric sums incl. 'grad_norm' and 'skipped').
@@ -232,7 +250,7 @@ def stateful_train_step(state, batch, *, model, tx, label_smoothing: float):
     return sums['loss'] / jnp.maximum(sums['loss_weight'], 1.0), (sums, new_carry)
 
   grads, (sums, new_carry) = jax.grad(loss_fn, has_aux=True)(state.params)
-  state, sums, ok = _update(state, grads, sums, tx)
+  state, sums, ok = _update(state, grads, sums, tx, ema_decay)
   new_carry = jax.tree.map(lambda c, z: jnp.where(ok, c, z), new_carry, zero)
   return state.replace(carry=new_carry), sums
 
