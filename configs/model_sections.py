@@ -34,7 +34,7 @@ def lstm(**values) -> ml_collections.ConfigDict:
   m.tie_output = False
   # One embedding table for source and target (encdec).
   m.share_embeddings = True
-  # Sentence vector for head='classify': 'last', 'mean' or 'attention' pooling.
+  # Sentence vector for head='classify': 'last', 'mean', 'max' or 'attention' pooling.
   m.pooling = 'last'
   # Linear-chain CRF over the tags (encoder, head='tag').
   m.use_crf = False
@@ -80,7 +80,7 @@ def transformer_encoder(**values) -> ml_collections.ConfigDict:
   m.pre_ln = True
   # 'sinusoidal' or 'learned' positions.
   m.position = 'sinusoidal'
-  # Sentence vector for head='classify': 'last', 'mean' or 'attention' pooling.
+  # Sentence vector for head='classify': 'last', 'mean', 'max' or 'attention' pooling.
   m.pooling = 'mean'
   # Linear-chain CRF over the tags (head='tag').
   m.use_crf = False

@@ -111,10 +111,11 @@ def make_batch(seed, rows=8, length=6):
 
 
 @pytest.mark.parametrize('cfg', [lstm_config(pooling='last'), lstm_config(pooling='mean'),
+                                 lstm_config(pooling='max'),
                                  lstm_config(pooling='attention', bidirectional=False),
                                  transformer_config(pooling='last'),
                                  transformer_config(head='tag', use_crf=True)],
-                         ids=['lstm-last', 'lstm-mean', 'lstm-attention', 'transformer-last',
+                         ids=['lstm-last', 'lstm-mean', 'lstm-max', 'lstm-attention', 'transformer-last',
                               'transformer-tag'])
 def test_padding_does_not_change_outputs(cfg):
   model = make_model(cfg)
@@ -196,7 +197,7 @@ def test_build_model_builds_encoders(cfg):
 @pytest.mark.parametrize('overrides,field', [
     (dict(head='classify', use_crf=True), 'use_crf'),
     (dict(head='span'), 'head'),
-    (dict(pooling='max'), 'pooling'),
+    (dict(pooling='sum'), 'pooling'),
 ])
 def test_bad_head_config_names_the_field(overrides, field):
   batch = make_batch(0, rows=1)
@@ -205,3 +206,17 @@ def test_bad_head_config_names_the_field(overrides, field):
       init(make_model(cfg), batch)
   with pytest.raises(ValueError, match='num_classes'):
     init(build_model(lstm_config(), vocab_size=V), batch)
+
+
+def test_max_pooling_matches_numpy():
+  """'max' pools each feature over the real positions only; an all-padding row gives zeros."""
+  head = heads.Head('classify', 'max', C, 0.0)
+  rng = np.random.default_rng(3)
+  feats = rng.normal(size=(3, 5, 4)).astype(np.float32) - 5.0  # all negative: padding must not win
+  mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+  variables = head.init(jax.random.key(0), feats, mask, feats[:, 0], deterministic=True)
+  got = head.apply(variables, feats, mask, feats[:, 0], deterministic=True)
+  k = variables['params']['class_logits']
+  kernel, bias = np.asarray(nn.meta.unbox(k['kernel'])), np.asarray(nn.meta.unbox(k['bias']))
+  pooled = np.stack([feats[0, :2].max(0), feats[1].max(0), np.zeros(4, np.float32)])
+  np.testing.assert_allclose(got, pooled @ kernel + bias, rtol=1e-5, atol=1e-5)

@@ -18,7 +18,7 @@ from lmjax.models import layers
 from lmjax.models import lstm
 from lmjax.models import transformer
 
-POOLINGS = ('last', 'mean', 'attention')
+POOLINGS = ('last', 'mean', 'max', 'attention')
 HEADS = ('classify', 'tag')
 UNK_ID = 2  # the tokenizers' <unk> id (CONTRACT.md)
 NUM_BYTE_IDS = 257  # batch['chars']: UTF-8 byte + 1, 0 = padding
@@ -38,7 +38,7 @@ class TransformerEncoderConfig:
     attention_dropout_rate: attention-weight dropout.
     pre_ln: pre-LayerNorm (True) or post-LayerNorm (False).
     position: 'sinusoidal' or 'learned'.
-    pooling: 'last', 'mean' or 'attention' (head='classify').
+    pooling: 'last', 'mean', 'max' or 'attention' (head='classify').
     use_crf: linear-chain CRF on the tag emissions (head='tag').
     head: 'classify' or 'tag'.
     vocab_size: input vocabulary size; set by the trainer.
@@ -135,7 +135,8 @@ class Head(nn.Module):
 
   Attributes:
     head: 'classify' or 'tag'.
-    pooling: 'last', 'mean' or 'attention' (classify only).
+    pooling: 'last', 'mean', 'max' (per feature over real positions; Conneau et al.,
+      2017) or 'attention' (classify only).
     num_classes: output classes C.
     dropout_rate: dropout on the features.
     dtype: computation dtype.
@@ -168,6 +169,10 @@ class Head(nn.Module):
       pooled = last
     elif self.pooling == 'mean':
       pooled = jnp.sum(features * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)  # (B, D)
+    elif self.pooling == 'max':
+      lowest = jnp.finfo(features.dtype).min
+      pooled = jnp.max(jnp.where(mask[..., None], features, lowest), 1)  # (B, D)
+      pooled = jnp.where(jnp.any(mask, 1, keepdims=True), pooled, 0.0)  # an empty row: zeros
     else:  # additive self-attention pooling (Yang et al., 2016)
       d = features.shape[-1]
       u = jnp.tanh(layers.dense(d, ('hidden_in', 'hidden'), self.dtype, name='pool_hidden')(features))
