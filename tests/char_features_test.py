@@ -97,9 +97,9 @@ def test_char_features_need_the_chars_field_and_the_encoder_kind():
     model.init({'params': jax.random.key(0)}, batch, train=False)
   batch['chars'] = jnp.ones((2, 3, 6), jnp.int32)
   model.init({'params': jax.random.key(0)}, batch, train=False)
-  with pytest.raises(ValueError, match="config.model.char_dim.*head='tag'"):
-    encoder(char_dim=4, head='classify', use_crf=False).init(
-        {'params': jax.random.key(0)}, batch, train=False)
+  logits = encoder(char_dim=4, head='classify', use_crf=False).init_with_output(
+      {'params': jax.random.key(0)}, batch, train=False)[0]
+  assert logits.shape == (2, 4)  # classifiers read characters too
   lm = build_model(dict(family='lstm', kind='decoder', emb_dim=6, hidden_dim=8, num_layers=1,
                         num_decoder_layers=1, dropout_rate=0.0, bidirectional=False,
                         attention='none', input_feeding=False, tie_output=False,
@@ -217,3 +217,61 @@ def test_config_validation_names_word_chars_when_the_model_reads_bytes():
   config.model.word_dropout = 1.5
   with pytest.raises(configlib.ConfigError, match=r'config.model.word_dropout=1.5'):
     configlib.validate(config)
+
+
+def z_sentences(rng, n):
+  """(label, sentence): 3-6 random words without 'z'; label 1 sentences hold one word with a 'z'."""
+  letters = list('abcdefghijklmnopqrstuvwxy')
+  out = []
+  for i in range(n):
+    words = [''.join(rng.choice(letters, rng.integers(3, 7))) for _ in range(rng.integers(3, 7))]
+    label = i % 2
+    if label:
+      w = list(words[0])
+      w[int(rng.integers(len(w)))] = 'z'
+      words[int(rng.integers(len(words)))] = ''.join(w)
+    out.append((label, ' '.join(words)))
+  return out
+
+
+def test_char_cnn_classifies_sentences_by_spelling_alone(tmp_path):
+  """SST-2's format and config with every word <unk>: only the characters tell the labels."""
+  rng = np.random.default_rng(1)
+  root = tmp_path / 'data'
+  (root / 'sst2' / 'glue').mkdir(parents=True)
+  (root / 'sst2' / 'stsa_binary').mkdir(parents=True)
+  with open(root / 'sst2/glue/train.tsv', 'w') as f:
+    f.write('sentence\tlabel\n' + ''.join(f'{t}\t{y}\n' for y, t in z_sentences(rng, 400)))
+  for split in ('dev', 'test'):
+    with open(root / f'sst2/stsa_binary/stsa.binary.{split}', 'w') as f:
+      f.write(''.join(f'{y} {t}\n' for y, t in z_sentences(rng, 64)))
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/sst2_bilstm.py') + f':{root},runlocal')
+  config.task.word_chars = 12
+  config.model.char_dim, config.model.char_filters = 8, 16
+  config.model.pooling = 'max'
+  config.task.tokenizer.min_count = 10_000  # every word is <unk>
+  config.model.dropout_rate = 0.0
+  config.optimizer.learning_rate = 2e-2
+  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 150
+  config.train.async_checkpointing = False
+  config.eval.num_samples = 0
+  path = str(tmp_path / 'run')
+  task = tasks.build_task(config.task, path)
+  batch = next(iter(task.train_iterator(config.train.batch_size, 0, 0, 1)))
+  rows, length = batch['inputs'].shape
+  assert batch['chars'].shape == (rows, length, 12)
+  np.testing.assert_array_equal(batch['chars'][..., 0] > 0, batch['inputs'] > 0)
+  assert (batch['inputs'][batch['inputs'] > 0] == tokenizers.UNK_ID).all()
+  metrics = loop.train_and_evaluate(config, path)
+  assert metrics['accuracy'] > 95.0, metrics
+  # decode.py's path: a raw line gets the same features as the evaluated example.
+  ex = task.encode_input('abc zzz Defg')
+  np.testing.assert_array_equal(ex['chars'], tokenizers.word_bytes(['abc', 'zzz', 'Defg'], 12))
+
+
+def test_word_chars_need_the_word_tokenizer(tmp_path):
+  config = configlib.load_config_file(os.path.join(REPO, 'configs/sst2_bilstm.py') + f':{tmp_path},runlocal')
+  config.task.word_chars = 8
+  config.task.tokenizer.type = 'char'
+  with pytest.raises(ValueError, match="config.task.word_chars=8 needs config.task.tokenizer.type='word'"):
+    tasks.build_task(config.task, None)

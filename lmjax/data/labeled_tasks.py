@@ -41,24 +41,41 @@ def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
 
 
 def text_classify(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
-  """Sentence(-pair) classification from TSV, `label text` lines or TFDS."""
+  """Sentence(-pair) classification from TSV, `label text` lines or TFDS.
+
+  With config.task.word_chars = W > 0 (word tokenizer only), examples also hold
+  `chars` (S, W): the bytes of each whitespace-separated word, case kept, for a
+  character CNN (words the vocabulary never saw still have their spelling).
+  """
   tk = _tasks()  # its shared readers and tokenizer helpers
   src = cfg['source']
+  width = cfg.get('word_chars', 0)
+  if width and cfg['tokenizer']['type'] != 'word':
+    raise ValueError(f"config.task.word_chars={width} needs config.task.tokenizer.type='word' "
+                     f"(one id per whitespace-separated word), got {cfg['tokenizer']['type']!r}")
   train = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'train'), src['max_train_examples']))
   evals = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'eval'), src['max_eval_examples']))
   tok = tk._tokenizers(cfg, workdir, {'inputs': [tk._lower(cfg, t) for t, _ in train]},
                        cfg['tokenizer_seed'])['inputs']
   n = cfg['max_input_length']
+  lengths = dict(inputs=n, **({'chars': n} if width else {}))
 
   def encode_input(text):
-    return {'inputs': np.asarray(tok.encode(tk._lower(cfg, text)) or [tok_lib.UNK_ID], np.int32)}
+    ids = tok.encode(tk._lower(cfg, text))
+    if not ids:  # an empty text is one <unk> word
+      return {'inputs': np.asarray([tok_lib.UNK_ID], np.int32),
+              **({'chars': np.zeros((1, width), np.int32)} if width else {})}
+    ex = {'inputs': np.asarray(ids, np.int32)}
+    if width:
+      ex['chars'] = tok_lib.word_bytes(text.split(), width)  # (S, W), aligned with the ids
+    return ex
 
   def encode(rows, fit):
-    return tk._fit([dict(encode_input(t), label=np.int32(y)) for t, y in rows], {'inputs': n}, fit)
+    return tk._fit([dict(encode_input(t), label=np.int32(y)) for t, y in rows], lengths, fit)
 
   names = list(src['label_names'] or src['labels'])
   return tk.Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok},
-                 lengths={'inputs': n}, train_examples=encode(train, cfg['length_handling']),
+                 lengths=lengths, train_examples=encode(train, cfg['length_handling']),
                  eval_examples=encode(evals, 'truncate'), eval_sources=[t for t, _ in evals],
                  eval_references=[names[y] for _, y in evals], label_names=names,
                  batching=dict(cfg['batching']), encode_input=encode_input)

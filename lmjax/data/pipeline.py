@@ -372,7 +372,8 @@ class BucketIterator(_PlannedIterator):
                        f'processes ({process_count})')
     super().__init__(examples, seed, process_index, process_count)
     self.shapes = bucket_shapes(bucket_lengths, max_tokens, row_multiple)
-    self.seq_keys = [k for k in self.keys if np.ndim(examples[0][k]) == 1]
+    # Sequence features, incl. per-word ones such as `chars` (S, W): cut to the bucket length.
+    self.seq_keys = [k for k in self.keys if np.ndim(examples[0][k]) >= 1]
     self.caps = dict(lengths or {})
     longest = max(self.shapes)
     bounds = np.asarray(sorted(self.shapes))

@@ -238,8 +238,6 @@ class LSTMEncoderModel(EncoderModelBase):
     check_head_config(cfg)
     dt = cfg.jnp_dtype
     lstm.check(0.0 <= cfg.word_dropout < 1.0, 'word_dropout', f'must be in [0, 1), got {cfg.word_dropout}')
-    lstm.check(cfg.char_dim == 0 or cfg.head == 'tag', 'char_dim',
-               "character features need head='tag' (words are tokens only in tag tasks)")
     self.embed = lstm.embed(cfg.vocab_size, cfg.emb_dim, dt)
     if cfg.char_dim:
       self.chars = CharCNN(cfg.char_dim, cfg.char_filters, cfg.char_width, cfg.dropout_rate, dt)
