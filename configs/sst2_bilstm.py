@@ -37,6 +37,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.batching.mode = 'bucket'
   c.task.batching.bucket_lengths = [8, 16, 32, 64]
   c.task.batching.max_tokens = 1024
+  # Bytes of each word for a character CNN: 6.4 % of the test words (in 60 % of the
+  # sentences) never occur in the training phrases.
+  c.task.word_chars = 20
 
   c.model = model_sections.lstm(
       kind='encoder',
@@ -47,12 +50,18 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       input_feeding=False,
       # Additive self-attention pooling: dev 85.2 % vs 83.9 % with mean pooling.
       pooling='attention',
-      head='classify')
+      head='classify',
+      char_dim=30,
+      char_filters=100,
+      char_width=3)
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 100
   c.train.batch_size = 16  # bucket batching: rows per batch are a multiple of this
   c.train.num_train_steps = 4000  # ~4 epochs of the 67k phrases
   c.train.label_smoothing = 0.0
+  # Character CNN + parameter moving average, validation accuracy over the last six evals
+  # (steps 2,750-4,000): 85.42 % vs 84.96 % without either (best single evals 85.67 vs 85.89).
+  c.train.ema_decay = 0.999
   c.train.eval_every = c.train.checkpoint_every = 250
   c.train.best_metric = 'accuracy'
   c.train.best_mode = 'max'
@@ -60,6 +69,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if 'runlocal' in options:
     c.task.source.max_train_examples, c.task.source.max_eval_examples = 1000, 64
     c.model.emb_dim = c.model.hidden_dim = 32
+    c.model.char_dim, c.model.char_filters = 8, 16
     c.optimizer.warmup_steps = 5
     c.train.num_train_steps, c.train.log_every = 20, 5
     c.train.eval_every = c.train.checkpoint_every = 10
