@@ -32,6 +32,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   task.tokenizer.min_count = 1
   task.tokenizer.lowercase = True
   task.batching.mode = 'plain'
+  task.word_chars = 20  # the character CNN of sst2_bilstm reads each word's bytes
   c.task = task
   if 'runlocal' in options:
     c.task.source.max_train_examples, c.task.source.max_eval_examples = 1000, 32

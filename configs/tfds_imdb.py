@@ -32,6 +32,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   task.tokenizer.max_sentences = 100_000
   task.batching.mode = 'plain'
   c.task = task
+  c.model.char_dim = 0  # subword pieces, not words: no per-word character CNN
   if 'runlocal' in options:
     c.task.source.max_train_examples, c.task.source.max_eval_examples = 1000, 32
     c.task.tokenizer.vocab_size = min(c.task.tokenizer.vocab_size, 1000)

@@ -235,7 +235,7 @@ def _dummy_batch(kind, length=8, rows=2, word_chars=0):
   x = jnp.ones((rows, length), jnp.int32)
   chars = {'chars': jnp.ones((rows, length, word_chars), jnp.int32)} if word_chars else {}
   return {'seq2seq': {'inputs': x, 'targets': x}, 'lm': {'targets': x},
-          'classify': {'inputs': x, 'label': jnp.zeros((rows,), jnp.int32)},
+          'classify': {'inputs': x, 'label': jnp.zeros((rows,), jnp.int32), **chars},
           'tag': {'inputs': x, 'tags': x, **chars}}[kind]
 
 
