@@ -36,7 +36,7 @@ class TrainState:
 
 
 def ema_decay_at(decay: float, updates: jnp.ndarray) -> jnp.ndarray:
-  """Decay of the update after `updates` applied ones: min(decay, (1 + n) / (10 + n)).
+  """Decay of the average's update at step n = `updates`: min(decay, (1 + n) / (10 + n)).
 
   The ramp (TensorFlow's ExponentialMovingAverage with num_updates) keeps the average
   from remembering the random initialisation for ~1 / (1 - decay) steps.
