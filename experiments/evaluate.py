@@ -1,7 +1,7 @@
 r"""Evaluates a checkpoint of a training run on its eval split; writes a JSON report.
 
     python experiments/evaluate.py --workdir=workdirs/default [--checkpoint=best] \
-        [--average_last=5] [--beam_size=4 --alpha=0.6] [--output=report.json]
+        [--average_last=5] [--beam_size=4 --alpha=0.6] [--outside_bias=-1] [--output=report.json]
 
 Loss, token accuracy and perplexity come from the trainer's eval step; exact match,
 BLEU and chrF from decoding (greedy, or beam search with --beam_size > 1), with the
@@ -26,6 +26,9 @@ _SPLIT = flags.DEFINE_string(
     'final numbers only).')
 _BEAM_SIZE = flags.DEFINE_integer('beam_size', 1, 'Beam width; 1 = greedy decoding.')
 _ALPHA = flags.DEFINE_float('alpha', 0.6, 'Beam-search length-penalty exponent.')
+_OUTSIDE_BIAS = flags.DEFINE_float(
+    'outside_bias', None, "Taggers: score added to the outside tag 'O' before decoding; < 0 "
+    'trades precision for recall (default: the run\'s config.eval.outside_bias).')
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
 flags.mark_flags_as_required(['workdir'])
 
@@ -36,7 +39,8 @@ def main(argv):
   inference.setup_process()
   try:
     report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
-                                        _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value, _OUTPUT.value)
+                                            _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value,
+                                            _OUTPUT.value, _OUTSIDE_BIAS.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -7,9 +7,10 @@
 import json
 import os
 import sys
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from lmjax.inference import DecodeOptions, Run, ToolError, stderr_warning
+from lmjax.train import evaluation
 
 
 def format_report(report: Dict[str, Any]) -> str:
@@ -19,7 +20,8 @@ def format_report(report: Dict[str, Any]) -> str:
       f"beam {dec['beam_size']}, alpha {dec['alpha']}" if dec['method'] == 'beam' else 'greedy')
   lines = [f"{report['workdir']}  checkpoint {ckpt['label']}"
            + (f" (average of steps {ckpt['averaged_steps']})" if ckpt['averaged_steps'] else ''),
-           f"split {report['split']} ({report['num_examples']} examples), {how}",
+           f"split {report['split']} ({report['num_examples']} examples), {how}"
+           + (f", outside bias {report['outside_bias']}" if report.get('outside_bias') else ''),
            f"{'metric':<18}{'value':>12}", '-' * 30]
   lines += [f'{k:<18}{v:>12.4f}' for k, v in report['metrics'].items()]
   names = {'bleu': 'BLEU', 'chrf': 'chrF', 'ann_bleu': 'BLEU (annotations)'}
@@ -29,7 +31,7 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
                      split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
-                     output: str = '') -> Dict[str, Any]:
+                     output: str = '', outside_bias: Optional[float] = None) -> Dict[str, Any]:
   """Restores a checkpoint of `workdir`, evaluates `split`, writes the JSON report.
 
   Args:
@@ -40,14 +42,24 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     beam_size: 1 = greedy, else beam search.
     alpha: beam-search length penalty.
     output: report path ('' = WORKDIR/eval_<checkpoint label>_<split>.json).
+    outside_bias: taggers: replaces the run's config.eval.outside_bias (None = keep it).
 
   Returns:
     The report (also written to `report['output']`).
   """
   run = Run(workdir, split)
+  if outside_bias is not None:
+    try:
+      evaluation.outside_bias(run.task, outside_bias, '--outside_bias')
+    except ValueError as e:
+      raise ToolError(str(e)) from e
+    run.config.eval.outside_bias = outside_bias
   params, info = run.restore(checkpoint, average_last)
   report = run.evaluate(params, info, split, beam_size, alpha)
-  suffix = f'_beam{beam_size}' if beam_size > 1 else ''
+  bias = run.config.eval.outside_bias
+  if bias:
+    report['outside_bias'] = bias
+  suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
   output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
   report['output'] = os.path.abspath(output)
   os.makedirs(os.path.dirname(report['output']), exist_ok=True)

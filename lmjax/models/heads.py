@@ -223,9 +223,14 @@ class EncoderModelBase(nn.Module):
     emissions = self(batch, train=train)  # (B, S, C)
     return crf.nll(emissions, batch['tags'], batch['inputs'] > 0, *self.crf())
 
-  def crf_decode(self, batch):
-    """(B, S) int32 Viterbi tags (1..C-1 on real positions, 0 on padding)."""
-    emissions = self(batch, train=False)
+  def crf_decode(self, batch, score_bias=None):
+    """(B, S) int32 Viterbi tags (1..C-1 on real positions, 0 on padding).
+
+    score_bias: optional (C,) added to every position's emissions before the search.
+    """
+    emissions = self(batch, train=False)  # (B, S, C)
+    if score_bias is not None:
+      emissions = emissions + score_bias
     return crf.viterbi(emissions, batch['inputs'] > 0, *self.crf())
 
 

@@ -11,7 +11,8 @@
 |          | (seqeval, CoNLL scoring); nll and perplexity, or nll_per_token with a CRF |
 
 Taggers with a CRF predict by Viterbi decoding (`crf_decode`), the others by argmax; a
-CRF's loss is the mean NLL per sentence.
+CRF's loss is the mean NLL per sentence. config.eval.outside_bias is added to the outside
+tag's ('O') score before either, to move a tagger along its precision/recall curve.
 """
 
 import functools
@@ -63,6 +64,34 @@ def _gather(x) -> np.ndarray:
                     if jax.process_count() > 1 else x)
 
 
+def outside_bias(task, value: float, name: str = 'config.eval.outside_bias'):
+  """The (C,) score bias putting `value` on the tag named 'O', or None when `value` is 0.
+
+  Args:
+    task: the run's task (its kind and label_names).
+    value: config.eval.outside_bias.
+    name: the field or flag named in errors.
+
+  Returns:
+    (C,) float32 array or None.
+
+  Raises:
+    ValueError: `value` is not a finite number, or is nonzero for a task without an 'O' tag.
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    raise ValueError(f'{name}={value!r}: expected a finite number')
+  if value == 0:
+    return None
+  names = list(task.label_names or [])
+  if task.kind != 'tag' or 'O' not in names:
+    raise ValueError(f'{name}={value}: only a tag task with an outside tag '
+                     f"'O' (config.task.source.labels) can use it; this {task.kind!r} task has "
+                     f'labels {names}')
+  bias = np.zeros(len(names), np.float32)
+  bias[names.index('O')] = value
+  return jnp.asarray(bias)
+
+
 class Evaluator:
   """Compiles the eval, predict and greedy-decode functions once and runs them over the eval split."""
 
@@ -85,7 +114,9 @@ class Evaluator:
                                    out_shardings=rep)
     self.predict_step = None
     if task.kind in ('classify', 'tag'):
-      self.predict_step = jax.jit(functools.partial(step_lib.predict_step, model=model),
+      bias = outside_bias(task, config.eval.get('outside_bias', 0.0))
+      self.predict_step = jax.jit(functools.partial(step_lib.predict_step, model=model,
+                                                    score_bias=bias),
                                   in_shardings=(param_shardings, batch_sharding),
                                   out_shardings=batch_sharding)
     self.decode_length = config.eval.decode_max_length or task.lengths.get('targets', 0)

@@ -283,17 +283,29 @@ def stateful_eval_step(params, carry, batch, *, model) -> Tuple[Metrics, Any]:
   return compute_metrics(model, params, batch, train=False, carry=carry)
 
 
-def predict_step(params, batch, *, model) -> jnp.ndarray:
+def predict_step(params, batch, *, model, score_bias=None) -> jnp.ndarray:
   """Predicted classes (B,) for classifiers, tags (B, S) for taggers (0 on padding).
 
   A CRF tagger predicts by Viterbi decoding (`crf_decode`), other taggers by argmax
   over the real tags 1..C-1.
+
+  Args:
+    params: model parameters.
+    batch: an eval batch.
+    model: the classifier or tagger.
+    score_bias: optional (C,) float added to every class or tag score (logits, or CRF
+      emissions) before the argmax or Viterbi search; None = no bias.
+
+  Returns:
+    (B,) int32 classes or (B, S) int32 tags.
   """
   inputs = model_inputs(batch)
   variables = {'params': params}
   if uses_crf(model):
-    return model.apply(variables, inputs, method='crf_decode')
+    return model.apply(variables, inputs, score_bias, method='crf_decode')
   logits = model.apply(variables, inputs, train=False)
+  if score_bias is not None:
+    logits = logits + score_bias
   if logits.ndim == 2:  # (B, C) classes
     return jnp.argmax(logits, -1).astype(jnp.int32)
   tags = jnp.argmax(logits[..., 1:], -1).astype(jnp.int32) + 1  # (B, S), never the padding id
