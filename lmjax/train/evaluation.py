@@ -114,7 +114,7 @@ class Evaluator:
                                    out_shardings=rep)
     self.predict_step = None
     if task.kind in ('classify', 'tag'):
-      bias = outside_bias(task, config.eval.get('outside_bias', 0.0))
+      bias = outside_bias(task, config.eval.outside_bias)
       self.predict_step = jax.jit(functools.partial(step_lib.predict_step, model=model,
                                                     score_bias=bias),
                                   in_shardings=(param_shardings, batch_sharding),
