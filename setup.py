@@ -26,8 +26,10 @@ setuptools.setup(
         'sentencepiece>=0.2',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7',
+                 'gensim>=4.3'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
+        'vectors': ['gensim>=4.3'],
     },
 )

@@ -123,6 +123,13 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.tokenizer.lowercase = False
   # One vocabulary for source and target (seq2seq).
   t.tokenizer.shared = True
+  # Word: pretrained word vectors (GloVe / word2vec / fastText text file, .gz allowed,
+  # relative to data_dir) copied into the input embedding rows of a fresh run; '' = none.
+  # Their width must equal config.model.emb_dim.
+  t.tokenizer.vectors = ''
+  # Word: also give ids to the vectors file's first N words (its most frequent), so that
+  # words training never saw keep their pretrained row instead of becoming <unk>.
+  t.tokenizer.vectors_vocab = 0
 
   t.batching = ml_collections.ConfigDict()
   # 'plain' (one example per row), 'pack' (several per row; Transformer only), 'bucket', or

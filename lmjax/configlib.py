@@ -201,6 +201,12 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   if config.task.get('batching', {}).get('mode') == 'windows':
     need('task.source.lm_mode', lambda x: x == 'stream', "'stream' (batching.mode='windows')")
   need('task.tokenizer.vocab_size', _nonneg_int, 'an integer >= 0')
+  tok = config.task.get('tokenizer', {})
+  if tok.get('vectors', ''):
+    need('task.tokenizer.type', lambda x: x == 'word',
+         "'word' (word vectors need one id per whitespace-separated word)")
+  if 'vectors_vocab' in tok:
+    need('task.tokenizer.vectors_vocab', _nonneg_int, 'an integer >= 0 (0 = add no words)')
   need('task.batching.max_tokens', _positive_int, 'a positive integer')
   need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),
        'a non-empty list of positive integers')
@@ -236,6 +242,12 @@ def _missing_paths(task) -> List[str]:
         hint = ('' if data_dir else ' (relative to the current directory: give the data directory '
                 'as the config argument, e.g. configs/x.py:/path/to/data)')
         problems.append(f'config.task.source.{split}[{i}]={name!r}: file {path} not found{hint}')
+  vectors = task.get('tokenizer', {}).get('vectors', '')
+  if vectors:
+    path = vectors if os.path.isabs(vectors) or not data_dir else os.path.join(data_dir, vectors)
+    if not os.path.isfile(path):
+      problems.append(f'config.task.tokenizer.vectors={vectors!r}: file {path} not found '
+                      '(a GloVe / word2vec text file, relative to config.task.data_dir)')
   return problems
 
 

@@ -18,6 +18,7 @@ from lmjax.data import sources
 from lmjax.data import synthetic
 from lmjax.data import synthetic_tasks
 from lmjax.data import tokenizers as tok_lib
+from lmjax.data import word_vectors
 
 
 @dataclasses.dataclass
@@ -234,7 +235,21 @@ def _tokenizer_options(cfg: Mapping) -> Dict:
                 max_sentences=t['max_sentences'])
   else:
     opts.update(min_count=t['min_count'])
+  if t.get('vectors', ''):  # only then, so that older workdirs' tokenizers still match
+    opts.update(vectors=t['vectors'], vectors_vocab=t.get('vectors_vocab', 0))
   return opts
+
+
+def _build_tokenizer(cfg: Mapping, texts: List[str], opts: Mapping, seed: int):
+  """Builds a tokenizer from training texts, plus the vectors file's leading words if asked."""
+  tokenizer = tok_lib.build(texts, opts, seed)
+  if opts.get('vectors_vocab', 0):
+    path = word_vectors.resolve(opts['vectors'], cfg.get('data_dir', ''))
+    extra = word_vectors.leading_words(path, opts['vectors_vocab'], opts['lowercase'])
+    known = set(tokenizer.tokens)
+    tokenizer = tok_lib.VocabTokenizer(tokenizer.tokens + [w for w in extra if w not in known],
+                                       tokenizer.level)
+  return tokenizer
 
 
 def _tokenizers(cfg: Mapping, workdir: Optional[str], texts: Mapping[str, List[str]],
@@ -243,10 +258,15 @@ def _tokenizers(cfg: Mapping, workdir: Optional[str], texts: Mapping[str, List[s
   opts = _tokenizer_options(cfg)
   if cfg['tokenizer']['shared'] or len(texts) == 1:
     all_texts = [t for v in texts.values() for t in v]
-    tok = load_or_build_tokenizer(workdir, 'vocab', lambda: tok_lib.build(all_texts, opts, seed), opts)
+    tok = load_or_build_tokenizer(workdir, 'vocab',
+                                  lambda: _build_tokenizer(cfg, all_texts, opts, seed), opts)
     return {k: tok for k in texts}
-  return {k: load_or_build_tokenizer(workdir, f'{k}_vocab', lambda v=v: tok_lib.build(v, opts, seed),
-                                     opts) for k, v in texts.items()}
+  if opts.get('vectors'):
+    raise ValueError('config.task.tokenizer.vectors needs one vocabulary: set '
+                     'config.task.tokenizer.shared=True')
+  return {k: load_or_build_tokenizer(workdir, f'{k}_vocab',
+                                     lambda v=v: _build_tokenizer(cfg, v, opts, seed), opts)
+          for k, v in texts.items()}
 
 
 def _lower(cfg: Mapping, text: str) -> str:

@@ -24,6 +24,7 @@ from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
 from lmjax.train import guard
 from lmjax.train import optim
+from lmjax.train import pretrained
 from lmjax.train import stateful
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
@@ -157,9 +158,17 @@ class Trainer:
     self.log_window: Optional[Dict[str, np.ndarray]] = None  # restored partial log window
 
   def restore_latest(self) -> int:
-    """Resumes from the latest complete checkpoint if there is one. Returns the step."""
+    """Resumes from the latest complete checkpoint if there is one. Returns the step.
+
+    A fresh run (no checkpoint) instead gets its pretrained word vectors, if configured.
+    """
     latest = self.checkpointer.latest_step()
     if latest is None:
+      if self.config.task.get('tokenizer', {}).get('vectors', ''):
+        self.state, found = pretrained.load_word_vectors(self.state, self.task, self.config.task)
+        if self.is_main:
+          print(f'Word vectors {self.config.task.tokenizer.vectors}: {found} of '
+                f'{self.task.model_sizes()["vocab_size"]} vocabulary words', flush=True)
       return 0
     abstract = ckpt_lib.abstract_like(self.state, self.shardings)
     self.state, meta = self.checkpointer.restore(abstract, latest)
