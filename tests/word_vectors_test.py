@@ -7,6 +7,7 @@ leading words to the vocabulary; a fresh run copies the vectors into the embeddi
 import collections
 import gzip
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -103,6 +104,9 @@ def config_for(data_dir, vectors='vectors.txt', vectors_vocab=100, steps=150):
   config.task.source.test_files = ['test']
   config.task.source.max_train_examples = config.task.source.max_eval_examples = 0
   config.task.word_chars = 0
+  config.task.max_input_length = 8  # one bucket: one compiled shape
+  config.task.batching.bucket_lengths = [8]
+  config.task.batching.max_tokens = 128
   config.model.char_dim = 0
   config.model.emb_dim, config.model.hidden_dim = DIM, 16
   config.task.tokenizer.vectors = vectors
@@ -175,6 +179,21 @@ def test_bad_vector_settings_get_clear_errors(tmp_path):
     configlib.validate(config)
 
 
+def test_corpus_lines_by_file_name(tmp_path):
+  (tmp_path / 'a.conll').write_text('Paris\tB-location\nis\tO\n\nok\tO\n', encoding='utf-8')
+  (tmp_path / 'p.tsv').write_text('sentence\tlabel\ngood film \t1\n', encoding='utf-8')
+  member = tmp_path / 'mail.txt'
+  member.write_text('Hi Bob,\nsee you\n', encoding='utf-8')
+  with tarfile.open(tmp_path / 'm.tar.gz', 'w:gz') as archive:
+    archive.add(member, arcname='x/mail.txt')
+  read = lambda name: list(word_vectors.corpus_lines(str(tmp_path / name)))
+  assert read('a.conll') == ['Paris is', 'ok']
+  assert read('p.tsv') == ['good film ']
+  assert read('m.tar.gz') == ['Hi Bob,', 'see you']
+  with pytest.raises(sources.DataError, match=r'corpus file .*nope\.conll'):
+    read('nope.conll')
+
+
 def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
   """word2vec on two topics whose words never share a line: topic words end up closer."""
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -184,12 +203,18 @@ def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
   corpus = tmp_path / 'corpus.txt.gz'
   with gzip.open(corpus, 'wt', encoding='utf-8') as f:
     f.write('\n'.join(['A0 A0'] + lines) + '\n')
-  out = tmp_path / 'vectors.txt'
   script = os.path.join(REPO, 'experiments', 'train_word_vectors.py')
-  proc = subprocess.run([sys.executable, script, f'--input={corpus}', f'--output={out}', '--dim=16',
-                         '--min_count=1', '--epochs=40', '--lowercase'],
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+
+  def train(out):
+    proc = subprocess.run([sys.executable, script, f'--input=words:{corpus}', f'--output={out}',
+                           '--dim=16', '--min_count=1', '--epochs=40', '--lowercase'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out, 'rb') as f:
+      return f.read()
+
+  out = tmp_path / 'new' / 'vectors.txt'  # the folder is created
+  assert train(out) == train(tmp_path / 'again.txt')  # another process, the same vectors
   vectors, dim = word_vectors.read(str(out))
   assert dim == 16 and len(vectors) == 12 and 'A0' not in vectors  # lowercased into a0
   unit = {w: v / np.linalg.norm(v) for w, v in vectors.items()}
@@ -203,3 +228,12 @@ def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and 'error: --input: corpus file' in proc.stderr and 'nope.txt' in proc.stderr
   assert word_vectors.read(str(out))[1] == 16  # the earlier file is untouched
+
+
+@pytest.mark.parametrize('name', ['sst2_bilstm', 'wnut17_bilstm_crf'])
+def test_real_data_configs_take_a_vectors_argument(name):
+  path = os.path.join(REPO, 'configs', f'{name}.py')
+  config = configlib.load_config_file(f'{path}:/data,vectors=/v/local.txt,vectors_dim=50')
+  assert config.task.tokenizer.vectors == '/v/local.txt' and config.model.emb_dim == 50
+  assert config.task.tokenizer.vectors_vocab > 0
+  assert configlib.load_config_file(f'{path}:/data').task.tokenizer.vectors == ''

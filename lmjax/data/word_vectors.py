@@ -13,6 +13,7 @@ copies the vectors into the input embedding rows of a fresh run (`lmjax.train.lo
 
 import gzip
 import os
+import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -141,26 +142,47 @@ def embedding_rows(tokens: Sequence[str], path: str,
   return table, found
 
 
-def corpus_lines(paths: Sequence[str]) -> Iterator[str]:
-  """Text lines of plain, `.gz` and `.tar.gz` / `.tgz` files (every member of an archive).
+def _conll_sentences(lines: Iterator[str]) -> Iterator[str]:
+  words = []
+  for line in lines:
+    if line.strip():
+      words.append(line.split()[0])
+    elif words:
+      yield ' '.join(words)
+      words = []
+  if words:
+    yield ' '.join(words)
+
+
+def corpus_lines(path: str) -> Iterator[str]:
+  """Text lines of one corpus file, by its name.
+
+  `.tar.gz` / `.tgz`: every line of every member; `.conll`: one line per sentence (the
+  first column's words); `.tsv`: the first column, after a header line; anything else
+  (`.gz` allowed): its lines.
 
   Raises:
     sources.DataError: a file that cannot be read.
   """
   import tarfile  # pylint: disable=g-import-not-at-top
-  for path in paths:
-    try:
-      if path.endswith(('.tar.gz', '.tgz')):
-        with tarfile.open(path) as archive:
-          for member in archive:
-            if member.isfile():
-              yield from archive.extractfile(member).read().decode('utf-8', 'replace').splitlines()
+  try:
+    if path.endswith(('.tar.gz', '.tgz')):
+      with tarfile.open(path) as archive:
+        for member in archive:
+          if member.isfile():
+            yield from archive.extractfile(member).read().decode('utf-8', 'replace').splitlines()
+      return
+    with _open(path) as f:
+      lines = (line.rstrip('\n') for line in f)
+      if path.endswith('.conll'):
+        yield from _conll_sentences(lines)
+      elif path.endswith('.tsv'):
+        next(lines, None)
+        yield from (line.split('\t')[0] for line in lines)
       else:
-        with _open(path) as f:
-          for line in f:
-            yield line.rstrip('\n')
-    except (OSError, tarfile.TarError, UnicodeDecodeError) as e:
-      raise sources.DataError(f'corpus file {path}: {e}') from e
+        yield from lines
+  except (OSError, tarfile.TarError, UnicodeDecodeError) as e:
+    raise sources.DataError(f'corpus file {path}: {e}') from e
 
 
 def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, window: int = 5,
@@ -178,7 +200,7 @@ def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, 
     window: context window in words.
     min_count: ignore words rarer than this.
     epochs: passes over the corpus.
-    seed: training seed (with workers=1 the vectors are reproducible).
+    seed: training seed (with workers=1 the same corpus gives the same file).
     workers: training threads.
     skip_gram: skip-gram (else CBOW).
 
@@ -186,8 +208,12 @@ def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, 
     The number of words written.
   """
   from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
+  # gensim seeds each word's initial vector with `hashfxn(word + seed)`; Python's `hash` of
+  # a string changes from one interpreter launch to the next, crc32 does not.
   model = Word2Vec(sentences=sentences, vector_size=dim, window=window, min_count=min_count,
-                   epochs=epochs, seed=seed, workers=workers, sg=int(skip_gram))
+                   epochs=epochs, seed=seed, workers=workers, sg=int(skip_gram),
+                   hashfxn=lambda text: zlib.crc32(text.encode('utf-8')))
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + '.tmp' + ('.gz' if output.endswith('.gz') else '')
   model.wv.save_word2vec_format(tmp, binary=False)
   os.replace(tmp, output)

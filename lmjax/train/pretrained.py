@@ -38,13 +38,14 @@ def load_word_vectors(state, task, task_config) -> Tuple[Any, int]:
     (state, number of vocabulary words given a pretrained row).
 
   Raises:
-    configlib.ConfigError: no word tokenizer, no token embedding of the vocabulary's size, or vectors
-      whose width differs from the embedding's (config.model.emb_dim).
+    configlib.ConfigError: no word tokenizer, no token embedding of the vocabulary's size,
+      or vectors whose width differs from the embedding's (config.model.emb_dim).
     sources.DataError: unreadable vectors file, or none of its words in the vocabulary.
   """
   tokenizer = task.tokenizers.get('inputs', task.tokenizers.get('targets'))
   if not isinstance(tokenizer, tok_lib.VocabTokenizer) or tokenizer.level != 'word':
-    raise configlib.ConfigError("config.task.tokenizer.vectors needs config.task.tokenizer.type='word'")
+    raise configlib.ConfigError(
+        "config.task.tokenizer.vectors needs config.task.tokenizer.type='word'")
   path = word_vectors.resolve(task_config.tokenizer.vectors, task_config.get('data_dir', ''))
   table, found = word_vectors.embedding_rows(tokenizer.tokens, path,
                                              task_config.tokenizer.get('lowercase', False))
