@@ -13,7 +13,6 @@ copies the vectors into the input embedding rows of a fresh run (`lmjax.train.lo
 
 import gzip
 import os
-import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -208,11 +207,8 @@ def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, 
     The number of words written.
   """
   from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
-  # gensim seeds each word's initial vector with `hashfxn(word + seed)`; Python's `hash` of
-  # a string changes from one interpreter launch to the next, crc32 does not.
   model = Word2Vec(sentences=sentences, vector_size=dim, window=window, min_count=min_count,
-                   epochs=epochs, seed=seed, workers=workers, sg=int(skip_gram),
-                   hashfxn=lambda text: zlib.crc32(text.encode('utf-8')))
+                   epochs=epochs, seed=seed, workers=workers, sg=int(skip_gram))
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + '.tmp' + ('.gz' if output.endswith('.gz') else '')
   model.wv.save_word2vec_format(tmp, binary=False)
