@@ -125,7 +125,8 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.tokenizer.shared = True
   # Word: pretrained word vectors (GloVe / word2vec / fastText text file, .gz allowed,
   # relative to data_dir) copied into the input embedding rows of a fresh run; '' = none.
-  # Their width must equal config.model.emb_dim.
+  # Their width must equal config.model.emb_dim. The rows are copied as they are (the
+  # Transformer's 'xavier' embeddings are then multiplied by sqrt(emb_dim), as its own are).
   t.tokenizer.vectors = ''
   # Word: also give ids to the vectors file's first N words (its most frequent), so that
   # words training never saw keep their pretrained row instead of becoming <unk>.
