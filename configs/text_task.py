@@ -26,6 +26,18 @@ def parse_arg(arg: str) -> Tuple[str, Set[str], Dict[str, str]]:
   return values.pop('data_dir', data_dir), flags, values
 
 
+def use_vectors(c: ml_collections.ConfigDict, values: Dict[str, str]) -> None:
+  """Applies the config argument's `vectors=PATH[,vectors_dim=N]` (word tasks), if given.
+
+  Every word of the vectors file gets an id (words training never saw keep their vector),
+  and the embedding width becomes the vectors' (default 100).
+  """
+  if values.get('vectors'):
+    c.task.tokenizer.vectors = values['vectors']
+    c.task.tokenizer.vectors_vocab = 100_000
+    c.model.emb_dim = int(values.get('vectors_dim', 100))
+
+
 def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   """The generic task section (lmjax.data.tasks text_* builders) with every field.
 

@@ -82,9 +82,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.train.num_train_steps, c.train.log_every = 20, 5
     c.train.eval_every = c.train.checkpoint_every = 10
     c.train.batch_size, c.eval.batch_size = 16, 64
-  if values.get('vectors'):  # pretrained word vectors (see the docstring)
-    c.task.tokenizer.vectors = values['vectors']
-    # Every word of the file gets an id: words training never saw keep their vector.
-    c.task.tokenizer.vectors_vocab = 100_000
-    c.model.emb_dim = int(values.get('vectors_dim', 100))
+  text_task.use_vectors(c, values)  # pretrained word vectors (see the docstring)
   return c

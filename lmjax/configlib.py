@@ -10,6 +10,8 @@ from absl import flags
 import ml_collections
 import numpy as np
 
+from lmjax.data import word_vectors
+
 
 class ConfigError(ValueError):
   """A config (or its overrides) is invalid; the message lists every problem."""
@@ -244,7 +246,7 @@ def _missing_paths(task) -> List[str]:
         problems.append(f'config.task.source.{split}[{i}]={name!r}: file {path} not found{hint}')
   vectors = task.get('tokenizer', {}).get('vectors', '')
   if vectors:
-    path = vectors if os.path.isabs(vectors) or not data_dir else os.path.join(data_dir, vectors)
+    path = word_vectors.resolve(vectors, data_dir)
     if not os.path.isfile(path):
       problems.append(f'config.task.tokenizer.vectors={vectors!r}: file {path} not found '
                       '(a GloVe / word2vec text file, relative to config.task.data_dir)')

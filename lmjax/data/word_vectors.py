@@ -141,47 +141,31 @@ def embedding_rows(tokens: Sequence[str], path: str,
   return table, found
 
 
-def _conll_sentences(lines: Iterator[str]) -> Iterator[str]:
-  words = []
-  for line in lines:
-    if line.strip():
-      words.append(line.split()[0])
-    elif words:
-      yield ' '.join(words)
-      words = []
-  if words:
-    yield ' '.join(words)
-
-
 def corpus_lines(path: str) -> Iterator[str]:
   """Text lines of one corpus file, by its name.
 
   `.tar.gz` / `.tgz`: every line of every member; `.conll`: one line per sentence (the
-  first column's words); `.tsv`: the first column, after a header line; anything else
-  (`.gz` allowed): its lines.
+  token column's words); `.tsv`: the first column, after a header line; anything else
+  (`.gz` allowed): its lines. Bytes that are not UTF-8 become U+FFFD.
 
   Raises:
     sources.DataError: a file that cannot be read.
   """
-  import tarfile  # pylint: disable=g-import-not-at-top
-  try:
-    if path.endswith(('.tar.gz', '.tgz')):
+  if path.endswith(('.tar.gz', '.tgz')):
+    import tarfile  # pylint: disable=g-import-not-at-top
+    try:
       with tarfile.open(path) as archive:
         for member in archive:
           if member.isfile():
             yield from archive.extractfile(member).read().decode('utf-8', 'replace').splitlines()
-      return
-    with _open(path) as f:
-      lines = (line.rstrip('\n') for line in f)
-      if path.endswith('.conll'):
-        yield from _conll_sentences(lines)
-      elif path.endswith('.tsv'):
-        next(lines, None)
-        yield from (line.split('\t')[0] for line in lines)
-      else:
-        yield from lines
-  except (OSError, tarfile.TarError, UnicodeDecodeError) as e:
-    raise sources.DataError(f'corpus file {path}: {e}') from e
+    except (OSError, tarfile.TarError) as e:
+      raise sources.DataError(f'corpus file {path}: {e}') from e
+  elif path.endswith('.conll'):
+    yield from (' '.join(tokens) for tokens, _ in sources.conll(path, errors='replace'))
+  elif path.endswith('.tsv'):
+    yield from (line.split('\t')[0] for line in sources.read_lines(path, errors='replace')[1:])
+  else:
+    yield from sources.read_lines(path, errors='replace')
 
 
 def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, window: int = 5,
