@@ -5,6 +5,7 @@ import functools
 import glob
 import importlib
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +158,21 @@ def test_tagger_entity_f1_is_seqeval_of_viterbi_tags(tmp_path):
   got = ev.tag_metrics(preds)
   assert got['entity_f1'] == pytest.approx(100 * seqeval_metrics.f1_score(gold, pred))
   trainer.checkpointer.close()
+
+
+def test_tag_metrics_count_words_past_the_length_limit_as_missed():
+  # Perfect tags for the first 4 words of a 6-word sentence cut to 4: the gold entity at
+  # words 5-6 is missed (recall 1/2), the other is found, as the official scorers count.
+  names = ['<pad>', 'O', 'B-X', 'I-X']
+  task = types.SimpleNamespace(label_names=names,
+                               eval_references=['B-X O O O B-X I-X', 'O B-X'],
+                               eval_examples=[{'tags': np.array([2, 1, 1, 1])},
+                                              {'tags': np.array([1, 2])}])
+  preds = [np.array([2, 1, 1, 1]), np.array([1, 2, 0, 0])]  # second row padded to 4
+  got = evaluation.Evaluator.tag_metrics(types.SimpleNamespace(task=task), preds)
+  assert got['entity_precision'] == pytest.approx(100.0)
+  assert got['entity_recall'] == pytest.approx(100 * 2 / 3)
+  assert got['accuracy'] == pytest.approx(100 * 6 / 8)  # the two cut words were not tagged
 
 
 def test_synthetic_tags_describe_the_source():

@@ -182,13 +182,19 @@ class Evaluator:
     return {'macro_f1': 100.0 * metrics_lib.macro_f1(np.asarray(predictions), np.asarray(gold))}
 
   def tag_metrics(self, predictions: List[np.ndarray]) -> Dict[str, float]:
-    """Token accuracy (%) and entity-level P/R/F1 (seqeval) of predicted tag rows."""
+    """Token accuracy (%) and entity-level P/R/F1 (seqeval) of predicted tag rows.
+
+    Scored against every word of the eval sentences (`task.eval_references`), as the
+    official scorers do: words past config.task.max_input_length were never tagged, so
+    they count as 'O' and their gold entities as misses.
+    """
     names = self.task.label_names
     gold_tags, pred_tags = [], []
-    for ex, pred in zip(self.task.eval_examples, predictions):
-      gold = np.asarray(ex['tags'])[:len(pred)]
-      gold_tags.append([names[t] for t in gold])
-      pred_tags.append([names[t] for t in pred[:len(gold)]])
+    for ref, pred in zip(self.task.eval_references, predictions):
+      gold = ref.split()
+      tagged = [names[t] for t in pred[:len(gold)]]
+      gold_tags.append(gold)
+      pred_tags.append(tagged + ['O'] * (len(gold) - len(tagged)))
     tokens = sum(len(g) for g in gold_tags)
     correct = sum(g == p for gs, ps in zip(gold_tags, pred_tags) for g, p in zip(gs, ps))
     scores = metrics_lib.entity_f1(gold_tags, pred_tags)
