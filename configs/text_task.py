@@ -60,6 +60,13 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   # Tag tasks: bytes per word of the `chars` feature for a character CNN (0 = no feature;
   # the model's char_dim must then be 0 too).
   t.word_chars = 0
+  # Tag tasks, training only (LSTM encoders): each word becomes <unk> with probability
+  # unk_alpha / (unk_alpha + its training count) (frequency word dropout, Kiperwasser &
+  # Goldberg 2016; 0 = off), and each word inside a gold entity (tag other than 'O') with
+  # probability entity_unk_rate, so that <unk> looks as it will on a test set of new
+  # entities. Both combine with model.word_dropout (batch field `unk_permille`).
+  t.unk_alpha = 0.0
+  t.entity_unk_rate = 0.0
   # Training examples longer than the lengths: 'truncate' or 'filter' (eval always truncates).
   t.length_handling = 'truncate'
   # sacreBLEU tokenizer for BLEU ('13a'; 'none' for pre-tokenized text such as Multi30k tok/).

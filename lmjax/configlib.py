@@ -185,6 +185,14 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   if _is_int(m.get('char_dim')) and m.char_dim > 0:
     need('task.word_chars', lambda x: x > 0, f'> 0 (bytes per word): model.char_dim={m.char_dim} '
          'reads each word\'s bytes')
+  need('task.unk_alpha', lambda x: _is_num(x) and x >= 0, 'a number >= 0 (0 = off)')
+  need('task.entity_unk_rate', _unit_interval, 'a value in [0, 1)')
+  if any(_is_num(config.task.get(f)) and config.task.get(f) > 0
+         for f in ('unk_alpha', 'entity_unk_rate')):
+    need('task.name', lambda x: x == 'text_tag', "'text_tag' (task.unk_alpha / "
+         'task.entity_unk_rate replace words of tagging examples)')
+    need('model.family', lambda x: x == 'lstm', "'lstm' (task.unk_alpha / task.entity_unk_rate "
+         'feed the LSTM encoder\'s word dropout)')
   need('eval.batch_size', _positive_int, 'a positive integer')
   for f in ('num_samples', 'decode_max_length'):
     need(f'eval.{f}', _nonneg_int, 'an integer >= 0')

@@ -5,6 +5,7 @@ Both give the Task an `encode_input` (raw line → model features, as the traini
 examples are built) for experiments/decode.py.
 """
 
+import collections
 from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -104,7 +105,9 @@ def text_tag(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
   n = cfg['max_input_length']
   files = {'train': src['train_files'], 'eval': src['eval_files']}
   width = cfg.get('word_chars', 0)
-  lengths = dict(inputs=n, tags=n, **({'chars': n} if width else {}))
+  unk = unk_permille(cfg, train, tk._lower)  # per-sentence (S,) arrays, or None
+  lengths = dict(inputs=n, tags=n, **({'chars': n} if width else {}),
+                 **({'unk_permille': n} if unk else {}))
 
   def encode_words(words):
     ex = {'inputs': np.asarray([tok._ids.get(tk._lower(cfg, w), tok_lib.UNK_ID) for w in words],
@@ -113,20 +116,58 @@ def text_tag(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
       ex['chars'] = tok_lib.word_bytes(words, width)  # (S, W), case kept
     return ex
 
-  def encode(sentences, fit, split):
+  def encode(sentences, fit, split, extra=None):
     out = []
     for i, (words, ts) in enumerate(sentences):
       bad = [t for t in ts if t not in ids]
       if bad:
         raise sources.DataError(f'{files[split]}: sentence {i + 1} has tag {bad[0]!r}, not in the '
                                 f'label set {tags} (config.task.source.labels)')
-      out.append(dict(encode_words(words), tags=np.asarray([ids[t] for t in ts], np.int32)))
+      out.append(dict(encode_words(words), tags=np.asarray([ids[t] for t in ts], np.int32),
+                      **({'unk_permille': extra[i]} if extra else {})))
     return tk._fit(out, lengths, fit)
 
   return tk.Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok}, lengths=lengths,
                  encode_input=lambda text: encode_words(text.split()),
-                 train_examples=encode(train, cfg['length_handling'], 'train'),
+                 train_examples=encode(train, cfg['length_handling'], 'train', unk),
                  eval_examples=encode(evals, 'truncate', 'eval'),
                  eval_sources=[' '.join(ws) for ws, _ in evals],
                  eval_references=[' '.join(ts) for _, ts in evals], label_names=names,
                  batching=dict(cfg['batching']))
+
+
+def unk_permille(cfg: Mapping, sentences, lower) -> Optional[List[np.ndarray]]:
+  """Per-word probabilities (in 1/1000) of becoming <unk> in training, or None when off.
+
+  A word w of count c(w) in `sentences` is dropped with probability α / (α + c(w))
+  (α = config.task.unk_alpha: rare words most often, as unseen words will be), and a word
+  inside a gold entity also with probability config.task.entity_unk_rate (independently).
+
+  Args:
+    cfg: config.task.
+    sentences: training (words, tags) pairs.
+    lower: the task's lowercasing, cfg, word → vocabulary form.
+
+  Returns:
+    One (S,) int32 array per sentence, or None when both settings are 0.
+
+  Raises:
+    ValueError: entity_unk_rate is set but the label set has no outside tag 'O'.
+  """
+  alpha, rate = float(cfg.get('unk_alpha', 0.0)), float(cfg.get('entity_unk_rate', 0.0))
+  if not alpha and not rate:
+    return None
+  if rate and not any('O' in ts for _, ts in sentences):
+    raise ValueError(f'config.task.entity_unk_rate={rate}: the training tags have no outside '
+                     "tag 'O', so no word is outside an entity")
+  counts = collections.Counter(lower(cfg, w) for ws, _ in sentences for w in ws)
+  out = []
+  for words, ts in sentences:
+    keep = np.ones(len(words))
+    if alpha:
+      c = np.asarray([counts[lower(cfg, w)] for w in words], np.float64)
+      keep *= c / (alpha + c)
+    if rate:
+      keep *= np.where(np.asarray(ts) != 'O', 1.0 - rate, 1.0)
+    out.append(np.rint(1000.0 * (1.0 - keep)).astype(np.int32))  # (S,)
+  return out

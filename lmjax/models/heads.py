@@ -88,12 +88,21 @@ def check_head_config(cfg):
              'vocab_size and num_classes must be > 0 (passed by the trainer to build_model)')
 
 
-def replace_by_unk(model: nn.Module, inputs, rate: float, train: bool):
+def replace_by_unk(model: nn.Module, inputs, rate: float, train: bool, permille=None):
   """Word dropout: in training, each real token of `inputs` (B, S) becomes UNK_ID with
-  probability `rate` (draws from `model`'s 'dropout' rng stream)."""
-  if not train or rate == 0.0:
+  probability `rate` (draws from `model`'s 'dropout' rng stream).
+
+  permille: optional (B, S) int32 per-token probabilities in 1/1000 (batch field
+    `unk_permille`, see lmjax.data.labeled_tasks.unk_permille), drawn independently of
+    `rate`: a token is kept only if both keep it.
+  """
+  if not train or (rate == 0.0 and permille is None):
     return inputs
-  drop = ~layers.keep_mask(model.make_rng('dropout'), inputs.shape, rate)  # (B, S)
+  if permille is None:
+    drop = ~layers.keep_mask(model.make_rng('dropout'), inputs.shape, rate)  # (B, S)
+  else:
+    keep = (1.0 - rate) * (1.0 - permille.astype(jnp.float32) / 1000.0)  # (B, S)
+    drop = jax.random.uniform(model.make_rng('dropout'), inputs.shape) >= keep
   return jnp.where(drop & (inputs > 0), UNK_ID, inputs)
 
 
@@ -256,7 +265,8 @@ class LSTMEncoderModel(EncoderModelBase):
   def features(self, batch, *, train: bool):
     """Returns outputs (B, S, D·H) and the top layer's final h per direction, concatenated."""
     cfg, inputs = self.config, batch['inputs']
-    x = self.embed(replace_by_unk(self, inputs, cfg.word_dropout, train))  # (B, S, E)
+    x = self.embed(replace_by_unk(self, inputs, cfg.word_dropout, train,
+                                  batch.get('unk_permille')))  # (B, S, E)
     if cfg.char_dim:
       lstm.check('chars' in batch, 'char_dim', f'= {cfg.char_dim} needs the batch field `chars`: '
                  'set config.task.word_chars > 0 (bytes per word)')
