@@ -85,7 +85,7 @@ def tag_config(root, **task):
   config.model.word_dropout, config.model.dropout_rate = 0.0, 0.0
   config.task.source.max_eval_examples = 0
   config.optimizer.learning_rate = 2e-2
-  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 80
+  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 40
   config.train.async_checkpointing = False
   config.eval.num_samples = 0
   config.update_from_flattened_dict({f'task.{k}': v for k, v in task.items()})
@@ -112,7 +112,7 @@ def test_entity_word_dropout_teaches_the_tagger_that_unseen_words_are_names(nove
   with_rate = loop.train_and_evaluate(config, str(tmp_path / 'with'))
   without = loop.train_and_evaluate(tag_config(novel_names), str(tmp_path / 'without'))
   assert with_rate['entity_f1'] > 95.0, with_rate  # 100 measured
-  # Without it <unk> was never met in training: context alone finds fewer (F1 81 measured).
+  # Without it <unk> was never met in training: context alone finds fewer (F1 78 measured).
   assert without['entity_recall'] < 90.0 and without['entity_f1'] < with_rate['entity_f1'] - 10
 
 
