@@ -30,14 +30,18 @@ TYPES = ('corporation', 'creative-work', 'group', 'location', 'person', 'product
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """Returns the config; `arg` = 'DATA_DIR[,runlocal][,vectors=PATH[,vectors_dim=100]]'."""
+  """Returns the config; `arg` = 'DATA_DIR[,runlocal][,traindev[=K]][,vectors=PATH[,vectors_dim=100]]'."""
   data_dir, options, values = text_task.parse_arg(arg)
   c = default.get_config()
   c.task = text_task.task_config('text_tag', data_dir)
   c.task.source.type = 'conll'
   c.task.source.train_files = ['wnut17/wnut17train.conll']
-  if 'traindev' in options:
-    c.task.source.train_files.append('wnut17/emerging.dev.conll')
+  # traindev[=K]: dev added to the training files K times (default 1), weighting it K-fold.
+  repeat = values.get('traindev', '1' if 'traindev' in options else '0')
+  if not repeat.isdigit() or ('traindev' in values and int(repeat) < 1):
+    raise ValueError(f'configs/wnut17_bilstm_crf.py argument traindev={repeat}: expected a '
+                     'positive integer (how many times dev joins the training files)')
+  c.task.source.train_files += ['wnut17/emerging.dev.conll'] * int(repeat)
   c.task.source.eval_files = ['wnut17/emerging.dev.conll']
   c.task.source.test_files = ['wnut17/emerging.test.annotated']
   # Tag set (ids 1..13; 0 is padding).

@@ -156,3 +156,15 @@ def test_stream_context_rows_predict_every_target_from_the_tokens_before_it(data
   config.task.batching.mode = 'pack'
   with pytest.raises(ValueError, match=r"task.batching.mode.*'plain' or 'windows' \(stream_context=True\)"):
     configlib.validate(config)
+
+
+def test_wnut_traindev_weights_dev_k_fold_and_rejects_bad_counts():
+  load = lambda arg: configlib.load_config_file(
+      os.path.join(REPO, 'configs/wnut17_bilstm_crf.py') + ':/data' + arg)
+  train, dev = 'wnut17/wnut17train.conll', 'wnut17/emerging.dev.conll'
+  assert list(load('').task.source.train_files) == [train]
+  assert list(load(',traindev').task.source.train_files) == [train, dev]
+  assert list(load(',traindev=3').task.source.train_files) == [train, dev, dev, dev]
+  for bad in ('0', 'two'):
+    with pytest.raises(ValueError, match=f'traindev={bad}: expected a positive integer'):
+      load(f',traindev={bad}')
