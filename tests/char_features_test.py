@@ -114,11 +114,12 @@ def random_word(rng, capital):
   return word.capitalize() if capital else word
 
 
-def write_conll(path, sentences):
+def write_conll(path, sentences, is_name=lambda w: w[0].isupper()):
+  """A CoNLL file of `sentences` (word lists): names tagged B-person, other words O."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w', encoding='utf-8') as f:
     for words in sentences:
-      f.writelines(f"{w}\t{'B-person' if w[0].isupper() else 'O'}\n" for w in words)
+      f.writelines(f"{w}\t{'B-person' if is_name(w) else 'O'}\n" for w in words)
       f.write('\n')
 
 

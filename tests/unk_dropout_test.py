@@ -19,6 +19,7 @@ from lmjax.data import tasks
 from lmjax.data import tokenizers
 from lmjax.models import heads
 from lmjax.train import loop
+from tests.char_features_test import write_conll
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,14 +62,6 @@ def test_per_token_rates_combine_with_word_dropout():
   np.testing.assert_array_equal(run(0.5, False), inputs)  # eval: nothing replaced
 
 
-def write_conll(path, sentences):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w', encoding='utf-8') as f:
-    for words in sentences:
-      f.writelines(f"{w}\t{'B-person' if w.startswith('name') else 'O'}\n" for w in words)
-      f.write('\n')
-
-
 def sentences(rng, n, names):
   out = []
   for _ in range(n):
@@ -97,8 +90,11 @@ def novel_names(tmp_path_factory):
   """Training names come from 4 words; every eval name is a word training never saw."""
   root = str(tmp_path_factory.mktemp('novel'))
   rng = np.random.default_rng(0)
-  write_conll(f'{root}/wnut17/wnut17train.conll', sentences(rng, 300, [f'name{i}' for i in range(4)]))
-  write_conll(f'{root}/wnut17/emerging.dev.conll', sentences(rng, 60, [f'namenew{i}' for i in range(60)]))
+  is_name = lambda w: w.startswith('name')
+  write_conll(f'{root}/wnut17/wnut17train.conll', sentences(rng, 300, [f'name{i}' for i in range(4)]),
+              is_name)
+  write_conll(f'{root}/wnut17/emerging.dev.conll', sentences(rng, 60, [f'namenew{i}' for i in range(60)]),
+              is_name)
   return root
 
 
