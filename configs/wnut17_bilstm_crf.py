@@ -13,7 +13,8 @@ The argument is the data directory holding `wnut17/{wnut17train.conll,emerging.d
 add `,runlocal` for a smoke test. Add `,traindev` to train on train + dev, as the shared
 task allowed (training is tweets; dev's YouTube comments are closer to the test's Reddit
 and StackExchange text): dev is then no longer held out, so evaluate the `last`
-checkpoint after the step budget chosen on a train-only run. `vectors=PATH` (absolute, or
+checkpoint after the step budget chosen on a train-only run; `,traindev=K` adds dev K times
+(K=3 helped on a held-out half of dev but not on test; see the README). `vectors=PATH` (absolute, or
 relative to DATA) starts the embeddings from a GloVe / word2vec text file of width
 `vectors_dim` (default 100) and gives every word of the file an id. Reference test entity F1:
 40.42 (SJTU-Adapt BiLSTM-CRF), 41.86 (UH-RiTUAL), both with pretrained embeddings and
