@@ -2,6 +2,7 @@ r"""Evaluates a checkpoint of a training run on its eval split; writes a JSON re
 
     python experiments/evaluate.py --workdir=workdirs/default [--checkpoint=best] \
         [--average_last=5] [--beam_size=4 --alpha=0.6] [--outside_bias=-1] [--output=report.json]
+    python experiments/evaluate.py --workdir=W0 --ensemble=W1,W2 --split=test   # classify / tag
 
 Loss, token accuracy and perplexity come from the trainer's eval step; exact match,
 BLEU and chrF from decoding (greedy, or beam search with --beam_size > 1), with the
@@ -29,6 +30,9 @@ _ALPHA = flags.DEFINE_float('alpha', 0.6, 'Beam-search length-penalty exponent.'
 _OUTSIDE_BIAS = flags.DEFINE_float(
     'outside_bias', None, "Taggers: score added to the outside tag 'O' before decoding; < 0 "
     'trades precision for recall (default: the run\'s config.eval.outside_bias).')
+_ENSEMBLE = flags.DEFINE_list(
+    'ensemble', [], 'Classifiers and taggers: other workdirs of the same config (e.g. other '
+    'seeds) that predict together with --workdir from their mean scores (lmjax/ensemble.py).')
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
 flags.mark_flags_as_required(['workdir'])
 
@@ -40,7 +44,7 @@ def main(argv):
   try:
     report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
                                             _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value,
-                                            _OUTPUT.value, _OUTSIDE_BIAS.value)
+                                            _OUTPUT.value, _OUTSIDE_BIAS.value, _ENSEMBLE.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -7,8 +7,11 @@
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
+import jax
+
+from lmjax import ensemble as ensemble_lib
 from lmjax.inference import DecodeOptions, Run, ToolError, stderr_warning
 from lmjax.train import evaluation
 
@@ -19,10 +22,14 @@ def format_report(report: Dict[str, Any]) -> str:
   how = 'no decoding' if dec is None else (
       f"beam {dec['beam_size']}, alpha {dec['alpha']}" if dec['method'] == 'beam' else 'greedy')
   lines = [f"{report['workdir']}  checkpoint {ckpt['label']}"
-           + (f" (average of steps {ckpt['averaged_steps']})" if ckpt['averaged_steps'] else ''),
-           f"split {report['split']} ({report['num_examples']} examples), {how}"
-           + (f", outside bias {report['outside_bias']}" if report.get('outside_bias') else ''),
-           f"{'metric':<18}{'value':>12}", '-' * 30]
+           + (f" (average of steps {ckpt['averaged_steps']})" if ckpt['averaged_steps'] else '')]
+  if report.get('ensemble'):
+    how = 'ensemble (mean scores)'
+    lines += [f"ensemble of {len(report['ensemble'])}: "
+              + ', '.join(f"{m['workdir']} ({m['checkpoint']})" for m in report['ensemble'])]
+  lines += [f"split {report['split']} ({report['num_examples']} examples), {how}"
+            + (f", outside bias {report['outside_bias']}" if report.get('outside_bias') else ''),
+            f"{'metric':<18}{'value':>12}", '-' * 30]
   lines += [f'{k:<18}{v:>12.4f}' for k, v in report['metrics'].items()]
   names = {'bleu': 'BLEU', 'chrf': 'chrF', 'ann_bleu': 'BLEU (annotations)'}
   lines += [f'{names.get(k, k)} signature: {sig}' for k, sig in report['signatures'].items()]
@@ -31,7 +38,8 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
                      split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
-                     output: str = '', outside_bias: Optional[float] = None) -> Dict[str, Any]:
+                     output: str = '', outside_bias: Optional[float] = None,
+                     ensemble: Sequence[str] = ()) -> Dict[str, Any]:
   """Restores a checkpoint of `workdir`, evaluates `split`, writes the JSON report.
 
   Args:
@@ -43,6 +51,9 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     alpha: beam-search length penalty.
     output: report path ('' = WORKDIR/eval_<checkpoint label>_<split>.json).
     outside_bias: taggers: replaces the run's config.eval.outside_bias (None = keep it).
+    ensemble: other workdirs of the same config (classifiers, taggers) predicting with
+      `workdir` from their mean scores (`lmjax.ensemble`), each restoring `checkpoint`
+      (or its `average_last` mean).
 
   Returns:
     The report (also written to `report['output']`).
@@ -55,17 +66,37 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
       raise ToolError(str(e)) from e
     run.config.eval.outside_bias = outside_bias
   params, info = run.restore(checkpoint, average_last)
-  report = run.evaluate(params, info, split, beam_size, alpha)
+  if ensemble:
+    report = _evaluate_ensemble(run, (workdir, params, info), ensemble, checkpoint,
+                                average_last, beam_size)
+  else:
+    report = run.evaluate(params, info, split, beam_size, alpha)
   bias = run.config.eval.outside_bias
   if bias:
     report['outside_bias'] = bias
   suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
+  suffix += f'_ensemble{len(ensemble) + 1}' if ensemble else ''
   output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
   report['output'] = os.path.abspath(output)
   os.makedirs(os.path.dirname(report['output']), exist_ok=True)
   with open(output, 'w', encoding='utf-8') as f:
     json.dump(report, f, indent=2, ensure_ascii=False)
   return report
+
+
+def _evaluate_ensemble(run: Run, primary, workdirs: Sequence[str], checkpoint: str,
+                       average_last: int, beam_size: int) -> Dict[str, Any]:
+  """`lmjax.ensemble.evaluate` of `primary` (workdir, params, info) and `workdirs`."""
+  if beam_size > 1:
+    raise ToolError(f'--beam_size={beam_size}: --ensemble evaluates classifiers and taggers, '
+                    'which do not decode; drop --beam_size')
+  members = [primary]
+  for workdir in workdirs:
+    member = Run(workdir, run.split)
+    ensemble_lib.check_member(run, member)
+    params, info = member.restore(checkpoint, average_last)
+    members.append((workdir, jax.device_put(params, run.param_shardings), info))
+  return ensemble_lib.evaluate(run, members)
 
 
 def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',

@@ -169,12 +169,25 @@ class Evaluator:
       sums, counts = sums + np.asarray(s, np.float64), counts + np.asarray(c, np.float64)
     return sums, counts
 
-  def predict_ids(self, params, examples) -> List[np.ndarray]:
-    """Predicted class ids (classify) or tag-id rows (tag) for `examples`, in order."""
+  def predict_ids(self, params, examples, step=None) -> List[np.ndarray]:
+    """Predicted class ids (classify) or tag-id rows (tag) for `examples`, in order.
+
+    `step(params, batch)` replaces the compiled `predict_step` (e.g. an ensemble's).
+    """
+    step = step or self.predict_step
     out = []
     for local in self._batches(examples):
-      out.extend(_gather(self.predict_step(params, parallel.to_global(local, self.batch_sharding))))
+      out.extend(_gather(step(params, parallel.to_global(local, self.batch_sharding))))
     return out[:len(examples)]
+
+  def prediction_metrics(self, predictions: List[np.ndarray]) -> Dict[str, float]:
+    """The metrics computed from predictions alone: accuracy (%) and macro F1 (classify),
+    or token accuracy and entity P/R/F1 (tag)."""
+    if self.task.kind == 'tag':
+      return self.tag_metrics(predictions)
+    gold = np.asarray([int(ex['label']) for ex in self.task.eval_examples])
+    correct = np.asarray(predictions) == gold
+    return {'accuracy': 100.0 * float(correct.mean()), **self.classify_metrics(predictions)}
 
   def classify_metrics(self, predictions: List[np.ndarray]) -> Dict[str, float]:
     """Macro-F1 (%) of predicted classes against the eval labels."""

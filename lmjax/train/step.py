@@ -303,13 +303,27 @@ def predict_step(params, batch, *, model, score_bias=None) -> jnp.ndarray:
   variables = {'params': params}
   if uses_crf(model):
     return model.apply(variables, inputs, score_bias, method='crf_decode')
-  logits = model.apply(variables, inputs, train=False)
+  return argmax_predictions(model.apply(variables, inputs, train=False), inputs['inputs'],
+                            score_bias)
+
+
+def argmax_predictions(scores, tokens, score_bias=None) -> jnp.ndarray:
+  """Classes (B,) from class scores (B, C), or tags (B, S) from tag scores (B, S, C).
+
+  Args:
+    scores: logits or log-probabilities.
+    tokens: (B, S) input ids; a tag is 0 (padding) where they are 0.
+    score_bias: optional (C,) added to the scores first.
+
+  Returns:
+    (B,) int32 classes, or (B, S) int32 tags in 1..C-1 on real positions.
+  """
   if score_bias is not None:
-    logits = logits + score_bias
-  if logits.ndim == 2:  # (B, C) classes
-    return jnp.argmax(logits, -1).astype(jnp.int32)
-  tags = jnp.argmax(logits[..., 1:], -1).astype(jnp.int32) + 1  # (B, S), never the padding id
-  return jnp.where(inputs['inputs'] > 0, tags, 0)
+    scores = scores + score_bias
+  if scores.ndim == 2:  # (B, C) classes
+    return jnp.argmax(scores, -1).astype(jnp.int32)
+  tags = jnp.argmax(scores[..., 1:], -1).astype(jnp.int32) + 1  # (B, S), never the padding id
+  return jnp.where(tokens > 0, tags, 0)
 
 
 def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
