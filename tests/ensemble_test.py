@@ -10,8 +10,6 @@ import os
 import shutil
 import types
 
-import flax
-from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,18 +22,17 @@ from lmjax.models import build_model
 from lmjax.train import evaluation
 from lmjax.train import loop
 from lmjax.train import step as step_lib
-from tests.outside_bias_test import C, V, _cfg, crf_model, exhaustive_best, tagger
+from tests.outside_bias_test import (C, V, _cfg, crf_batch, crf_model, exhaustive_best,
+                                     init_params, tagger)
 
 
-def _init(model, batch, seed, crf_scale=0.0):
-  params = flax.core.unfreeze(nn.meta.unbox(model.init(jax.random.key(seed), batch,
-                                                      train=False)['params']))
-  if crf_scale:  # random CRF tables so that transitions matter (init gives zeros)
-    rng = np.random.default_rng(seed)
-    for name in ('transitions', 'start', 'end'):
-      shape = np.shape(params['crf'][name])
-      params['crf'][name] = jnp.asarray(rng.normal(0, crf_scale, shape), jnp.float32)
-  return params
+def _mean_scores(model, members, inputs):
+  """The members' mean emissions (B, S, C) and [transitions, start, end] (numpy float64)."""
+  emissions = np.mean([np.asarray(model.apply({'params': p}, inputs, train=False), np.float64)
+                       for p in members], 0)
+  tables = [np.mean([np.asarray(p['crf'][k], np.float64) for p in members], 0)
+            for k in ('transitions', 'start', 'end')]
+  return emissions, tables
 
 
 def _log_softmax(x):
@@ -45,15 +42,9 @@ def _log_softmax(x):
 
 def test_crf_ensemble_is_the_exhaustive_best_of_the_mean_scores():
   model = crf_model()
-  rng = np.random.default_rng(0)
-  inputs = rng.integers(1, V, (3, 5))
-  inputs[2, 2:] = 0  # a shorter row
-  batch = {'inputs': jnp.asarray(inputs, jnp.int32)}
-  members = [_init(model, batch, seed, crf_scale=2.0) for seed in (0, 1, 2)]
-  emissions = np.mean([np.asarray(model.apply({'params': p}, batch, train=False), np.float64)
-                       for p in members], 0)  # (B, S, C)
-  tables = [np.mean([np.asarray(p['crf'][k], np.float64) for p in members], 0)
-            for k in ('transitions', 'start', 'end')]
+  inputs, batch = crf_batch()
+  members = [init_params(model, batch, seed, crf_scale=2.0) for seed in (0, 1, 2)]
+  emissions, tables = _mean_scores(model, members, batch)
   for bias in (0.0, -2.0):
     score_bias = np.asarray([0.0, bias, 0.0, 0.0], np.float32)
     got = np.asarray(ensemble.predict_step(members, batch, model=model,
@@ -74,7 +65,7 @@ def test_argmax_ensemble_averages_log_probabilities(head):
   inputs = rng.integers(1, V, (6, 5))
   inputs[1, 3:] = 0
   batch = {'inputs': jnp.asarray(inputs, jnp.int32)}
-  members = [_init(model, batch, seed) for seed in (4, 5)]
+  members = [init_params(model, batch, seed) for seed in (4, 5)]
   # Scaled logits: averaging raw logits would let the sharper member decide alone.
   members[1] = jax.tree.map(lambda x: x * 3.0, members[1])
   logp = np.mean([_log_softmax(np.asarray(model.apply({'params': p}, batch, train=False),
@@ -124,10 +115,7 @@ def test_evaluate_ensemble_of_workdirs_and_errors(tmp_path):
   batch = pipeline.pad_batch(examples, task.lengths, len(examples))
   inputs = step_lib.model_inputs(batch)
   params = [jax.device_get(t.state.params) for t in (trainer_a, trainer_b)]
-  emissions = np.mean([np.asarray(model.apply({'params': p}, inputs, train=False), np.float64)
-                       for p in params], 0)
-  tables = [np.mean([np.asarray(p['crf'][k], np.float64) for p in params], 0)
-            for k in ('transitions', 'start', 'end')]
+  emissions, tables = _mean_scores(model, params, inputs)
   want = []
   for row, ex in enumerate(examples):
     n = int((np.asarray(batch['inputs'][row]) > 0).sum())

@@ -48,18 +48,31 @@ def exhaustive_best(emissions, transitions, start, end):
   return list(best_tags)
 
 
+def crf_batch():
+  """Random word ids (3, 5) with a shorter row 1, and the batch holding them."""
+  inputs = np.random.default_rng(0).integers(1, V, (3, 5))
+  inputs[1, 3:] = 0
+  return inputs, {'inputs': jnp.asarray(inputs, jnp.int32)}
+
+
+def init_params(model, batch, seed, crf_scale=0.0):
+  """Mutable parameters of `model`; crf_scale > 0: random N(0, crf_scale) CRF tables, so
+  that transitions matter (init gives zeros)."""
+  params = flax.core.unfreeze(nn.meta.unbox(model.init(jax.random.key(seed), batch,
+                                                      train=False)['params']))
+  if crf_scale:
+    rng = np.random.default_rng(seed)
+    for name in ('transitions', 'start', 'end'):
+      shape = np.shape(params['crf'][name])
+      params['crf'][name] = jnp.asarray(rng.normal(0, crf_scale, shape), jnp.float32)
+  return params
+
+
 def test_biased_viterbi_is_the_exhaustive_best_of_the_biased_scores():
   model = crf_model()
-  rng = np.random.default_rng(0)
-  inputs = rng.integers(1, V, (3, 5))
-  inputs[1, 3:] = 0  # a shorter row
-  batch = {'inputs': jnp.asarray(inputs, jnp.int32)}
-  params = flax.core.unfreeze(nn.meta.unbox(model.init(jax.random.key(0), batch,
-                                                      train=False)['params']))
-  # Random CRF tables so that transitions matter (init gives near-zero ones).
+  inputs, batch = crf_batch()
+  params = init_params(model, batch, 0, crf_scale=2.0)
   crf = params['crf']
-  for name in ('transitions', 'start', 'end'):
-    crf[name] = jnp.asarray(rng.normal(0, 2, np.shape(crf[name])), jnp.float32)
   decode = jax.jit(lambda b: model.apply({'params': params}, batch, b, method='crf_decode'))
   emissions = np.asarray(model.apply({'params': params}, batch, train=False), np.float64)
   tables = [np.asarray(crf[k], np.float64) for k in ('transitions', 'start', 'end')]
