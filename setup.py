@@ -24,6 +24,9 @@ setuptools.setup(
         'rouge-score>=0.1.2',
         'seqeval>=1.2.2',
         'sentencepiece>=0.2',
+        # Streaming training data: Grain pipelines over ArrayRecord shards.
+        'grain>=0.2.12',
+        'array-record>=0.7',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7',

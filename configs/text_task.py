@@ -75,6 +75,12 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.decode_metrics = 'bleu'
   # Seed of the tokenizer's training-corpus sample.
   t.tokenizer_seed = 0
+  # Root of the preprocessed-data cache (parallel / monolingual-line / TFDS training splits:
+  # ArrayRecord shards in <root>/<key>, built once by experiments/preprocess.py or the first
+  # train.py); '' = WORKDIR/preprocessed. Share one root between runs of the same data.
+  t.preprocessed_dir = ''
+  # Processes tokenizing while preprocessing (0 = one per CPU).
+  t.preprocess_workers = 0
 
   t.source = ml_collections.ConfigDict()
   # 'parallel' | 'monolingual' | 'tsv' | 'labeled_lines' | 'conll' | 'summaries' | 'tfds'.
@@ -159,4 +165,9 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.batching.bucket_lengths = [16, 32, 64]
   # Bucket mode: token budget per global batch (rows × length ≤ max_tokens).
   t.batching.max_tokens = 4096
+  # Bucket mode: examples read ahead and grouped into buckets at a time (memory bound).
+  t.batching.window = 16384
+  # Grain worker processes building training batches (0 = in the training process).
+  # A checkpoint resumes exactly only with the worker count it was written with.
+  t.batching.workers = 0
   return t

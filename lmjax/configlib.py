@@ -218,6 +218,9 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   if 'vectors_vocab' in tok:
     need('task.tokenizer.vectors_vocab', _nonneg_int, 'an integer >= 0 (0 = add no words)')
   need('task.batching.max_tokens', _positive_int, 'a positive integer')
+  need('task.batching.window', _positive_int, 'a positive integer (examples per bucket window)')
+  need('task.batching.workers', _nonneg_int, 'an integer >= 0 (0 = no worker processes)')
+  need('task.preprocess_workers', _nonneg_int, 'an integer >= 0 (0 = one per CPU)')
   need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),
        'a non-empty list of positive integers')
   need('task.batching.mode', lambda x: x in ('plain', 'pack', 'bucket', 'windows'),

@@ -120,8 +120,8 @@ class Run:
     self.config = config
     self.batch_sharding = parallel.batch_sharding(self.mesh, rules)
     self.replicated = parallel.replicated(self.mesh)
-    source = self.task.eval_examples or self.task.train_examples
-    dummy = pipeline.pad_batch(source[:1], self.task.lengths, 1)
+    first = self.task.eval_examples[0] if self.task.eval_examples else self.task.train_example(0)
+    dummy = pipeline.pad_batch([first], self.task.lengths, 1)
     rng = jax.random.key(0)
     boxed = jax.eval_shape(lambda: self.model.init({'params': rng, 'dropout': rng}, dummy,
                                                    train=False))['params']

@@ -128,7 +128,7 @@ def test_tfds_config_with_mock_data(tmp_path, name):
   config.task.tokenizer.vocab_size = min(config.task.tokenizer.vocab_size, 60) or 0
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     task = tasks.build_task(config.task, str(tmp_path))
-  assert len(task.train_examples) > 0 and len(task.eval_examples) == 20
+  assert task.num_train_examples() > 0 and len(task.eval_examples) == 20
   batch = next(task.train_iterator(config.train.batch_size, seed=0))
   key = {'seq2seq': 'targets', 'lm': 'targets', 'classify': 'label', 'tag': 'tags'}[task.kind]
   assert batch[key].shape[0] % config.train.batch_size == 0  # bucket mode: a multiple

@@ -68,9 +68,10 @@ def test_config_builds_its_task(data_dir, tmp_path, name):
   configlib.validate(config)
   task = tasks.build_task(config.task, str(tmp_path))
   assert task.kind == CONFIGS[name]
-  assert task.train_examples and task.eval_examples
+  train = [task.train_example(i) for i in range(task.num_train_examples())]
+  assert train and task.eval_examples
   for seq_key, n in task.lengths.items():
-    assert all(len(ex[seq_key]) <= n for ex in task.train_examples + task.eval_examples)
+    assert all(len(ex[seq_key]) <= n for ex in train + task.eval_examples)
   batch = next(task.train_iterator(config.train.batch_size, seed=0))
   assert batch[{'seq2seq': 'targets', 'lm': 'targets', 'classify': 'label', 'tag': 'tags'}[task.kind]].size
   if task.kind == 'seq2seq':  # detokenization round-trips to the reference text

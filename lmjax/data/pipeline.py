@@ -39,7 +39,7 @@ def pad_batch(examples: Sequence[Example], lengths: Mapping[str, int], batch_siz
     Dict of int32 arrays.
   """
   keys = list(examples[0].keys() if examples else lengths.keys())
-  return _fill(examples, keys, lengths, batch_size, examples[0] if examples else None)
+  return fill_batch(examples, keys, lengths, batch_size, examples[0] if examples else None)
 
 
 class BatchIterator:
@@ -127,7 +127,7 @@ def eval_batches(examples: List[Example], global_batch_size: int, lengths: Mappi
   for start in range(0, len(examples), global_batch_size):
     chunk = examples[start:start + global_batch_size]
     mine = chunk[process_index * local:(process_index + 1) * local]
-    yield _fill(mine, list(examples[0].keys()), lengths, local, examples[0])
+    yield fill_batch(mine, list(examples[0].keys()), lengths, local, examples[0])
 
 
 def filter_by_length(examples: Sequence[Example], lengths: Mapping[str, int]) -> List[Example]:
@@ -160,16 +160,17 @@ def pack_rows(examples: Sequence[Example], lengths: Mapping[str, int]) -> List[E
       raise ValueError(f'example longer than the packing length {dict(lengths)}: {sizes}; '
                        'truncate or filter first')
     if current and any(used[k] + sizes[k] > lengths[k] for k in lengths):
-      rows.append(_merge(current, lengths))
+      rows.append(merge_row(current, lengths))
       current, used = [], {k: 0 for k in lengths}
     current.append(ex)
     used = {k: used[k] + sizes[k] for k in lengths}
   if current:
-    rows.append(_merge(current, lengths))
+    rows.append(merge_row(current, lengths))
   return rows
 
 
-def _merge(examples: Sequence[Example], lengths: Mapping[str, int]) -> Example:
+def merge_row(examples: Sequence[Example], lengths: Mapping[str, int]) -> Example:
+  """One packed row of `examples` with `*_segmentation` / `*_position` fields (unpadded)."""
   row = {}
   for k in lengths:
     parts = [np.asarray(ex[k], np.int32) for ex in examples]
@@ -202,8 +203,8 @@ def unpack_batch(batch: Mapping[str, np.ndarray]) -> List[Example]:
   return out
 
 
-def _fill(rows: Sequence[Example], keys: Sequence[str], lengths: Mapping[str, int],
-          num_rows: int, template: Optional[Example] = None) -> Batch:
+def fill_batch(rows: Sequence[Example], keys: Sequence[str], lengths: Mapping[str, int],
+               num_rows: int, template: Optional[Example] = None) -> Batch:
   """(num_rows, L, ...) int32 arrays of `rows`, zero-padded; trailing axes beyond the
   sequence axis come from `template` (any example of the split), so that hosts whose
   share of a batch is empty still build arrays of the same rank."""
@@ -319,8 +320,8 @@ class PackedIterator(_PlannedIterator):
   def _local_batch(self, rows, shape):
     start = self.process_index * self.local_batch_size
     mine = rows[start:start + self.local_batch_size]
-    packed = [_merge([self.examples[i] for i in row], self.lengths) for row in mine]
-    return _fill(packed, list(self.batch_lengths), self.batch_lengths, self.local_batch_size)
+    packed = [merge_row([self.examples[i] for i in row], self.lengths) for row in mine]
+    return fill_batch(packed, list(self.batch_lengths), self.batch_lengths, self.local_batch_size)
 
 
 def bucket_shapes(bucket_lengths: Sequence[int], max_tokens: int, row_multiple: int
@@ -400,7 +401,7 @@ class BucketIterator(_PlannedIterator):
     local = self.shapes[length] // self.process_count
     mine = rows[self.process_index * local:(self.process_index + 1) * local]
     lengths = {k: min(length, self.caps.get(k, length)) for k in self.seq_keys}
-    return _fill([self.examples[i] for i in mine], self.keys, lengths, local, self.examples[0])
+    return fill_batch([self.examples[i] for i in mine], self.keys, lengths, local, self.examples[0])
 
 
 def make_train_iterator(examples: List[Example], global_batch_size: int,

@@ -245,6 +245,13 @@ TFDS_BUILDER_MODULES = {
 }
 
 
+def register_tfds_builder(name: str) -> None:
+  """Imports the module that registers `name`'s TFDS builder, where one is needed."""
+  base = name.split('/')[0].split(':')[0]
+  if base in TFDS_BUILDER_MODULES:
+    importlib.import_module(TFDS_BUILDER_MODULES[base])
+
+
 def tfds_examples(name: str, split: str, data_dir: Optional[str] = None,
                   max_examples: int = 0) -> List[Dict[str, Any]]:
   """Examples of a TFDS dataset as dicts of Python values (bytes decoded to str).
@@ -267,9 +274,7 @@ def tfds_examples(name: str, split: str, data_dir: Optional[str] = None,
   except ImportError as e:
     raise DataError(f'TFDS dataset {name!r} needs tensorflow-datasets: '
                     "pip install -e '.[tfds]'") from e
-  base = name.split('/')[0].split(':')[0]
-  if base in TFDS_BUILDER_MODULES:
-    importlib.import_module(TFDS_BUILDER_MODULES[base])
+  register_tfds_builder(name)
   if max_examples:
     split = f'{split}[:{max_examples}]' if '[' not in split else split
   try:

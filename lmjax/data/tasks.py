@@ -14,7 +14,10 @@ from lmjax import metrics as metrics_lib
 from lmjax.data import labeled_tasks
 from lmjax.data import lm_stream
 from lmjax.data import pipeline
+from lmjax.data import preprocess
+from lmjax.data import records
 from lmjax.data import sources
+from lmjax.data import stream
 from lmjax.data import synthetic
 from lmjax.data import synthetic_tasks
 from lmjax.data import tokenizers as tok_lib
@@ -30,7 +33,7 @@ class Task:
     kind: 'seq2seq' | 'lm' | 'classify' | 'tag'.
     tokenizers: feature name ('inputs' / 'targets') → tokenizer.
     lengths: static length per sequence feature.
-    train_examples: tokenized training examples.
+    train_examples: tokenized training examples (None when `train_source` holds them).
     eval_examples: tokenized eval examples (in order).
     eval_sources: eval source strings (for samples).
     eval_references: eval reference strings, aligned with eval_examples.
@@ -44,12 +47,14 @@ class Task:
       subjects); decode metrics are then also scored against them, as `ann_*`.
     encode_input: classify/tag: one line of raw text → the model's input features
       (untruncated), as the training examples are built; used by the decode CLI.
+    train_source: the preprocessed training split on disk (lmjax.data.preprocess), read
+      at random by the Grain pipeline; None = `train_examples` in memory.
   """
   name: str
   kind: str
   tokenizers: Dict[str, tok_lib.VocabTokenizer]
   lengths: Dict[str, int]
-  train_examples: List[pipeline.Example]
+  train_examples: Optional[List[pipeline.Example]]
   eval_examples: List[pipeline.Example]
   eval_sources: List[str]
   eval_references: List[str]
@@ -59,6 +64,17 @@ class Task:
   decode_metrics: str = 'bleu'
   encode_input: Optional[Callable[[str], pipeline.Example]] = None
   eval_annotations: Optional[List[List[str]]] = None
+  train_source: Optional[records.RecordSource] = None
+
+  def num_train_examples(self) -> int:
+    """Size of the training split."""
+    return len(self.train_source if self.train_source is not None else self.train_examples)
+
+  def train_example(self, i: int = 0) -> pipeline.Example:
+    """The i-th training example (e.g. to build a dummy batch of the right shapes)."""
+    if self.train_source is not None:
+      return self.train_source.example(i)
+    return self.train_examples[i]
 
   def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
                      process_count: int = 1):
@@ -72,10 +88,19 @@ class Task:
       process_count: number of hosts.
 
     Returns:
-      An iterator of host-local batches with get_state/set_state.
+      An iterator of host-local batches with get_state/set_state: Grain's
+      (`lmjax.data.stream`) for 'plain', 'pack' and 'bucket'; `lm_stream`'s for 'windows'.
     """
-    return pipeline.make_train_iterator(self.train_examples, global_batch_size, self.lengths, seed,
-                                        process_index, process_count, self.batching)
+    batching = dict(self.batching or {'mode': 'plain'})
+    if batching['mode'] == 'windows':  # a token stream re-cut each epoch: see lm_stream
+      return pipeline.make_train_iterator(self.train_examples, global_batch_size, self.lengths,
+                                          seed, process_index, process_count, batching)
+    kwargs = dict(global_batch_size=global_batch_size, lengths=self.lengths, seed=seed,
+                  process_index=process_index, process_count=process_count, batching=batching,
+                  workers=batching.get('workers', 0))
+    if self.train_source is not None:
+      return stream.from_records(self.train_source, **kwargs)
+    return stream.from_examples(self.train_examples, **kwargs)
 
   def model_sizes(self) -> Dict[str, int]:
     """Data-dependent model sizes passed to `lmjax.models.build_model`."""
@@ -293,27 +318,69 @@ def _seq2seq_pairs(cfg: Mapping, records) -> List[Tuple[str, str]]:
                    "(use 'parallel', 'summaries' or 'tfds')")
 
 
+def _tokenizer_names(cfg: Mapping, feats) -> Dict[str, str]:
+  shared = cfg['tokenizer']['shared'] or len(feats) == 1
+  return {f: 'vocab' if shared else f'{f}_vocab' for f in feats}
+
+
+def _streamed(cfg: Mapping, workdir: str, feats) -> Tuple[records.RecordSource, Dict[str, Any]]:
+  """The preprocessed training split and its tokenizers (built on first use; see preprocess)."""
+  names, opts = _tokenizer_names(cfg, feats), _tokenizer_options(cfg)
+  paths = [os.path.join(workdir, 'tokenizers', f'{n}.json') for n in names.values()]
+  existing = None
+  if all(os.path.exists(p) for p in paths):  # a resumed run: its tokenizers rule
+    existing = {f: load_or_build_tokenizer(workdir, n, None, opts) for f, n in names.items()}
+  adopt = lambda toks: {f: load_or_build_tokenizer(workdir, n, lambda f=f: toks[f], opts)
+                        for f, n in names.items()}
+  make = lambda texts: _tokenizers(cfg, workdir, texts, cfg['tokenizer_seed'])
+  return preprocess.prepare(cfg, workdir, make, adopt, existing)
+
+
+def preprocess_task(cfg: Mapping, root: str) -> records.RecordSource:
+  """Preprocesses `config.task`'s training split into root/<key> (experiments/preprocess.py).
+
+  Runs then pass `--config.task.preprocessed_dir=root` and adopt its tokenizers.
+  """
+  if not preprocess.streamable(cfg):
+    raise ValueError(f"config.task.name={cfg['name']!r} with source.type="
+                     f"{cfg['source']['type']!r} tokenizes in memory at start-up; preprocessing "
+                     "applies to text_seq2seq (parallel, tfds) and text_lm (monolingual or tfds, "
+                     "lm_mode='line')")
+  cfg = dict(cfg, preprocessed_dir=root)
+  make = lambda texts: _tokenizers(cfg, None, texts, cfg['tokenizer_seed'])
+  source, _ = preprocess.prepare(cfg, root, make, lambda toks: toks, None)
+  return source
+
+
 def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
-  """Translation or summarization from parallel files, AESLC-style documents or TFDS."""
-  train = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'train'), cfg['source']['max_train_examples']))
+  """Translation or summarization from parallel files, AESLC-style documents or TFDS.
+
+  Parallel files and TFDS train from preprocessed records (`preprocess`) when there is
+  a workdir; documents, and runs without a workdir, tokenize the split in memory.
+  """
   eval_records = _limit(_read_split(cfg, 'eval'), cfg['source']['max_eval_examples'])
   evals = _seq2seq_pairs(cfg, eval_records)
   annotations = None  # AESLC dev/test: every email has human-written reference subjects
   if cfg['source']['type'] == 'summaries' and eval_records and all(r['annotations'] for r in eval_records):
     annotations = [[_lower(cfg, a) for a in r['annotations']] for r in eval_records]
-  train = [(_lower(cfg, s), _lower(cfg, t)) for s, t in train]
   evals = [(_lower(cfg, s), _lower(cfg, t)) for s, t in evals]
-  toks = _tokenizers(cfg, workdir, {'inputs': [s for s, _ in train], 'targets': [t for _, t in train]},
-                     cfg['tokenizer_seed'])
   lengths = {'inputs': cfg['max_input_length'], 'targets': cfg['max_target_length']}
-  enc = lambda pairs, n_in, n_tgt: encode_seq2seq(pairs, toks['inputs'], toks['targets'], n_in, n_tgt)
-  big = 1 << 30  # filter on the full length, then cut nothing
-  train_ex = enc(train, big, big)
-  train_ex = _fit(train_ex, lengths, cfg['length_handling'])
-  if not train_ex:
-    raise ValueError('no training example fits config.task.max_input_length/max_target_length')
+  train_ex, train_source = None, None
+  if preprocess.streamable(cfg) and workdir is not None:
+    train_source, toks = _streamed(cfg, workdir, ('inputs', 'targets'))
+  else:
+    train = _seq2seq_pairs(cfg, _limit(_read_split(cfg, 'train'), cfg['source']['max_train_examples']))
+    train = [(_lower(cfg, s), _lower(cfg, t)) for s, t in train]
+    toks = _tokenizers(cfg, workdir, {'inputs': [s for s, _ in train], 'targets': [t for _, t in train]},
+                       cfg['tokenizer_seed'])
+    big = 1 << 30  # filter on the full length, then cut nothing
+    train_ex = encode_seq2seq(train, toks['inputs'], toks['targets'], big, big)
+    train_ex = _fit(train_ex, lengths, cfg['length_handling'])
+    if not train_ex:
+      raise ValueError('no training example fits config.task.max_input_length/max_target_length')
+  eval_ex = encode_seq2seq(evals, toks['inputs'], toks['targets'], lengths['inputs'], lengths['targets'])
   return Task(name=cfg['name'], kind='seq2seq', tokenizers=toks, lengths=lengths,
-              train_examples=train_ex, eval_examples=enc(evals, lengths['inputs'], lengths['targets']),
+              train_examples=train_ex, eval_examples=eval_ex, train_source=train_source,
               eval_sources=[s for s, _ in evals], eval_references=[t for _, t in evals],
               bleu_tokenize=cfg['bleu_tokenize'], batching=dict(cfg['batching']),
               decode_metrics=cfg['decode_metrics'], eval_annotations=annotations)
@@ -335,21 +402,29 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
   With no eval files, the last `eval_fraction` of the (stream) training text is the eval split.
   """
   src = cfg['source']
-  train = _lm_texts(cfg, _limit(_read_split(cfg, 'train'), src['max_train_examples']))
-  if src['train_files'] and not src['eval_files'] and src['type'] != 'tfds':
-    if src['lm_mode'] != 'stream' or len(train) != 1:
-      raise ValueError('config.task.source.eval_files is empty: an eval split carved from the '
-                       "training text needs lm_mode='stream' and one training file")
-    cut = int(len(train[0]) * (1 - src['eval_fraction']))
-    train, evals = [train[0][:cut]], [train[0][cut:]]
-  else:
-    evals = _lm_texts(cfg, _limit(_read_split(cfg, 'eval'), src['max_eval_examples']))
-  train = [_lower(cfg, t) for t in train]
-  evals = [_lower(cfg, t) for t in evals]
   length = cfg['max_target_length']
-  tok_texts = train if src['lm_mode'] != 'stream' or cfg['tokenizer']['type'] == 'char' else \
-      [l for t in train for l in t.split('\n')]
-  tok = _tokenizers(cfg, workdir, {'targets': tok_texts}, cfg['tokenizer_seed'])['targets']
+  if preprocess.streamable(cfg) and workdir is not None and (src['eval_files'] or src['type'] == 'tfds'):
+    train = []  # the training lines stream from preprocessed records
+    evals = [_lower(cfg, t) for t in _lm_texts(cfg, _limit(_read_split(cfg, 'eval'),
+                                                          src['max_eval_examples']))]
+    train_source, toks = _streamed(cfg, workdir, ('targets',))
+    tok = toks['targets']
+  else:
+    train_source = None
+    train = _lm_texts(cfg, _limit(_read_split(cfg, 'train'), src['max_train_examples']))
+    if src['train_files'] and not src['eval_files'] and src['type'] != 'tfds':
+      if src['lm_mode'] != 'stream' or len(train) != 1:
+        raise ValueError('config.task.source.eval_files is empty: an eval split carved from the '
+                         "training text needs lm_mode='stream' and one training file")
+      cut = int(len(train[0]) * (1 - src['eval_fraction']))
+      train, evals = [train[0][:cut]], [train[0][cut:]]
+    else:
+      evals = _lm_texts(cfg, _limit(_read_split(cfg, 'eval'), src['max_eval_examples']))
+    train = [_lower(cfg, t) for t in train]
+    evals = [_lower(cfg, t) for t in evals]
+    tok_texts = train if src['lm_mode'] != 'stream' or cfg['tokenizer']['type'] == 'char' else \
+        [l for t in train for l in t.split('\n')]
+    tok = _tokenizers(cfg, workdir, {'targets': tok_texts}, cfg['tokenizer_seed'])['targets']
 
   def encode(texts: List[str], fit: str) -> List[pipeline.Example]:
     if src['lm_mode'] == 'stream':
@@ -365,13 +440,13 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
     out = [{'targets': np.asarray(tok.encode(t) + [tok_lib.EOS_ID], np.int32)} for t in texts]
     return _fit(out, {'targets': length}, fit)
 
-  train_ex = encode(train, cfg['length_handling'])
+  train_ex = None if train_source is not None else encode(train, cfg['length_handling'])
   eval_ex = encode(evals, 'truncate')
   context = src.get('stream_context', False)  # absent from configs of older workdirs
   lengths = {'targets': length, **({'decoder_inputs': length} if context else {})}
   return Task(name=cfg['name'], kind='lm', tokenizers={'targets': tok},
               lengths=lengths, train_examples=train_ex, eval_examples=eval_ex,
-              eval_sources=[''] * len(eval_ex),
+              train_source=train_source, eval_sources=[''] * len(eval_ex),
               eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
               batching=dict(cfg['batching']))
 

@@ -123,7 +123,7 @@ class Trainer:
     if self.stateful:
       stateful.check(config, self.task, self.model)
     self.tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
-    dummy = pipeline.pad_batch(self.task.train_examples[:1], self.task.lengths, config.train.batch_size)
+    dummy = pipeline.pad_batch([self.task.train_example(0)], self.task.lengths, config.train.batch_size)
     self.state, self.shardings = state_lib.create_sharded_state(
         self.model, self.tx, dummy, config.seed, self.mesh, self.rules,
         ema=config.train.get('ema_decay', 0.0) > 0)
@@ -250,6 +250,9 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
     if writer is not None:
       writer.close()
     raise
+  finally:
+    if hasattr(trainer.train_iter, 'close'):  # Grain worker processes
+      trainer.train_iter.close()
 
 
 def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,

@@ -1,0 +1,336 @@
+"""Training batches streamed with Grain: global shuffle, per-host shards, worker processes.
+
+    records (ArrayRecord) or a list ─▶ MapDataset.shuffle(seed).repeat()   (new order each epoch)
+        ─▶ host p: rows [p·L, (p+1)·L) of every B   (plain, pack: each host its own examples)
+        ─▶ decode ─▶ batch (plain | pack | bucket) ─▶ mp_prefetch(workers) ─▶ host batches
+
+Memory does not grow with the corpus: the shuffle is an index permutation computed
+per element, records are read one at a time, and a batcher holds at most one batch
+(plain, pack) or one window of examples (bucket).
+
+Bucket batches have one of a few shapes that every host must agree on at every step,
+so in bucket mode every host reads the whole stream, plans the same global batches
+from it, and keeps its slice of the rows (as `pipeline.BucketIterator` does).
+
+The iterator state (Grain's, JSON in the checkpoint) resumes exactly, with worker
+processes too; it is only valid for the same data, seed, batching and worker count.
+"""
+
+import ctypes
+import ctypes.util
+import functools
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from lmjax.data import pipeline
+from lmjax.data import records
+
+Batch = Dict[str, np.ndarray]
+
+
+def _grain():
+  # Grain reads absl flags (its debug options) when it builds iterators; programs that are
+  # not absl apps (tests, notebooks) have not parsed any.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  import grain  # pylint: disable=g-import-not-at-top
+  return grain
+
+
+class _Decode:
+  """Record bytes → example (a picklable map function for worker processes)."""
+
+  def __init__(self, spec, dtype):
+    self.spec, self.dtype = spec, dtype
+
+  def __call__(self, raw):
+    return records.decode(raw, self.spec, self.dtype)
+
+
+class _HostRows:
+  """Local position → global position: host p reads rows [p·L, (p+1)·L) of every global
+  batch of B = P·L consecutive shuffled examples, so P hosts together see exactly what one
+  host would (the same examples in the same rows: equal losses and dropout masks)."""
+
+  def __init__(self, ds, global_rows: int, local_rows: int, process_index: int):
+    self.ds, self.global_rows, self.local_rows = ds, global_rows, local_rows
+    self.offset = process_index * local_rows
+
+  def __call__(self, j: int):
+    block, row = divmod(int(j), self.local_rows)
+    return self.ds[block * self.global_rows + self.offset + row]
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Grain worker init: die with the training process, even on SIGKILL (a preempted VM's
+  job loop relaunches it; orphaned workers would hold memory and its output pipes)."""
+  del worker_index, worker_count
+  parent = os.getppid()
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+  except (OSError, AttributeError):
+    pass
+
+  def watch():  # elsewhere (and as a second line): poll the parent
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def _pad(examples, lengths, rows):
+  return pipeline.pad_batch(list(examples), lengths, rows)
+
+
+def _make_pack_iterator(grain_lib):
+  """Classes are built lazily so that importing this module does not import Grain."""
+
+  class PackIterator(grain_lib.DatasetIterator):
+    """Greedy in-order packing into `rows` rows; the example that does not fit waits."""
+
+    def __init__(self, parent, rows: int, lengths: Mapping[str, int]):
+      super().__init__(parent)
+      self._rows, self._lengths = rows, dict(lengths)
+      self._batch_lengths = pipeline.packed_lengths(lengths)
+      self._pending: Optional[Dict[str, np.ndarray]] = None
+
+    def __next__(self) -> Batch:
+      rows, current, used = [], [], dict.fromkeys(self._lengths, 0)
+      while True:
+        if self._pending is not None:
+          ex, self._pending = self._pending, None
+        else:
+          try:
+            ex = next(self._parent)
+          except StopIteration:
+            break
+        size = {k: len(ex[k]) for k in self._lengths}
+        if current and any(used[k] + size[k] > n for k, n in self._lengths.items()):
+          rows.append(pipeline.merge_row(current, self._lengths))
+          current, used = [], dict.fromkeys(self._lengths, 0)
+          if len(rows) == self._rows:
+            self._pending = ex
+            break
+        current.append(ex)
+        used = {k: used[k] + size[k] for k in self._lengths}
+      if current and len(rows) < self._rows:
+        rows.append(pipeline.merge_row(current, self._lengths))
+      if not rows:
+        raise StopIteration
+      return pipeline.pad_batch(rows, self._batch_lengths, self._rows)
+
+    def get_state(self):
+      pending = None if self._pending is None else {
+          k: np.asarray(v).tolist() for k, v in self._pending.items()}
+      return {'parent': self._parent.get_state(), 'pending': pending}
+
+    def set_state(self, state):
+      self._parent.set_state(state['parent'])
+      p = state['pending']
+      self._pending = None if p is None else {k: np.asarray(v, np.int32) for k, v in p.items()}
+
+  return PackIterator
+
+
+def _make_bucket_iterator(grain_lib):
+  """See `_make_pack_iterator`."""
+
+  class BucketIterator(grain_lib.DatasetIterator):
+    """Windowed token-budget buckets: read `window` examples, group them by the smallest
+    bucket length that holds them, cut each group into batches of that bucket's rows (the
+    last one completed with empty rows), shuffle the batch order, emit this host's rows.
+
+    The state is the parent's state at the window's start and the batch index in it: a
+    resumed iterator re-reads the window and re-plans it identically.
+    """
+
+    def __init__(self, parent, shapes: Mapping[int, int], window: int, seed: int,
+                 caps: Mapping[str, int], process_index: int, process_count: int):
+      super().__init__(parent)
+      self._shapes = dict(shapes)
+      self._bounds = np.asarray(sorted(shapes))
+      self._window, self._seed, self._caps = window, seed, dict(caps)
+      self._process_index, self._process_count = process_index, process_count
+      self._start, self._count, self._index, self._plan = None, -1, 0, []
+
+    def _load(self, start_state, count: int) -> None:
+      self._start, self._count, self._index = start_state, count, 0
+      examples = []
+      for _ in range(self._window):
+        try:
+          examples.append(next(self._parent))
+        except StopIteration:
+          break
+      if not examples:
+        raise StopIteration
+      seq_keys = [k for k in examples[0] if np.ndim(examples[0][k]) >= 1]
+      need = np.asarray([max(len(ex[k]) for k in seq_keys) for ex in examples])
+      if need.max() > self._bounds[-1]:
+        raise ValueError(f'a training example has {need.max()} tokens, more than the largest '
+                         f'bucket ({self._bounds[-1]}): raise config.task.batching.bucket_lengths '
+                         'or lower the task lengths')
+      bucket_of = self._bounds[np.searchsorted(self._bounds, need)]
+      batches = []
+      for length, rows in self._shapes.items():
+        members = [examples[i] for i in np.flatnonzero(bucket_of == length)]
+        batches.extend((members[s:s + rows], length) for s in range(0, len(members), rows))
+      order = np.random.default_rng([self._seed, count]).permutation(len(batches))
+      self._plan = [batches[i] for i in order]
+      self._seq_keys = seq_keys
+
+    def __next__(self) -> Batch:
+      if self._start is None or self._index >= len(self._plan):
+        self._load(self._parent.get_state(), self._count + 1)
+      members, length = self._plan[self._index]
+      self._index += 1
+      local = self._shapes[length] // self._process_count
+      mine = members[self._process_index * local:(self._process_index + 1) * local]
+      lengths = {k: min(length, self._caps.get(k, length)) for k in self._seq_keys}
+      template = self._plan[0][0][0]
+      return pipeline.fill_batch(mine, list(template), lengths, local, template)
+
+    def get_state(self):
+      if self._start is None:
+        return {'start': self._parent.get_state(), 'count': self._count, 'index': 0}
+      return {'start': self._start, 'count': self._count, 'index': self._index}
+
+    def set_state(self, state):
+      self._parent.set_state(state['start'])
+      self._start, self._plan, self._index = None, [], 0
+      self._count = int(state['count'])
+      if self._count >= 0:  # inside a planned window: re-read and re-plan it
+        self._load(state['start'], self._count)
+        self._index = int(state['index'])
+
+  return BucketIterator
+
+
+def _batched(grain_lib, parent, make_iterator):
+  """An IterDataset whose iterator is `make_iterator(parent_iterator)`."""
+
+  class Batched(grain_lib.IterDataset):
+
+    def __iter__(self):
+      return make_iterator(self._parent.__iter__())
+
+  return Batched(parent)
+
+
+class StreamIterator:
+  """Endless host-local training batches from Grain, with JSON get_state/set_state."""
+
+  def __init__(self, source: Sequence, global_batch_size: int, lengths: Mapping[str, int],
+               seed: int, process_index: int = 0, process_count: int = 1,
+               batching: Optional[Mapping[str, Any]] = None, workers: int = 0,
+               decode: Optional[_Decode] = None):
+    """Args:
+      source: random-access examples: a `records.RecordSource` (with `decode`) or a list.
+      global_batch_size: rows per step (plain, pack); the row multiple of buckets.
+      lengths: static length per sequence feature.
+      seed: shuffling seed (each epoch reshuffles).
+      process_index: this host's index.
+      process_count: number of hosts.
+      batching: `config.task.batching` (mode 'plain' | 'pack' | 'bucket', bucket_lengths,
+        max_tokens, window).
+      workers: Grain worker processes (0: batches are built in this process).
+      decode: record bytes → example (None: the source holds examples).
+    """
+    grain = _grain()
+    batching = dict(batching or {'mode': 'plain'})
+    self.mode = batching['mode']
+    if global_batch_size % process_count:
+      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
+                       f'the number of processes ({process_count})')
+    if len(source) == 0:  # pylint: disable=g-explicit-length-test
+      raise ValueError('the training split is empty')
+    self.num_examples, self.seed, self.workers = len(source), int(seed), int(workers)
+    local = global_batch_size // process_count
+    ds = grain.MapDataset.source(source).shuffle(seed=self.seed % (1 << 32)).repeat()
+    if self.mode in ('plain', 'pack'):
+      if self.mode == 'plain' and self.num_examples < global_batch_size:
+        raise ValueError(f'the training split has {self.num_examples} examples, fewer than '
+                         f'config.train.batch_size={global_batch_size}')
+      if process_count > 1:
+        ds = grain.MapDataset.range(len(ds) // process_count).map(
+            _HostRows(ds, global_batch_size, local, process_index))
+    if decode is not None:
+      ds = ds.map(decode)
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0))
+    if self.mode == 'plain':
+      ds = ds.batch(local, batch_fn=functools.partial(_pad, lengths=dict(lengths), rows=local))
+    elif self.mode == 'pack':
+      pack = _make_pack_iterator(grain)
+      ds = _batched(grain, ds, functools.partial(pack, rows=local, lengths=dict(lengths)))
+    elif self.mode == 'bucket':
+      if global_batch_size % process_count:
+        raise ValueError('row multiple must be divisible by the number of processes')
+      shapes = pipeline.bucket_shapes(batching['bucket_lengths'], batching['max_tokens'],
+                                      global_batch_size)
+      self.shapes = shapes
+      bucket = _make_bucket_iterator(grain)
+      ds = _batched(grain, ds, functools.partial(
+          bucket, shapes=shapes, window=int(batching['window']), seed=self.seed,
+          caps=dict(lengths), process_index=process_index, process_count=process_count))
+    else:
+      raise ValueError(f"config.task.batching.mode={self.mode!r}: streamed batching is 'plain', "
+                       "'pack' or 'bucket'")
+    if self.workers:
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                       per_worker_buffer_size=2),
+                          worker_init_fn=_exit_with_parent)
+    self._it = iter(ds)
+
+  def allowed_shapes(self):
+    """Bucket mode: (global rows, length) of every bucket."""
+    return [(rows, length) for length, rows in self.shapes.items()]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    batch = next(self._it)
+    # Worker outputs live in shared memory that Grain frees later: copy them out.
+    return {k: np.array(v) for k, v in batch.items()}
+
+  def get_state(self) -> Dict[str, Any]:
+    """Position to save in a checkpoint (JSON-serializable)."""
+    return {'mode': f'stream-{self.mode}', 'num_examples': self.num_examples, 'seed': self.seed,
+            'workers': self.workers, 'grain': json.dumps(self._it.get_state())}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Continues from a position returned by `get_state` (same data, seed, mode, workers)."""
+    checks = (('mode', f'stream-{self.mode}', 'config.task.batching.mode'),
+              ('num_examples', self.num_examples, 'the training data (it changed since)'),
+              ('workers', self.workers, 'config.task.batching.workers'),
+              ('seed', self.seed, 'config.data_seed'))
+    for key, now, where in checks:
+      if state.get(key) != now:
+        raise ValueError(f'the checkpointed data position is for {key}={state.get(key)!r} but '
+                         f'this run has {now!r} ({where}): resume with the settings the '
+                         'checkpoint was written with, or start a fresh --workdir')
+    self._it.set_state(json.loads(state['grain']))
+
+  def close(self) -> None:
+    """Stops worker processes (if any)."""
+    close = getattr(self._it, 'close', None)
+    if close is not None:
+      close()
+
+
+def from_records(source: records.RecordSource, **kwargs) -> StreamIterator:
+  """A StreamIterator over a preprocessed folder (kwargs as `StreamIterator`)."""
+  return StreamIterator(source, decode=_Decode(source.spec, source.dtype), **kwargs)
+
+
+def from_examples(examples: List[Mapping[str, np.ndarray]], **kwargs) -> StreamIterator:
+  """A StreamIterator over in-memory examples (kwargs as `StreamIterator`)."""
+  return StreamIterator(examples, **kwargs)
