@@ -132,6 +132,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   # Let Orbax write checkpoints in the background.
   c.train.async_checkpointing = True
+  # When the newest checkpoint cannot be restored (damaged files) but an older one can:
+  # move it to checkpoints/damaged/ and resume from the older (a preempted VM's job loop
+  # needs no one to step in). False: stop with a message naming it.
+  c.train.checkpoint_fallback = True
   # Eval metric that selects the best checkpoint and drives early stopping.
   c.train.best_metric = 'exact_match'
   # 'max' if larger is better for best_metric, else 'min'.

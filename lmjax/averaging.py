@@ -84,7 +84,8 @@ def read_checkpoint(workdir: str, slot: str, step: int,
         meta=ocp.args.JsonRestore()))
   except Exception as e:  # Orbax raises many types for damaged files.
     raise CheckpointError(f'checkpoint {path} could not be read ({type(e).__name__}: '
-                          f'{str(e)[:300]}); pick another with --checkpoint / --steps') from e
+                          f'{str(e)[:300]}); pick another checkpoint (evaluate.py/decode.py: --checkpoint=STEP; '
+                          'average_checkpoints.py: --steps=S1,S2)') from e
   finally:
     manager.close()
   return dict(restored['state']), dict(restored['meta'] or {})

@@ -188,20 +188,56 @@ def _digest(directory):
   return h.hexdigest()
 
 
-def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
-  config = tiny_config()
-  loop.train_and_evaluate(config, str(tmp_path))
-  last = tmp_path / 'checkpoints' / 'last'
-  assert sorted(os.listdir(last)) == ['4', '8']
-  # Damage every array file of the newest checkpoint.
-  for root, _, files in os.walk(last / '8' / 'state'):
+def _damage_arrays(step_dir):
+  for root, _, files in os.walk(step_dir / 'state'):
     for f in files:
       with open(os.path.join(root, f), 'wb') as fh:
         fh.write(b'garbage')
+
+
+def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
+  config = tiny_config()
+  config.train.checkpoint_fallback = False
+  loop.train_and_evaluate(config, str(tmp_path))
+  last = tmp_path / 'checkpoints' / 'last'
+  assert sorted(os.listdir(last)) == ['4', '8']
+  _damage_arrays(last / '8')  # every array file of the newest checkpoint
   before = {d: _digest(last / d) for d in ('4', '8')}
   with pytest.raises(ValueError, match=r'checkpoints/last/8 is damaged.*Nothing was deleted'):
     loop.train_and_evaluate(config, str(tmp_path))
   assert {d: _digest(last / d) for d in ('4', '8')} == before
+
+
+def test_fallback_moves_a_damaged_checkpoint_aside_and_resumes_from_the_previous(tmp_path, capsys):
+  config = tiny_config()
+  straight = str(tmp_path / 'straight')
+  loop.train_and_evaluate(config, straight)
+  run = tmp_path / 'run'
+  loop.train_and_evaluate(config, str(run), stop_after_steps=8)
+  last = run / 'checkpoints' / 'last'
+  assert sorted(os.listdir(last)) == ['4', '8']
+  _damage_arrays(last / '8')
+  damaged = _digest(last / '8')
+  config.train.num_train_steps = 8
+  loop.train_and_evaluate(config, str(run))  # resumes from 4, trains 5..8 again
+  assert 'WARNING: checkpoint 8 could not be restored' in capsys.readouterr().out
+  moved = os.listdir(run / 'checkpoints' / 'damaged')
+  assert len(moved) == 1 and moved[0].startswith('last-8-')
+  assert _digest(run / 'checkpoints' / 'damaged' / moved[0]) == damaged  # kept as it was
+  assert_trees_equal(params_of(str(run)), params_of(straight))
+
+
+def test_fallback_moves_nothing_when_no_checkpoint_restores(tmp_path):
+  config = tiny_config()
+  loop.train_and_evaluate(config, str(tmp_path))
+  last = tmp_path / 'checkpoints' / 'last'
+  for d in ('4', '8'):
+    _damage_arrays(last / d)
+  before = {d: _digest(last / d) for d in ('4', '8')}
+  with pytest.raises(ValueError, match=r'checkpoints/last/8 is damaged'):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert {d: _digest(last / d) for d in ('4', '8')} == before
+  assert not (tmp_path / 'checkpoints' / 'damaged').exists()
 
 
 def test_keeps_last_k_plus_best(tmp_path):

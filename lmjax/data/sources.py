@@ -17,7 +17,7 @@ class DataError(ValueError):
   """A data file is missing or malformed; the message names the file, line and fix."""
 
 
-ENCODING_HINT = ('set config.task.encoding_errors="replace" to replace undecodable bytes '
+ENCODING_HINT = ('set config.task.source.encoding_errors="replace" to replace undecodable bytes '
                  'with U+FFFD, or re-encode the file as UTF-8')
 
 
@@ -105,7 +105,7 @@ def monolingual_text(path: str, mode: str = 'line', errors: str = 'strict') -> L
 def _parse_label(value: str, labels: Sequence[str], path: str, lineno: int) -> int:
   if value not in labels:
     raise DataError(f'{path}:{lineno}: label {value!r} is not in the configured label set '
-                    f'{list(labels)} (config.task.labels)')
+                    f'{list(labels)} (config.task.source.labels)')
   return list(labels).index(value)
 
 

@@ -148,6 +148,58 @@ class Checkpointer:
           'directory away to resume from the previous checkpoint, or use another --workdir.') from e
     return restored['state'], dict(restored['meta'])
 
+  def restore_newest_good(self, abstract_state, fallback: bool) -> Tuple[Optional[int], Any, Dict]:
+    """Restores the newest periodic checkpoint that restores.
+
+    Args:
+      abstract_state: restore target (see `restore`).
+      fallback: when the newest cannot be restored but an older one can, move the newer
+        ones to checkpoints/damaged/ and use the older; False: raise for the newest.
+
+    Returns:
+      (step, state, meta); (None, None, {}) when there is no checkpoint.
+
+    Raises:
+      ValueError: the newest checkpoint cannot be restored and (with fallback) neither can
+        any older one, e.g. a config that changed the model (nothing is moved then).
+    """
+    steps = sorted(self.last.all_steps(), reverse=True)
+    if not steps:
+      return None, None, {}
+    first_error = None
+    for i, step in enumerate(steps):
+      try:
+        state, meta = self.restore(abstract_state, step)
+      except ValueError as e:
+        if not fallback:
+          raise
+        first_error = first_error or e
+        continue
+      for bad in steps[:i]:
+        moved = self.set_aside_damaged(bad)
+        logging.warning('checkpoint %d could not be restored: moved to %s', bad, moved)
+        print(f'WARNING: checkpoint {bad} could not be restored; moved it to {moved} '
+              f'(train.checkpoint_fallback) and resumed from step {step}. First error: '
+              f'{first_error}', flush=True)
+      return step, state, meta
+    raise first_error
+
+  def set_aside_damaged(self, step: int) -> str:
+    """Moves checkpoints/last/<step> to checkpoints/damaged/ (nothing is deleted).
+
+    Returns:
+      The new path.
+    """
+    source = os.path.join(str(self.last.directory), str(step))
+    target = os.path.join(self.directory, 'damaged', f'last-{step}-{int(time.time())}')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.replace(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'lmjax_checkpoint_damaged_{step}')
+    self.last.reload()
+    return target
+
   def wait(self) -> None:
     """Blocks until background saves are done.
 

@@ -162,7 +162,9 @@ class Trainer:
 
     A fresh run (no checkpoint) instead gets its pretrained word vectors, if configured.
     """
-    latest = self.checkpointer.latest_step()
+    abstract = ckpt_lib.abstract_like(self.state, self.shardings)
+    latest, state, meta = self.checkpointer.restore_newest_good(
+        abstract, self.config.train.checkpoint_fallback)
     if latest is None:
       if self.config.task.get('tokenizer', {}).get('vectors', ''):
         self.state, found = pretrained.load_word_vectors(self.state, self.task, self.config.task)
@@ -170,8 +172,7 @@ class Trainer:
           print(f'Word vectors {self.config.task.tokenizer.vectors}: {found} of '
                 f'{self.task.model_sizes()["vocab_size"]} vocabulary words', flush=True)
       return 0
-    abstract = ckpt_lib.abstract_like(self.state, self.shardings)
-    self.state, meta = self.checkpointer.restore(abstract, latest)
+    self.state = state
     self.train_iter.set_state(meta['data'])
     self.meta = {k: meta[k] for k in ('best', 'best_step', 'bad_evals')}
     # Checkpoints written before the non-finite guard existed lack the count.
