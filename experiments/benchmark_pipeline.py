@@ -7,6 +7,15 @@ bucket), then times jitted train steps of the config's model on one such batch, 
 prints the ratio (the pipeline must be ≥ 10× faster than the step so it never stalls
 training). `--steps` / `--batches` set how many of each are timed. The logic lives in
 lmjax/bench/pipeline.py (also the 'pipeline' section of experiments/benchmark.py).
+
+    python experiments/benchmark_pipeline.py --scale [--scale_pairs=60000,1000000,6000000] \
+        [--scale_lines=30000000] [--scale_workers=0,1,2] [--scale_dir=/tmp/lmjax_scale]
+
+--scale (no --config) benchmarks the streaming data path at corpus scale instead: it
+generates parallel and monolingual corpora, preprocesses them (tasks.preprocess_task),
+times train.py's start-up and peak RSS per corpus size and packed-batch throughput with
+0/1/2 Grain workers, prints one table against the goals and writes
+SCALE_DIR/scale_results.json. The logic lives in lmjax/bench/scale.py.
 """
 
 import time
@@ -20,11 +29,32 @@ from lmjax import configlib
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _BATCHES = flags.DEFINE_integer('batches', 300, 'Pipeline batches timed per mode.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Train steps timed.')
-flags.mark_flags_as_required(['config'])
+_SCALE = flags.DEFINE_bool('scale', False, 'Run the corpus-scale benchmark (lmjax/bench/scale.py).')
+_SCALE_DIR = flags.DEFINE_string('scale_dir', '/tmp/lmjax_scale', 'Corpora, preprocessed data, '
+                                 'runs and scale_results.json (reused between runs).')
+_SCALE_PAIRS = flags.DEFINE_list('scale_pairs', ['60000', '1000000', '6000000'],
+                                 'Parallel corpus sizes (pairs).')
+_SCALE_LINES = flags.DEFINE_integer('scale_lines', 30_000_000,
+                                   'Monolingual corpus lines (0 = none).')
+_SCALE_WORKERS = flags.DEFINE_list('scale_workers', ['0', '1', '2'],
+                                   'Grain worker counts of the packed-throughput rows.')
+_SCALE_BATCHES = flags.DEFINE_integer('scale_batches', 30, 'Packed batches timed per worker count.')
+_SCALE_SPM = flags.DEFINE_integer('scale_spm_sentences', 200_000,
+                                  'config.task.tokenizer.max_sentences (SentencePiece sample).')
+_SCALE_SEED = flags.DEFINE_integer('scale_seed', 0, 'Corpus seed.')
 
 
 def main(argv):
   del argv
+  if _SCALE.value:
+    from lmjax.bench import scale  # pylint: disable=g-import-not-at-top
+    results = scale.run(_SCALE_DIR.value, [int(n) for n in _SCALE_PAIRS.value], _SCALE_LINES.value,
+                        [int(w) for w in _SCALE_WORKERS.value], _SCALE_BATCHES.value,
+                        _SCALE_SPM.value, _SCALE_SEED.value)
+    print(scale.format_table(results))
+    return
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required (or give --scale)')
   from lmjax.bench import pipeline  # pylint: disable=g-import-not-at-top
   from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value

@@ -36,6 +36,9 @@ _TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling mass (1 = all).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Sentences per batch.')
 _MAX_LENGTH = flags.DEFINE_integer('max_length', 0, 'Output tokens incl. EOS (0 = as in training).')
+_ENCODING_ERRORS = flags.DEFINE_enum('encoding_errors', 'strict', ['strict', 'replace'],
+                                     'Input bytes that are not UTF-8: strict = an error naming '
+                                     'the line; replace = U+FFFD (files and stdin alike).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -48,7 +51,8 @@ def main(argv):
       top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value, batch_size=_BATCH_SIZE.value,
       max_length=_MAX_LENGTH.value)
   try:
-    workdir_tools.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value)
+    workdir_tools.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
+                              encoding_errors=_ENCODING_ERRORS.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -38,6 +38,10 @@ _WAIT = flags.DEFINE_bool('wait_for_progress', False,
 _CACHE = flags.DEFINE_bool('compilation_cache', True,
                            'Share a JAX compilation cache between launches (faster relaunches).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Delete an earlier soak in --workdir first.')
+_DAMAGE = flags.DEFINE_string(
+    'damage', '', 'After these kills, damage the newest checkpoint, e.g. "3:truncate,7:manifest" '
+    '(truncate: an array file cut to half; manifest: the OCDBT manifests emptied); the run must '
+    'fall back (train.checkpoint_fallback) and still end bit-identical.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -61,12 +65,23 @@ def main(argv):
   kills = soak.kill_and_resume(
       soak.train_command(config, killed, overrides), killed, _KILLS.value, _SEED.value,
       _MAX_DELAY.value or wall, env, wait_for_progress=_WAIT.value, min_delay=_MIN_DELAY.value,
-      timeout=max(600.0, 3 * wall))
+      timeout=max(600.0, 3 * wall), damage=_parse_damage(_DAMAGE.value))
   comparison = soak.compare(straight, killed)
   print(soak.format_report(kills, comparison))
   print(f'total {time.time() - t0:.1f} s')
   if not (comparison['params_identical'] and comparison['metrics_identical']):
     sys.exit(1)
+
+
+def _parse_damage(spec: str):
+  out = {}
+  for item in filter(None, spec.split(',')):
+    index, _, kind = item.partition(':')
+    if not index.isdigit() or kind not in soak.DAMAGE_KINDS:
+      sys.exit(f'--damage={spec!r}: expected KILL:KIND items with KIND in {soak.DAMAGE_KINDS}, '
+               'e.g. --damage=3:truncate,7:manifest')
+    out[int(index)] = kind
+  return out
 
 
 if __name__ == '__main__':

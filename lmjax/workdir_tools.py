@@ -7,7 +7,7 @@
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import jax
 
@@ -79,9 +79,56 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
   report['output'] = os.path.abspath(output)
   os.makedirs(os.path.dirname(report['output']), exist_ok=True)
-  with open(output, 'w', encoding='utf-8') as f:
+  with _atomic_output(output) as f:
     json.dump(report, f, indent=2, ensure_ascii=False)
   return report
+
+
+class _atomic_output:  # pylint: disable=invalid-name
+  """Writes to PATH.tmp-<pid> and moves it onto PATH only when the block completes, so a
+  failed run never leaves a truncated file where an earlier complete output was."""
+
+  def __init__(self, path: str):
+    self.path, self.tmp = path, f'{path}.tmp-{os.getpid()}'
+
+  def __enter__(self):
+    self.file = open(self.tmp, 'w', encoding='utf-8')
+    return self.file
+
+  def __exit__(self, kind, error, tb):
+    self.file.close()
+    if kind is None:
+      os.replace(self.tmp, self.path)
+    elif os.path.exists(self.tmp):
+      os.remove(self.tmp)
+    return False
+
+
+def input_lines(path: str, errors: str = 'strict') -> Iterator[str]:
+  """Lines of `path` ('-' = stdin) decoded as UTF-8 the same way for files and stdin.
+
+  Args:
+    path: input file or '-'.
+    errors: 'strict' (an undecodable byte is a ToolError naming the line) or 'replace'.
+
+  Yields:
+    Lines without their line ending.
+  """
+  name = '<stdin>' if path == '-' else path
+  stream = sys.stdin.buffer if path == '-' else open(path, 'rb')
+  try:
+    for lineno, raw in enumerate(stream, 1):
+      raw = raw.rstrip(b'\n')
+      raw = raw[:-1] if raw.endswith(b'\r') else raw
+      try:
+        yield raw.decode('utf-8', errors=errors)
+      except UnicodeDecodeError as e:
+        raise ToolError(f'{name}:{lineno}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at '
+                        f'column {e.start + 1}); pass --encoding_errors=replace to replace '
+                        'undecodable bytes with U+FFFD, or re-encode the input as UTF-8') from None
+  finally:
+    if stream is not sys.stdin.buffer:
+      stream.close()
 
 
 def _evaluate_ensemble(run: Run, primary, workdirs: Sequence[str], checkpoint: str,
@@ -101,7 +148,7 @@ def _evaluate_ensemble(run: Run, primary, workdirs: Sequence[str], checkpoint: s
 
 def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
                 options: DecodeOptions = DecodeOptions(), checkpoint: str = 'latest',
-                warn: Callable[[str], None] = stderr_warning) -> int:
+                warn: Callable[[str], None] = stderr_warning, encoding_errors: str = 'strict') -> int:
   """Decodes every line of `input_path` ('-' = stdin) into `output_path` ('-' = stdout).
 
   Args:
@@ -111,26 +158,29 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
     options: decoding options.
     checkpoint: 'latest', 'best', 'averaged' or a step.
     warn: receives warnings (truncated inputs).
+    encoding_errors: 'strict' or 'replace' (see `input_lines`).
 
   Returns:
-    Number of lines written.
+    Number of lines written. A file output appears only once complete (an earlier
+    output at that path is untouched when decoding fails).
   """
+  if encoding_errors not in ('strict', 'replace'):
+    raise ToolError(f"--encoding_errors={encoding_errors!r}: expected 'strict' or 'replace'")
   options.validate()
   if input_path != '-' and not os.path.isfile(input_path):
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
   run = Run(workdir)
   params, _ = run.restore(checkpoint)
-  fin = sys.stdin if input_path == '-' else open(input_path, encoding='utf-8')
-  fout = sys.stdout if output_path == '-' else open(output_path, 'w', encoding='utf-8')
+  lines = input_lines(input_path, encoding_errors)
   count = 0
-  try:
-    for out in run.decode_lines(params, fin, options, warn):
-      fout.write(out + '\n')
-      fout.flush()
+  if output_path == '-':
+    for out in run.decode_lines(params, lines, options, warn):
+      sys.stdout.write(out + '\n')
+      sys.stdout.flush()
       count += 1
-  finally:
-    if fin is not sys.stdin:
-      fin.close()
-    if fout is not sys.stdout:
-      fout.close()
+    return count
+  with _atomic_output(output_path) as fout:
+    for out in run.decode_lines(params, lines, options, warn):
+      fout.write(out + '\n')
+      count += 1
   return count

@@ -83,11 +83,16 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   env = soak.subprocess_env(str(tmp_path / 'jax_cache'))
   straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
   soak.run_to_completion(soak.train_command(CONFIG, straight, overrides), env, timeout=300)
+  # After two of the kills the newest checkpoint is also damaged (an array file cut short,
+  # then emptied manifests): train.checkpoint_fallback moves it aside and resumes earlier.
   kills = soak.kill_and_resume(soak.train_command(CONFIG, killed, overrides), killed, kills=3,
-                               seed=0, max_delay=3.0, env=env, wait_for_progress=True, timeout=300)
+                               seed=0, max_delay=3.0, env=env, wait_for_progress=True, timeout=300,
+                               damage={1: 'truncate', 2: 'manifest'})
   result = soak.compare(straight, killed)
   print(soak.format_report(kills, result))
   assert not any(k.finished for k in kills), kills  # every kill landed in a live run
+  assert sorted(k.damaged.split()[0] for k in kills if k.damaged) == ['manifest', 'truncate'], kills
+  assert len(os.listdir(os.path.join(killed, 'checkpoints', 'damaged'))) == 2
   assert result['step'] == (steps, steps)
   assert result['params_identical'], result
   assert result['metrics_identical'], result

@@ -30,27 +30,15 @@ WORKER = textwrap.dedent('''
       import jax
       jax.config.update('jax_cpu_collectives_implementation', 'gloo')
       jax.distributed.initialize(f'localhost:{port}', num_processes=2, process_id=process_id)
-      import numpy as np
       from lmjax.data import records, stream
+      from tests import stream_test
       source = records.open_records(folder)
       kw = dict(global_batch_size=8, lengths={'inputs': 16, 'targets': 16}, seed=5,
                 process_index=jax.process_index(), process_count=jax.process_count())
       plain = stream.from_records(source, **kw)
       ids = [int(row[0]) - 3 for _ in range(2 * 96 // 8) for row in next(plain)['targets']]
       make = lambda: stream.from_records(source, batching={'mode': 'pack'}, workers=1, **kw)
-      straight = make()
-      want = [next(straight) for _ in range(12)]
-      straight.close()
-      first = make()
-      for _ in range(5):
-        next(first)
-      state = first.get_state()
-      first.close()
-      resumed = make()
-      resumed.set_state(json.loads(json.dumps(state)))  # through JSON, as in a checkpoint
-      got = [next(resumed) for _ in range(7)]
-      resumed.close()
-      same = all(np.array_equal(a[k], b[k]) for a, b in zip(want[5:], got) for k in a)
+      same = stream_test.resume_matches(make, 5, 12)
       print('RESULT ' + json.dumps({'ids': ids, 'resume_equal': same}), flush=True)
 
 

@@ -77,12 +77,16 @@ def run(workdir):
   return inference.Run(workdir)
 
 
-def tool(script, *args, stdin=None):
-  """Runs experiments/<script> on one CPU device."""
+def tool(script, *args, stdin=None, stdin_bytes=None):
+  """Runs experiments/<script> on one CPU device (stdin: text; stdin_bytes: raw bytes)."""
   env = dict(os.environ, PYTHONPATH=REPO)
   env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
-  return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', script), *args],
-                        input=stdin, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+  cmd = [sys.executable, os.path.join(REPO, 'experiments', script), *args]
+  if stdin_bytes is not None:
+    proc = subprocess.run(cmd, input=stdin_bytes, capture_output=True, timeout=180, cwd=REPO, env=env)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors='replace'),
+                                       proc.stderr.decode(errors='replace'))
+  return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
 
 
 def eval_record(workdir, step):
@@ -291,3 +295,20 @@ def test_evaluate_test_split_reads_the_test_files(tmp_path):
   json.dump(cfg, open(os.path.join(path, 'config.json'), 'w'))
   with pytest.raises(inference.ToolError, match='test_files is empty'):
     workdir_tools.evaluate_workdir(path, split='test')
+
+
+def test_decode_input_that_is_not_utf8_is_one_clear_error_and_keeps_the_earlier_output(workdir, tmp_path):
+  src, out = tmp_path / 'src.txt', tmp_path / 'out.txt'
+  src.write_bytes('twenty third of march nineteen ninety four\n'.encode() + b'bad \xff byte\n')
+  out.write_text('an earlier complete output\n')
+  proc = tool('decode.py', f'--workdir={workdir}', f'--input={src}', f'--output={out}')
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+  assert f'{src}:2: not valid UTF-8' in proc.stderr and '--encoding_errors=replace' in proc.stderr
+  assert out.read_text() == 'an earlier complete output\n'  # untouched
+  assert sorted(os.listdir(tmp_path)) == ['out.txt', 'src.txt']  # no temporary file left
+  piped = tool('decode.py', f'--workdir={workdir}', stdin_bytes=src.read_bytes())
+  assert piped.returncode == 2 and '<stdin>:2: not valid UTF-8' in piped.stderr, piped.stderr
+  proc = tool('decode.py', f'--workdir={workdir}', f'--input={src}', f'--output={out}',
+              '--encoding_errors=replace')
+  assert proc.returncode == 0, proc.stderr
+  assert len(out.read_text().splitlines()) == 2

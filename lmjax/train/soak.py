@@ -38,6 +38,7 @@ class Kill:
     checkpoint: newest complete checkpoint afterwards (None: none yet).
     partial: partial checkpoint directories the kill left (Orbax tmp dirs, incomplete steps).
     finished: the run had already finished, so there was nothing to kill.
+    damaged: how the newest checkpoint was damaged after the kill ('' = not).
   """
   index: int
   delay: float
@@ -45,6 +46,7 @@ class Kill:
   checkpoint: Optional[int]
   partial: int
   finished: bool = False
+  damaged: str = ''
 
 
 def train_command(config: str, workdir: str, overrides: Sequence[str] = ()) -> List[str]:
@@ -116,9 +118,40 @@ def _newest_step(workdir: str) -> int:
              default=0)
 
 
+DAMAGE_KINDS = ('truncate', 'manifest')
+
+
+def damage_checkpoint(step_dir: str, kind: str) -> str:
+  """Damages a checkpoint as a failing disk or an interrupted copy would.
+
+  Args:
+    step_dir: WORKDIR/checkpoints/last/<step>.
+    kind: 'truncate' (the array data files cut to half) or 'manifest' (every OCDBT
+      manifest of the state emptied).
+
+  Returns:
+    The file(s) damaged, for the report.
+  """
+  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, 'state')) for f in fs]
+  if kind == 'truncate':
+    # Every array data file: OCDBT files may end in bytes no array reads, so cutting one
+    # file short does not always make the checkpoint unreadable.
+    targets = [f for f in files if f'{os.sep}d{os.sep}' in f]
+    for f in targets:
+      with open(f, 'r+b') as fh:
+        fh.truncate(os.path.getsize(f) // 2)
+    return ', '.join(targets)
+  if kind == 'manifest':
+    targets = [f for f in files if os.path.basename(f) == 'manifest.ocdbt']
+    for f in targets:
+      open(f, 'wb').close()
+    return ', '.join(targets)
+  raise ValueError(f'damage kind must be one of {DAMAGE_KINDS}, got {kind!r}')
+
+
 def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max_delay: float,
                     env: Dict[str, str], wait_for_progress: bool = False, min_delay: float = 0.0,
-                    timeout: float = 600.0) -> List[Kill]:
+                    timeout: float = 600.0, damage: Optional[Dict[int, str]] = None) -> List[Kill]:
   """Launches `cmd` `kills` times, SIGKILLs each at a random moment, then lets it finish.
 
   Args:
@@ -132,6 +165,9 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
       lands in training) instead of from the launch (anywhere: start-up, compile, ...).
     min_delay: see max_delay.
     timeout: seconds any one launch may take.
+    damage: kill index → damage kind: after that kill, the newest complete checkpoint is
+      damaged (`damage_checkpoint`) when an older one exists for the run to fall back to
+      (train.checkpoint_fallback); otherwise the next kill that has one takes it.
 
   Returns:
     One Kill per launch killed.
@@ -140,6 +176,7 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
     RuntimeError: a launch failed on its own, or the final one did not finish.
   """
   rng = random.Random(seed)
+  damage = dict(damage or {})
   record = []
   for index in range(1, kills + 1):
     launched = time.time()
@@ -161,9 +198,19 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
     if finished and proc.returncode != 0:
       raise RuntimeError(f'launch {index} failed (exit {proc.returncode}):\n'
                          f'{err.decode(errors="replace")[-3000:]}')
+    done = ''
+    pending = sorted(k for k in (damage or {}) if k <= index)
+    last_dir = os.path.join(workdir, 'checkpoints', 'last')
+    complete = [n for n in os.listdir(last_dir) if n.isdigit() and n not in
+                ckpt_lib.incomplete_steps(last_dir)] if os.path.isdir(last_dir) else []
+    if pending and len(complete) >= 2 and not finished:
+      newest = max(complete, key=int)
+      kind = damage.pop(pending[0])
+      damage_checkpoint(os.path.join(last_dir, newest), kind)
+      done = f'{kind} step {newest}'
     record.append(Kill(index, round(delay, 2), _newest_step(workdir),
                        latest_complete_checkpoint(workdir), len(partial_checkpoints(workdir)),
-                       finished))
+                       finished, done))
   run_to_completion(cmd, env, timeout)
   return record
 
@@ -201,6 +248,8 @@ def format_report(kills: Sequence[Kill], comparison: Dict[str, object]) -> str:
            '-' * 52]
   for k in kills:
     note = 'had finished' if k.finished else ('left a partial save (ignored)' if k.partial else '')
+    if k.damaged:
+      note = (note + '; ' if note else '') + f'then damaged ({k.damaged})'
     lines.append(f'{k.index:>4} {k.delay:>8.2f} {k.seen_step:>9} {str(k.checkpoint):>10} '
                  f'{k.partial:>7}  {note}')
   c = comparison
