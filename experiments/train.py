@@ -15,6 +15,8 @@ from lmjax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, metrics, plots).')
+_DEBUG = flags.DEFINE_bool('debug', False, 'Show the traceback of errors a user can fix '
+                           '(bad config values, data, workdir or checkpoint).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -30,9 +32,13 @@ def main(argv):
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except configlib.ConfigError as e:
     sys.exit(f'{e}\n(config file: {flags.FLAGS["config"].config_filename})')
-  except (guard.TrainingError, sources.DataError) as e:
-    # What the user can fix (non-finite training, full disk, bad data): the message, no traceback.
-    sys.exit(f'error ({type(e).__name__}): {e}')
+  except (guard.TrainingError, sources.DataError, ValueError) as e:
+    # What the user can fix (non-finite training, full disk, bad data, a batch size the
+    # devices do not divide, an unwritable workdir, an unreadable checkpoint, an unknown
+    # task): the message, no traceback.
+    if _DEBUG.value:
+      raise
+    sys.exit(f'error ({type(e).__name__}): {e}\n(--debug shows the traceback)')
 
 
 if __name__ == '__main__':

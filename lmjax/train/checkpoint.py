@@ -14,6 +14,7 @@ finite are never saved (`guard.NonFiniteError`).
 """
 
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -63,6 +64,23 @@ def set_aside_incomplete(directory: str) -> List[str]:
                     COMMIT_FILE, target)
     moved.append(target)
   return moved
+
+
+def silence_closed_loop_noise() -> None:
+  """Drops the 'Event loop is closed' tracebacks that the TensorStore reads of a failed
+  restore report from their threads (through sys.unraisablehook): hundreds of lines that
+  would bury the one message lmjax gives. Every other report goes through as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'lmjax_filter', False):
+    return
+
+  def hook(unraisable):
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  hook.lmjax_filter = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -137,6 +155,7 @@ class Checkpointer:
     if step is None or step not in manager.all_steps():
       raise ValueError(f'no checkpoint {step if step is not None else ""} in '
                        f'{manager.directory}; available: {list(manager.all_steps())}')
+    silence_closed_loop_noise()  # a damaged checkpoint's reads fail from other threads
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
