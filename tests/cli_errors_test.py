@@ -106,3 +106,33 @@ def test_every_config_field_a_message_names_exists():
           if path not in known and not any(p.startswith(path + '.') for p in known):
             missing.append(f'{os.path.relpath(os.path.join(root, f), REPO)}: config.{path}')
   assert not missing, '\n'.join(sorted(set(missing)))
+
+
+def _defined_flags():
+  names = {'config', 'workdir', 'debug', 'help'}
+  for folder in ('experiments', 'lmjax'):
+    for root, _, files in os.walk(os.path.join(REPO, folder)):
+      for f in files:
+        if f.endswith('.py'):
+          with open(os.path.join(root, f), encoding='utf-8') as fh:
+            names.update(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", fh.read()))
+  with open(os.path.join(REPO, 'launch.sh'), encoding='utf-8') as fh:
+    names.update(re.findall(r'--([a-z][\w-]*)\)', fh.read()))  # its case labels
+  return names
+
+
+def test_every_flag_a_message_names_exists():
+  known = _defined_flags()
+  missing = []
+  for folder in ('lmjax', 'experiments'):
+    for root, _, files in os.walk(os.path.join(REPO, folder)):
+      for f in files:
+        if not f.endswith('.py'):
+          continue
+        with open(os.path.join(root, f), encoding='utf-8') as fh:
+          strings = [t.string for t in tokenize.generate_tokens(fh.readline)
+                     if t.type == tokenize.STRING]
+        for flag in re.findall(r'(?<![\w-])--([a-z]\w*)(?![\w.-])', '\n'.join(strings)):
+          if flag not in known and not flag.startswith('xla_'):
+            missing.append(f'{os.path.relpath(os.path.join(root, f), REPO)}: --{flag}')
+  assert not missing, '\n'.join(sorted(set(missing)))
