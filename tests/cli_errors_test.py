@@ -91,21 +91,25 @@ def _config_paths():
 def test_every_config_field_a_message_names_exists():
   known = _config_paths()
   missing = []
+  for name, text in _string_literals():
+    for path in re.findall(r'(?<![\w.])config\.((?:[a-z_]+\.)*[a-z_]+)(?![\w({])', text):
+      if path in ('json', 'py', 'x'):  # file names and placeholders
+        continue
+      if path not in known and not any(p.startswith(path + '.') for p in known):
+        missing.append(f'{name}: config.{path}')
+  assert not missing, '\n'.join(sorted(set(missing)))
+
+
+def _string_literals():
+  """(file, its string literals joined): the messages and docs of lmjax/ and experiments/."""
   for folder in ('lmjax', 'experiments'):
     for root, _, files in os.walk(os.path.join(REPO, folder)):
-      for f in files:
-        if not f.endswith('.py'):
-          continue
-        with open(os.path.join(root, f), encoding='utf-8') as fh:
-          strings = [t.string for t in tokenize.generate_tokens(fh.readline)
-                     if t.type == tokenize.STRING]  # messages and docs, not code
-        for m in re.finditer(r'(?<![\w.])config\.((?:[a-z_]+\.)*[a-z_]+)(?![\w({])', '\n'.join(strings)):
-          path = m.group(1)
-          if path in ('json', 'py', 'x'):  # file names and placeholders
-            continue
-          if path not in known and not any(p.startswith(path + '.') for p in known):
-            missing.append(f'{os.path.relpath(os.path.join(root, f), REPO)}: config.{path}')
-  assert not missing, '\n'.join(sorted(set(missing)))
+      for f in sorted(files):
+        if f.endswith('.py'):
+          with open(os.path.join(root, f), encoding='utf-8') as fh:
+            strings = [t.string for t in tokenize.generate_tokens(fh.readline)
+                       if t.type == tokenize.STRING]
+          yield os.path.relpath(os.path.join(root, f), REPO), '\n'.join(strings)
 
 
 def _defined_flags():
@@ -124,15 +128,8 @@ def _defined_flags():
 def test_every_flag_a_message_names_exists():
   known = _defined_flags()
   missing = []
-  for folder in ('lmjax', 'experiments'):
-    for root, _, files in os.walk(os.path.join(REPO, folder)):
-      for f in files:
-        if not f.endswith('.py'):
-          continue
-        with open(os.path.join(root, f), encoding='utf-8') as fh:
-          strings = [t.string for t in tokenize.generate_tokens(fh.readline)
-                     if t.type == tokenize.STRING]
-        for flag in re.findall(r'(?<![\w-])--([a-z]\w*)(?![\w.-])', '\n'.join(strings)):
-          if flag not in known and not flag.startswith('xla_'):
-            missing.append(f'{os.path.relpath(os.path.join(root, f), REPO)}: --{flag}')
+  for name, text in _string_literals():
+    for flag in re.findall(r'(?<![\w-])--([a-z]\w*)(?![\w.-])', text):
+      if flag not in known and not flag.startswith('xla_'):
+        missing.append(f'{name}: --{flag}')
   assert not missing, '\n'.join(sorted(set(missing)))
