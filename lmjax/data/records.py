@@ -10,11 +10,10 @@ present, complete and of the indexed size, tokenizer hash as expected) and retur
 picklable random-access source for `grain.MapDataset.source`.
 """
 
-import hashlib
 import json
 import os
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -108,15 +107,6 @@ class ShardWriter:
     """Finishes the last shard; returns [{'file', 'num_records', 'num_bytes'}] per shard."""
     self._finish_shard()
     return self.shards
-
-
-def file_hash(paths: Sequence[str]) -> str:
-  """sha256 (hex, 16 chars) of the files' contents, in order."""
-  h = hashlib.sha256()
-  for p in paths:
-    with open(p, 'rb') as f:
-      h.update(f.read())
-  return h.hexdigest()[:16]
 
 
 def write_index(directory: str, index: Mapping[str, Any]) -> None:

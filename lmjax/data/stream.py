@@ -35,13 +35,15 @@ Batch = Dict[str, np.ndarray]
 
 
 def _grain():
-  # Grain reads absl flags (its debug options) when it builds iterators; programs that are
-  # not absl apps (tests, notebooks) have not parsed any.
+  """Grain and the batchers, imported on first use (~2 s). Grain reads absl flags (its
+  debug options) when it builds iterators; programs that are not absl apps (tests,
+  notebooks) have not parsed any."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   import grain  # pylint: disable=g-import-not-at-top
-  return grain
+  from lmjax.data import batchers  # pylint: disable=g-import-not-at-top
+  return grain, batchers
 
 
 class _Decode:
@@ -91,140 +93,6 @@ def _pad(examples, lengths, rows):
   return pipeline.pad_batch(list(examples), lengths, rows)
 
 
-def _make_pack_iterator(grain_lib):
-  """Classes are built lazily so that importing this module does not import Grain."""
-
-  class PackIterator(grain_lib.DatasetIterator):
-    """Greedy in-order packing into `rows` rows; the example that does not fit waits."""
-
-    def __init__(self, parent, rows: int, lengths: Mapping[str, int]):
-      super().__init__(parent)
-      self._rows, self._lengths = rows, dict(lengths)
-      self._batch_lengths = pipeline.packed_lengths(lengths)
-      self._pending: Optional[Dict[str, np.ndarray]] = None
-
-    def __next__(self) -> Batch:
-      rows, current, used = [], [], dict.fromkeys(self._lengths, 0)
-      while True:
-        if self._pending is not None:
-          ex, self._pending = self._pending, None
-        else:
-          try:
-            ex = next(self._parent)
-          except StopIteration:
-            break
-        size = {k: len(ex[k]) for k in self._lengths}
-        if current and any(used[k] + size[k] > n for k, n in self._lengths.items()):
-          rows.append(pipeline.merge_row(current, self._lengths))
-          current, used = [], dict.fromkeys(self._lengths, 0)
-          if len(rows) == self._rows:
-            self._pending = ex
-            break
-        current.append(ex)
-        used = {k: used[k] + size[k] for k in self._lengths}
-      if current and len(rows) < self._rows:
-        rows.append(pipeline.merge_row(current, self._lengths))
-      if not rows:
-        raise StopIteration
-      return pipeline.pad_batch(rows, self._batch_lengths, self._rows)
-
-    def get_state(self):
-      pending = None if self._pending is None else {
-          k: np.asarray(v).tolist() for k, v in self._pending.items()}
-      return {'parent': self._parent.get_state(), 'pending': pending}
-
-    def set_state(self, state):
-      self._parent.set_state(state['parent'])
-      p = state['pending']
-      self._pending = None if p is None else {k: np.asarray(v, np.int32) for k, v in p.items()}
-
-  return PackIterator
-
-
-def _make_bucket_iterator(grain_lib):
-  """See `_make_pack_iterator`."""
-
-  class BucketIterator(grain_lib.DatasetIterator):
-    """Windowed token-budget buckets: read `window` examples, group them by the smallest
-    bucket length that holds them, cut each group into batches of that bucket's rows (the
-    last one completed with empty rows), shuffle the batch order, emit this host's rows.
-
-    The state is the parent's state at the window's start and the batch index in it: a
-    resumed iterator re-reads the window and re-plans it identically.
-    """
-
-    def __init__(self, parent, shapes: Mapping[int, int], window: int, seed: int,
-                 caps: Mapping[str, int], process_index: int, process_count: int):
-      super().__init__(parent)
-      self._shapes = dict(shapes)
-      self._bounds = np.asarray(sorted(shapes))
-      self._window, self._seed, self._caps = window, seed, dict(caps)
-      self._process_index, self._process_count = process_index, process_count
-      self._start, self._count, self._index, self._plan = None, -1, 0, []
-
-    def _load(self, start_state, count: int) -> None:
-      self._start, self._count, self._index = start_state, count, 0
-      examples = []
-      for _ in range(self._window):
-        try:
-          examples.append(next(self._parent))
-        except StopIteration:
-          break
-      if not examples:
-        raise StopIteration
-      seq_keys = [k for k in examples[0] if np.ndim(examples[0][k]) >= 1]
-      need = np.asarray([max(len(ex[k]) for k in seq_keys) for ex in examples])
-      if need.max() > self._bounds[-1]:
-        raise ValueError(f'a training example has {need.max()} tokens, more than the largest '
-                         f'bucket ({self._bounds[-1]}): raise config.task.batching.bucket_lengths '
-                         'or lower the task lengths')
-      bucket_of = self._bounds[np.searchsorted(self._bounds, need)]
-      batches = []
-      for length, rows in self._shapes.items():
-        members = [examples[i] for i in np.flatnonzero(bucket_of == length)]
-        batches.extend((members[s:s + rows], length) for s in range(0, len(members), rows))
-      order = np.random.default_rng([self._seed, count]).permutation(len(batches))
-      self._plan = [batches[i] for i in order]
-      self._seq_keys = seq_keys
-
-    def __next__(self) -> Batch:
-      if self._start is None or self._index >= len(self._plan):
-        self._load(self._parent.get_state(), self._count + 1)
-      members, length = self._plan[self._index]
-      self._index += 1
-      local = self._shapes[length] // self._process_count
-      mine = members[self._process_index * local:(self._process_index + 1) * local]
-      lengths = {k: min(length, self._caps.get(k, length)) for k in self._seq_keys}
-      template = self._plan[0][0][0]
-      return pipeline.fill_batch(mine, list(template), lengths, local, template)
-
-    def get_state(self):
-      if self._start is None:
-        return {'start': self._parent.get_state(), 'count': self._count, 'index': 0}
-      return {'start': self._start, 'count': self._count, 'index': self._index}
-
-    def set_state(self, state):
-      self._parent.set_state(state['start'])
-      self._start, self._plan, self._index = None, [], 0
-      self._count = int(state['count'])
-      if self._count >= 0:  # inside a planned window: re-read and re-plan it
-        self._load(state['start'], self._count)
-        self._index = int(state['index'])
-
-  return BucketIterator
-
-
-def _batched(grain_lib, parent, make_iterator):
-  """An IterDataset whose iterator is `make_iterator(parent_iterator)`."""
-
-  class Batched(grain_lib.IterDataset):
-
-    def __iter__(self):
-      return make_iterator(self._parent.__iter__())
-
-  return Batched(parent)
-
-
 class StreamIterator:
   """Endless host-local training batches from Grain, with JSON get_state/set_state."""
 
@@ -244,7 +112,7 @@ class StreamIterator:
       workers: Grain worker processes (0: batches are built in this process).
       decode: record bytes → example (None: the source holds examples).
     """
-    grain = _grain()
+    grain, batchers = _grain()
     batching = dict(batching or {'mode': 'plain'})
     self.mode = batching['mode']
     if global_batch_size % process_count:
@@ -268,17 +136,14 @@ class StreamIterator:
     if self.mode == 'plain':
       ds = ds.batch(local, batch_fn=functools.partial(_pad, lengths=dict(lengths), rows=local))
     elif self.mode == 'pack':
-      pack = _make_pack_iterator(grain)
-      ds = _batched(grain, ds, functools.partial(pack, rows=local, lengths=dict(lengths)))
+      ds = batchers.Batched(ds, functools.partial(batchers.PackIterator, rows=local,
+                                                  lengths=dict(lengths)))
     elif self.mode == 'bucket':
-      if global_batch_size % process_count:
-        raise ValueError('row multiple must be divisible by the number of processes')
       shapes = pipeline.bucket_shapes(batching['bucket_lengths'], batching['max_tokens'],
                                       global_batch_size)
       self.shapes = shapes
-      bucket = _make_bucket_iterator(grain)
-      ds = _batched(grain, ds, functools.partial(
-          bucket, shapes=shapes, window=int(batching['window']), seed=self.seed,
+      ds = batchers.Batched(ds, functools.partial(
+          batchers.BucketIterator, shapes=shapes, window=int(batching['window']), seed=self.seed,
           caps=dict(lengths), process_index=process_index, process_count=process_count))
     else:
       raise ValueError(f"config.task.batching.mode={self.mode!r}: streamed batching is 'plain', "
