@@ -63,7 +63,7 @@ run_local() {
   [[ -f "$config_file" ]] || die "config file '$config_file' not found"
   export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
   if [[ -n "$sweep" ]]; then
-    exec "$python" -m lmjax.sweep --config="$config" --workdir="$workdir" --sweep="$sweep" \
+    exec "$python" -m lmjax.config.sweep --config="$config" --workdir="$workdir" --sweep="$sweep" \
       -- ${overrides[@]+"${overrides[@]}"}
   fi
   exec "$python" "$here/experiments/train.py" --config="$config" --workdir="$workdir" \

@@ -12,9 +12,9 @@ import sys
 from absl import app
 from absl import flags
 
-from lmjax import configlib
-from lmjax import attention_plot
-from lmjax import inference
+from lmjax.config import configlib
+from lmjax.tools import attention_plot
+from lmjax.tools import inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')

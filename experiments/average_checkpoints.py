@@ -13,9 +13,9 @@ import sys
 from absl import app
 from absl import flags
 
-from lmjax import configlib
-from lmjax import averaging
-from lmjax import inference
+from lmjax.config import configlib
+from lmjax.tools import averaging
+from lmjax.tools import inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _LAST = flags.DEFINE_integer('last', 0, 'Average the newest N kept checkpoints of checkpoints/last.')

@@ -24,7 +24,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from lmjax import configlib
+from lmjax.config import configlib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _BATCHES = flags.DEFINE_integer('batches', 300, 'Pipeline batches timed per mode.')

@@ -7,7 +7,7 @@ input line.
         [--temperature=0.8 --top_k=20 --top_p=0.9 --seed=1] [--checkpoint=best]
 
 Classifier runs write one label name per line and tagger runs one tag per whitespace-
-separated word (`lmjax.labeling`):
+separated word (`lmjax.tools.labeling`):
 
     echo "Paris is lovely" | python experiments/decode.py --workdir=workdirs/wnut17
 
@@ -20,9 +20,9 @@ import sys
 from absl import app
 from absl import flags
 
-from lmjax import configlib
-from lmjax import inference
-from lmjax import workdir_tools
+from lmjax.config import configlib
+from lmjax.tools import inference
+from lmjax.tools import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')

@@ -14,9 +14,9 @@ import sys
 from absl import app
 from absl import flags
 
-from lmjax import configlib
-from lmjax import inference
-from lmjax import workdir_tools
+from lmjax.config import configlib
+from lmjax.tools import inference
+from lmjax.tools import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
@@ -32,7 +32,7 @@ _OUTSIDE_BIAS = flags.DEFINE_float(
     'trades precision for recall (default: the run\'s config.eval.outside_bias).')
 _ENSEMBLE = flags.DEFINE_list(
     'ensemble', [], 'Classifiers and taggers: other workdirs of the same config (e.g. other '
-    'seeds) that predict together with --workdir from their mean scores (lmjax/ensemble.py).')
+    'seeds) that predict together with --workdir from their mean scores (lmjax/tools/ensemble.py).')
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
 flags.mark_flags_as_required(['workdir'])
 

@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from lmjax import configlib
+from lmjax.config import configlib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Root folder of the preprocessed data.')

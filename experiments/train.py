@@ -10,7 +10,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)

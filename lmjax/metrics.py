@@ -10,8 +10,6 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import sacrebleu
-from rouge_score import rouge_scorer
-from seqeval import metrics as seqeval_metrics
 
 
 def reference_streams(references: Sequence) -> List[List]:
@@ -88,6 +86,7 @@ def rouge(predictions: Sequence[str], references: Sequence, *,
   if len(predictions) != len(references):
     raise ValueError(f'rouge got {len(predictions)} predictions and {len(references)} references')
   keys = ('rouge1', 'rouge2', 'rougeL')
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top  (pulls in nltk: ~1.5 s)
   scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=use_stemmer)
   totals = {k: 0.0 for k in keys}
   for i, (pred, ref) in enumerate(zip(predictions, references)):
@@ -158,6 +157,7 @@ def entity_f1(true_tags: List[List[str]], pred_tags: List[List[str]]) -> Dict[st
       len(t) != len(p) for t, p in zip(true_tags, pred_tags)):
     raise ValueError('entity_f1 needs gold and predicted tags of the same shape '
                      '(same number of sentences and tokens per sentence)')
+  from seqeval import metrics as seqeval_metrics  # pylint: disable=g-import-not-at-top  (imports sklearn)
   return {
       'precision': 100.0 * float(seqeval_metrics.precision_score(true_tags, pred_tags)),
       'recall': 100.0 * float(seqeval_metrics.recall_score(true_tags, pred_tags)),

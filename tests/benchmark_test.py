@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from lmjax import models
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.bench import decode
 from lmjax.bench import flops
 from lmjax.bench import jax_train

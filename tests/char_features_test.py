@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from configs import dates_classify_lstm
-from lmjax import configlib
-from lmjax import inference
+from lmjax.config import configlib
+from lmjax.tools import inference
 from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.data import tokenizers

@@ -10,7 +10,7 @@ import tokenize
 
 import pytest
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.train import soak
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

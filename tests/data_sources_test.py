@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import sources
 from lmjax.data import tasks
 

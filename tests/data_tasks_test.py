@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

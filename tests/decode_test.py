@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import decode
-from lmjax import predict
+from lmjax.decoding import decode
+from lmjax.decoding import predict
 from lmjax.models import build_model
 from lmjax.models import transformer
 

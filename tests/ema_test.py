@@ -8,12 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import averaging
-from lmjax import configlib
-from lmjax import inference
+from lmjax.tools import averaging
+from lmjax.config import configlib
+from lmjax.tools import inference
 from lmjax import models
 from lmjax import parallel
-from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import loop
 from lmjax.train import optim
@@ -37,7 +36,7 @@ def _setup(config):
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
   rules = parallel.rules_from_config(config)
-  it = pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0)
+  it = task.train_iterator(16, seed=0)
   mesh = parallel.create_mesh(config.mesh)
   return model, tx, rules, mesh, [next(it) for _ in range(4)]
 

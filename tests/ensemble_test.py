@@ -1,4 +1,4 @@
-"""lmjax.ensemble / evaluate.py --ensemble: classifiers and taggers predicting together.
+"""lmjax.tools.ensemble / evaluate.py --ensemble: classifiers and taggers predicting together.
 
 The ensemble's predictions are checked against references written here in numpy (an
 exhaustive search over tag paths, a numpy Viterbi, averaged log-softmax), and the
@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import ensemble
-from lmjax import workdir_tools
+from lmjax.tools import ensemble
+from lmjax.tools import workdir_tools
 from lmjax.data import pipeline
 from lmjax.models import build_model
 from lmjax.train import evaluation

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from seqeval import metrics as seqeval_metrics
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax import metrics as metrics_lib
 from lmjax import models
-from lmjax import reporting
+from lmjax.train import reporting
 from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import synthetic_tasks

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from configs import shakespeare_char
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import lm_stream
-from lmjax.data import pipeline
+from lmjax.data import stream
 
 T, B = 16, 4
 STREAM = np.arange(1, 1000, dtype=np.int32)  # token i+1 at position i: a window is a run
@@ -15,7 +15,7 @@ STREAM = np.arange(1, 1000, dtype=np.int32)  # token i+1 at position i: a window
 def windows(context, seed=3, **kw):
   rows = lm_stream.stream_rows(STREAM, T, context)
   lengths = {'targets': T, **({'decoder_inputs': T} if context else {})}
-  return pipeline.make_train_iterator(rows, B, lengths, seed, batching={'mode': 'windows'}, **kw)
+  return lm_stream.WindowIterator.from_rows(rows, B, lengths['targets'], seed, **kw)
 
 
 @pytest.mark.parametrize('context', [False, True])
@@ -68,8 +68,8 @@ def test_resume_refuses_another_mode_or_stream_and_short_streams_are_errors():
   state = windows(False).get_state()
   assert state['mode'] == 'windows'
   rows = lm_stream.stream_rows(STREAM, T, False)
-  plain = pipeline.make_train_iterator(rows, B, {'targets': T}, 3)
-  with pytest.raises(ValueError, match="batching mode 'windows'"):
+  plain = stream.from_examples(rows, global_batch_size=B, lengths={'targets': T}, seed=3)
+  with pytest.raises(ValueError, match="mode='windows'.*config.task.batching.mode"):
     plain.set_state(state)
   other = lm_stream.WindowIterator(STREAM[:500], B, T, 3, context=False)
   with pytest.raises(ValueError, match='the data changed'):

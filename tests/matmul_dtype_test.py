@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.models import build_model
 from lmjax.models import layers
 

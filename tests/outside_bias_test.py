@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import workdir_tools
+from lmjax.tools import workdir_tools
 from lmjax.models import build_model
 from lmjax.train import evaluation
 from lmjax.train import loop

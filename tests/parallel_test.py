@@ -11,7 +11,6 @@ from jax.sharding import PartitionSpec as P
 from configs import default
 from lmjax import models
 from lmjax import parallel
-from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import optim
 from lmjax.train import state as state_lib
@@ -35,7 +34,7 @@ def _setup():
   task = tasks.build_task(config.task, None)
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
-  it = pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0)
+  it = task.train_iterator(16, seed=0)
   return model, tx, [next(it) for _ in range(STEPS)]
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax import models
 from lmjax import parallel
-from lmjax import reporting
+from lmjax.train import reporting
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import guard

@@ -15,6 +15,7 @@ from lmjax.data import records
 from lmjax.data import sources
 from lmjax.data import stream
 from lmjax.data import tasks
+from lmjax.data import text_common
 from lmjax.train import soak
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,8 +204,8 @@ def test_data_preprocessed_with_another_tokenizer_is_refused(tmp_path):
   tasks.preprocess_task(config.task, shared)
   workdir = tmp_path / 'w'
   (workdir / 'tokenizers').mkdir(parents=True)
-  other = tasks._build_tokenizer(config.task, ['a b c'], tasks._tokenizer_options(config.task), 0)  # pylint: disable=protected-access
-  other.save(str(workdir / 'tokenizers' / 'vocab.json'), tasks._tokenizer_options(config.task))  # pylint: disable=protected-access
+  other = text_common.build_tokenizer(config.task, ['a b c'], text_common.tokenizer_options(config.task), 0)
+  other.save(str(workdir / 'tokenizers' / 'vocab.json'), text_common.tokenizer_options(config.task))
   before = folder_bytes(str(tmp_path))
   with pytest.raises(sources.DataError, match='preprocessed with another tokenizer') as e:
     tasks.build_task(config.task, str(workdir))

@@ -21,11 +21,11 @@ import pytest
 from configs import default
 from configs import dates_lm_lstm
 from configs import dates_lstm
-from lmjax import attention_plot
-from lmjax import averaging
-from lmjax import inference
-from lmjax import workdir_tools
-from lmjax import reporting
+from lmjax.tools import attention_plot
+from lmjax.tools import averaging
+from lmjax.tools import inference
+from lmjax.tools import workdir_tools
+from lmjax.train import reporting
 from lmjax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

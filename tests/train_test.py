@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax import models
 from lmjax import parallel
-from lmjax import reporting
-from lmjax.data import pipeline
+from lmjax.train import reporting
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
@@ -107,7 +106,7 @@ def test_data_parallel_step_matches_single_device(family):
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
   rules = parallel.rules_from_config(config)
-  it = pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0)
+  it = task.train_iterator(16, seed=0)
   batches = [next(it) for _ in range(3)]
 
   def run(devices):
@@ -269,7 +268,7 @@ def test_grad_accumulation_equals_one_big_batch():
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
   rules = parallel.rules_from_config(config)
-  batch = next(pipeline.BatchIterator(task.train_examples, 16, task.lengths, seed=0))
+  batch = next(task.train_iterator(16, seed=0))
   mesh = parallel.create_mesh(config.mesh)
   bsh = parallel.batch_sharding(mesh, rules)
 

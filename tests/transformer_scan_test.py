@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.models import build_model
 from lmjax.models import transformer
 

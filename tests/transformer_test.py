@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.models import build_model
 
 V = 13

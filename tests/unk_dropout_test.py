@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import labeled_tasks
 from lmjax.data import tasks
 from lmjax.data import tokenizers

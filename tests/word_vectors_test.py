@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import model_sections
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import sources
 from lmjax.data import tasks
 from lmjax.data import tokenizers as tok_lib

@@ -1,4 +1,4 @@
-"""Decode throughput: jitted `lmjax.predict.beam_decode` and `greedy_decode`, random params.
+"""Decode throughput: jitted `lmjax.decoding.predict.beam_decode` and `greedy_decode`, random params.
 
 Every call produces exactly B × L output tokens: EOS is made unreachable by passing
 eos_id = V, one past the last logit, so no hypothesis finishes early and beam search's
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from lmjax import models
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.bench import flops
 from lmjax.bench import shapes
 from lmjax.bench import table

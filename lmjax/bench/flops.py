@@ -64,10 +64,10 @@ def transformer_train_flops(model: Mapping[str, Any], vocab_size: int, batch_siz
 
 def transformer_decode_flops(model: Mapping[str, Any], vocab_size: int, batch_size: int,
                              source_length: int, max_length: int, beam_size: int = 1) -> int:
-  """Matmul FLOPs of one decode call (`lmjax.predict.beam_decode` / `greedy_decode`).
+  """Matmul FLOPs of one decode call (`lmjax.decoding.predict.beam_decode` / `greedy_decode`).
 
   The encoder runs once on B sentences and its output is projected to cross-attention
-  keys/values once per sentence (`lmjax.predict.precompute_cross`; repeated, not
+  keys/values once per sentence (`lmjax.decoding.predict.precompute_cross`; repeated, not
   recomputed, for the K beams); then each of the L steps runs one token per row of the
   N = B·K rows through the decoder, attending over the whole self-attention cache of
   its sentence, K slots × L positions (masked to the row's own history, but computed:

@@ -342,7 +342,7 @@ def run(scale_dir: str, pairs: Sequence[int], lines: int, workers: Sequence[int]
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import text_task  # pylint: disable=g-import-not-at-top
-  from lmjax import configlib  # pylint: disable=g-import-not-at-top
+  from lmjax.config import configlib  # pylint: disable=g-import-not-at-top
   bank = load_bank(shared_data_dir(), seed)
   corpora = make_corpora(scale_dir, pairs, lines, seed, bank)
   print(f'corpora ({bank.name} bank) ready in {corpora["seconds"]:.1f} s in {scale_dir}',

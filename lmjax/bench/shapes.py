@@ -12,7 +12,7 @@ import numpy as np
 
 from configs import default
 from configs import ptb_lstm
-from lmjax import configlib
+from lmjax.config import configlib
 
 
 @dataclasses.dataclass(frozen=True)

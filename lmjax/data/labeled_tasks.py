@@ -1,26 +1,20 @@
 """Text classification and sequence-tagging tasks (`text_classify`, `text_tag` in
-`lmjax.data.tasks.TASKS`), from TSV / `label text` lines / TFDS and CoNLL files.
+`lmjax.data.registry.TASKS`), from TSV / `label text` lines / TFDS and CoNLL files.
 
 Both give the Task an `encode_input` (raw line → model features, as the training
 examples are built) for experiments/decode.py.
 """
 
 import collections
-from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from lmjax.data import registry
 from lmjax.data import sources
 from lmjax.data import tokenizers as tok_lib
-
-if TYPE_CHECKING:
-  from lmjax.data import tasks
-
-
-def _tasks():
-  # tasks.py imports this module for its registry; import it when a task is built.
-  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
-  return tasks
+from lmjax.data.task_def import Task
+from lmjax.data.text_common import build_tokenizers, fit_lengths, limit, lower, read_split
 
 
 def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
@@ -41,28 +35,28 @@ def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
                    "(use 'tsv', 'labeled_lines' or 'tfds')")
 
 
-def text_classify(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
+@registry.register('text_classify')
+def text_classify(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Sentence(-pair) classification from TSV, `label text` lines or TFDS.
 
   With config.task.word_chars = W > 0 (word tokenizer only), examples also hold
   `chars` (S, W): the bytes of each whitespace-separated word, case kept, for a
   character CNN (words the vocabulary never saw still have their spelling).
   """
-  tk = _tasks()  # its shared readers and tokenizer helpers
   src = cfg['source']
   width = cfg.get('word_chars', 0)
   if width and cfg['tokenizer']['type'] != 'word':
     raise ValueError(f"config.task.word_chars={width} needs config.task.tokenizer.type='word' "
                      f"(one id per whitespace-separated word), got {cfg['tokenizer']['type']!r}")
-  train = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'train'), src['max_train_examples']))
-  evals = _classify_rows(cfg, tk._limit(tk._read_split(cfg, 'eval'), src['max_eval_examples']))
-  tok = tk._tokenizers(cfg, workdir, {'inputs': [tk._lower(cfg, t) for t, _ in train]},
+  train = _classify_rows(cfg, limit(read_split(cfg, 'train'), src['max_train_examples']))
+  evals = _classify_rows(cfg, limit(read_split(cfg, 'eval'), src['max_eval_examples']))
+  tok = build_tokenizers(cfg, workdir, {'inputs': [lower(cfg, t) for t, _ in train]},
                        cfg['tokenizer_seed'])['inputs']
   n = cfg['max_input_length']
   lengths = dict(inputs=n, **({'chars': n} if width else {}))
 
   def encode_input(text):
-    ids = tok.encode(tk._lower(cfg, text))
+    ids = tok.encode(lower(cfg, text))
     if not ids:  # an empty text is one <unk> word
       return {'inputs': np.asarray([tok_lib.UNK_ID], np.int32),
               **({'chars': np.zeros((1, width), np.int32)} if width else {})}
@@ -72,45 +66,45 @@ def text_classify(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
     return ex
 
   def encode(rows, fit):
-    return tk._fit([dict(encode_input(t), label=np.int32(y)) for t, y in rows], lengths, fit)
+    return fit_lengths([dict(encode_input(t), label=np.int32(y)) for t, y in rows], lengths, fit)
 
   names = list(src['label_names'] or src['labels'])
-  return tk.Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok},
+  return Task(name=cfg['name'], kind='classify', tokenizers={'inputs': tok},
                  lengths=lengths, train_examples=encode(train, cfg['length_handling']),
                  eval_examples=encode(evals, 'truncate'), eval_sources=[t for t, _ in evals],
                  eval_references=[names[y] for _, y in evals], label_names=names,
                  batching=dict(cfg['batching']), encode_input=encode_input)
 
 
-def text_tag(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
+@registry.register('text_tag')
+def text_tag(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Sequence tagging (e.g. NER) from CoNLL files: one word-level id and one tag per token.
 
   Tag ids: 0 = padding, real tags from 1 in the order of config.task.source.labels
   (or, when that is empty, sorted tags of the training split). With
   config.task.word_chars = W > 0, examples also hold `chars` (S, W): each word's bytes.
   """
-  tk = _tasks()  # its shared readers and tokenizer helpers
   src = cfg['source']
   if src['type'] != 'conll':
     raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a tag task (use 'conll')")
   if cfg['tokenizer']['type'] != 'word':
     raise ValueError("tag tasks need config.task.tokenizer.type='word' (one id per token)")
-  train = tk._limit(tk._read_split(cfg, 'train'), src['max_train_examples'])
-  evals = tk._limit(tk._read_split(cfg, 'eval'), src['max_eval_examples'])
+  train = limit(read_split(cfg, 'train'), src['max_train_examples'])
+  evals = limit(read_split(cfg, 'eval'), src['max_eval_examples'])
   tags = list(src['labels']) or sorted({t for _, ts in train for t in ts})
   names = [tok_lib.PAD] + tags
   ids = {t: i for i, t in enumerate(names)}
-  texts = [' '.join(tk._lower(cfg, w) for w in ws) for ws, _ in train]
-  tok = tk._tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
+  texts = [' '.join(lower(cfg, w) for w in ws) for ws, _ in train]
+  tok = build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
   n = cfg['max_input_length']
   files = {'train': src['train_files'], 'eval': src['eval_files']}
   width = cfg.get('word_chars', 0)
-  unk = unk_permille(cfg, train, tk._lower)  # per-sentence (S,) arrays, or None
+  unk = unk_permille(cfg, train, lower)  # per-sentence (S,) arrays, or None
   lengths = dict(inputs=n, tags=n, **({'chars': n} if width else {}),
                  **({'unk_permille': n} if unk else {}))
 
   def encode_words(words):
-    ex = {'inputs': np.asarray([tok._ids.get(tk._lower(cfg, w), tok_lib.UNK_ID) for w in words],
+    ex = {'inputs': np.asarray([tok._ids.get(lower(cfg, w), tok_lib.UNK_ID) for w in words],
                                np.int32)}  # one id per token
     if width:
       ex['chars'] = tok_lib.word_bytes(words, width)  # (S, W), case kept
@@ -125,9 +119,9 @@ def text_tag(cfg: Mapping, workdir: Optional[str]) -> 'tasks.Task':
                                 f'label set {tags} (config.task.source.labels)')
       out.append(dict(encode_words(words), tags=np.asarray([ids[t] for t in ts], np.int32),
                       **({'unk_permille': extra[i]} if extra else {})))
-    return tk._fit(out, lengths, fit)
+    return fit_lengths(out, lengths, fit)
 
-  return tk.Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok}, lengths=lengths,
+  return Task(name=cfg['name'], kind='tag', tokenizers={'inputs': tok}, lengths=lengths,
                  encode_input=lambda text: encode_words(text.split()),
                  train_examples=encode(train, cfg['length_handling'], 'train', unk),
                  eval_examples=encode(evals, 'truncate', 'eval'),

@@ -1,26 +1,18 @@
-"""Deterministic, resumable batching of tokenized examples into static-shape batches.
+"""Static-shape batches from tokenized examples: padding, eval batches, length handling,
+and the helpers of packed rows.
 
 An example is a dict of 1-D int arrays (e.g. `inputs`, `targets`) or scalars
 (`label`). A batch is a dict of int32 arrays of static shape (B, L) / (B,),
 padded with 0 (see lmjax/models/CONTRACT.md).
 
-Three training modes (`make_train_iterator`):
-  plain   one example per row, fixed batch size (`BatchIterator`).
-  pack    several examples per row with `*_segmentation` / `*_position` fields
-          (`PackedIterator`; Transformer only).
-  bucket  rows of one of a few fixed lengths, as many rows as fit a token budget
-          (`BucketIterator`, fairseq `max_tokens` style; one compiled program per bucket).
-  windows an LM token stream re-cut at a new offset every epoch
-          (`lm_stream.WindowIterator`; lm_mode='stream').
-All are deterministic from (seed, epoch), give each process a disjoint slice of every
-global batch, and resume exactly from `get_state()`.
+The training iterators that use these helpers: `lmjax.data.stream` (Grain: modes
+plain, pack and bucket, from records or in-memory examples) and `lm_stream` (windows
+of an LM token stream); `Task.train_iterator` picks one from config.task.batching.
 """
 
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
-
-from lmjax.data import lm_stream
 
 Example = Mapping[str, np.ndarray]
 Batch = Dict[str, np.ndarray]
@@ -40,78 +32,6 @@ def pad_batch(examples: Sequence[Example], lengths: Mapping[str, int], batch_siz
   """
   keys = list(examples[0].keys() if examples else lengths.keys())
   return fill_batch(examples, keys, lengths, batch_size, examples[0] if examples else None)
-
-
-class BatchIterator:
-  """Endless epoch-shuffled training batches, exactly resumable from `get_state()`.
-
-  Every process computes the same global permutation from (seed, epoch) and takes
-  its own contiguous slice of each global batch, so hosts never overlap.
-  """
-
-  def __init__(self, examples: List[Example], global_batch_size: int, lengths: Mapping[str, int],
-               seed: int, process_index: int = 0, process_count: int = 1):
-    """Args:
-      examples: the training split, already tokenized.
-      global_batch_size: rows per step over all processes.
-      lengths: static sequence length per feature.
-      seed: shuffling seed.
-      process_index: this host's index.
-      process_count: number of hosts (must divide global_batch_size).
-    """
-    if global_batch_size % process_count:
-      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
-                       f'the number of processes ({process_count})')
-    if len(examples) < global_batch_size:
-      raise ValueError(f'the training split has {len(examples)} examples, fewer than '
-                       f'config.train.batch_size={global_batch_size}')
-    self.examples = examples
-    self.global_batch_size = global_batch_size
-    self.local_batch_size = global_batch_size // process_count
-    self.lengths = dict(lengths)
-    self.seed = seed
-    self.process_index = process_index
-    self.epoch = 0
-    self.index = 0  # batch index within the epoch
-    self._order = None
-
-  @property
-  def batches_per_epoch(self) -> int:
-    return len(self.examples) // self.global_batch_size
-
-  def _permutation(self) -> np.ndarray:
-    if self._order is None or self._order[0] != self.epoch:
-      rng = np.random.default_rng([self.seed, self.epoch])
-      self._order = (self.epoch, rng.permutation(len(self.examples)))
-    return self._order[1]
-
-  def __iter__(self) -> Iterator[Batch]:
-    return self
-
-  def __next__(self) -> Batch:
-    if self.index >= self.batches_per_epoch:
-      self.epoch, self.index = self.epoch + 1, 0
-    order = self._permutation()
-    start = self.index * self.global_batch_size + self.process_index * self.local_batch_size
-    rows = [self.examples[i] for i in order[start:start + self.local_batch_size]]
-    self.index += 1
-    return pad_batch(rows, self.lengths, self.local_batch_size)
-
-  def get_state(self) -> Dict[str, int]:
-    """Position to save in a checkpoint."""
-    return {'mode': 'plain', 'epoch': int(self.epoch), 'index': int(self.index),
-            'seed': int(self.seed), 'num_examples': len(self.examples)}
-
-  def set_state(self, state: Mapping[str, int]) -> None:
-    """Continues from a position returned by `get_state` (same data and seed)."""
-    if state.get('num_examples', len(self.examples)) != len(self.examples):
-      raise ValueError(f"checkpointed data position is for {state['num_examples']} examples but "
-                       f'the training split now has {len(self.examples)}: the data changed since '
-                       'the checkpoint was written')
-    if state.get('mode', 'plain') != 'plain':
-      raise ValueError(f"checkpointed data position is for batching mode {state['mode']!r} but "
-                       "config.task.batching.mode is now 'plain'")
-    self.epoch, self.index = int(state['epoch']), int(state['index'])
 
 
 def eval_batches(examples: List[Example], global_batch_size: int, lengths: Mapping[str, int],
@@ -140,33 +60,6 @@ def truncate(examples: Sequence[Example], lengths: Mapping[str, int]) -> List[Ex
   """Cuts every sequence feature to its static length."""
   return [{k: (np.asarray(v)[:lengths[k]] if k in lengths else v) for k, v in ex.items()}
           for ex in examples]
-
-
-def pack_rows(examples: Sequence[Example], lengths: Mapping[str, int]) -> List[Example]:
-  """Greedy in-order packing: each row takes examples while every feature still fits.
-
-  Args:
-    examples: examples with sequence features only, each no longer than `lengths`.
-    lengths: static row length per feature.
-
-  Returns:
-    Packed rows: for each feature `f`, `f`, `f_segmentation` (1, 2, … per example) and
-    `f_position` (0-based within each example), unpadded 1-D int32 arrays.
-  """
-  rows, current, used = [], [], {k: 0 for k in lengths}
-  for ex in examples:
-    sizes = {k: len(ex[k]) for k in lengths}
-    if any(sizes[k] > lengths[k] for k in lengths):
-      raise ValueError(f'example longer than the packing length {dict(lengths)}: {sizes}; '
-                       'truncate or filter first')
-    if current and any(used[k] + sizes[k] > lengths[k] for k in lengths):
-      rows.append(merge_row(current, lengths))
-      current, used = [], {k: 0 for k in lengths}
-    current.append(ex)
-    used = {k: used[k] + sizes[k] for k in lengths}
-  if current:
-    rows.append(merge_row(current, lengths))
-  return rows
 
 
 def merge_row(examples: Sequence[Example], lengths: Mapping[str, int]) -> Example:
@@ -222,108 +115,6 @@ def fill_batch(rows: Sequence[Example], keys: Sequence[str], lengths: Mapping[st
   return batch
 
 
-class _PlannedIterator:
-  """Base: each epoch is a list of global batches, each a list of rows (lists of example
-  indices), planned from (seed, epoch); the state is (epoch, batch index)."""
-
-  mode = ''
-
-  def __init__(self, examples: List[Example], seed: int, process_index: int, process_count: int):
-    if not examples:
-      raise ValueError('the training split is empty')
-    self.examples = examples
-    self.seed = seed
-    self.process_index, self.process_count = process_index, process_count
-    self.keys = list(examples[0].keys())
-    self.epoch, self.index = 0, 0
-    self._plan = None
-
-  def _plan_epoch(self, order: np.ndarray, rng: np.random.Generator):
-    """Returns a list of (rows, shape key) global batches for one epoch."""
-    raise NotImplementedError
-
-  def _epoch_plan(self):
-    if self._plan is None or self._plan[0] != self.epoch:
-      rng = np.random.default_rng([self.seed, self.epoch])
-      order = rng.permutation(len(self.examples))
-      self._plan = (self.epoch, self._plan_epoch(order, rng))
-    return self._plan[1]
-
-  @property
-  def batches_per_epoch(self) -> int:
-    return len(self._epoch_plan())
-
-  def __iter__(self) -> Iterator[Batch]:
-    return self
-
-  def __next__(self) -> Batch:
-    if self.index >= len(self._epoch_plan()):
-      self.epoch, self.index = self.epoch + 1, 0
-    rows, shape = self._epoch_plan()[self.index]
-    self.index += 1
-    return self._local_batch(rows, shape)
-
-  def _local_batch(self, rows, shape) -> Batch:
-    raise NotImplementedError
-
-  def get_state(self) -> Dict[str, int]:
-    """Position to save in a checkpoint (JSON-serializable)."""
-    return {'mode': self.mode, 'epoch': int(self.epoch), 'index': int(self.index),
-            'seed': int(self.seed), 'num_examples': len(self.examples)}
-
-  def set_state(self, state: Mapping[str, int]) -> None:
-    """Continues from a position returned by `get_state` (same data, seed and mode)."""
-    if state.get('num_examples', len(self.examples)) != len(self.examples):
-      raise ValueError(f"checkpointed data position is for {state['num_examples']} examples but "
-                       f'the training split now has {len(self.examples)}: the data changed since '
-                       'the checkpoint was written')
-    if state.get('mode', self.mode) != self.mode:
-      raise ValueError(f"checkpointed data position is for batching mode {state['mode']!r} but "
-                       f'config.task.batching.mode is now {self.mode!r}')
-    self.epoch, self.index = int(state['epoch']), int(state['index'])
-
-
-class PackedIterator(_PlannedIterator):
-  """Endless packed training batches: each epoch, shuffle, pack greedily, batch rows.
-
-  Nothing is dropped: the last batch of an epoch is completed with empty rows.
-  """
-
-  mode = 'pack'
-
-  def __init__(self, examples: List[Example], global_batch_size: int, lengths: Mapping[str, int],
-               seed: int, process_index: int = 0, process_count: int = 1):
-    """Args as `BatchIterator`; examples hold sequence features only (no `label`)."""
-    if global_batch_size % process_count:
-      raise ValueError(f'config.train.batch_size={global_batch_size} must be divisible by '
-                       f'the number of processes ({process_count})')
-    super().__init__(examples, seed, process_index, process_count)
-    self.global_batch_size = global_batch_size
-    self.local_batch_size = global_batch_size // process_count
-    self.lengths = dict(lengths)
-    self.batch_lengths = packed_lengths(lengths)
-    self.sizes = [{k: len(ex[k]) for k in lengths} for ex in examples]
-
-  def _plan_epoch(self, order, rng):
-    rows, current, used = [], [], {k: 0 for k in self.lengths}
-    for i in order:
-      size = self.sizes[i]
-      if current and any(used[k] + size[k] > self.lengths[k] for k in self.lengths):
-        rows.append(current)
-        current, used = [], {k: 0 for k in self.lengths}
-      current.append(int(i))
-      used = {k: used[k] + size[k] for k in self.lengths}
-    rows.append(current)
-    b = self.global_batch_size
-    return [(rows[s:s + b], None) for s in range(0, len(rows), b)]
-
-  def _local_batch(self, rows, shape):
-    start = self.process_index * self.local_batch_size
-    mine = rows[start:start + self.local_batch_size]
-    packed = [merge_row([self.examples[i] for i in row], self.lengths) for row in mine]
-    return fill_batch(packed, list(self.batch_lengths), self.batch_lengths, self.local_batch_size)
-
-
 def bucket_shapes(bucket_lengths: Sequence[int], max_tokens: int, row_multiple: int
                   ) -> Dict[int, int]:
   """Rows per bucket: as many as fit `max_tokens`, rounded down to `row_multiple`.
@@ -340,100 +131,3 @@ def bucket_shapes(bucket_lengths: Sequence[int], max_tokens: int, row_multiple: 
                        f'({row_multiple} rows, the batch-axis multiple)')
     shapes[length] = rows
   return shapes
-
-
-class BucketIterator(_PlannedIterator):
-  """Endless length-bucketed batches under a token budget (fairseq `max_tokens`).
-
-  Every example goes to the smallest bucket length that holds all its sequence
-  features; a bucket of length L has rows = max_tokens // L (rounded down to
-  `row_multiple`), so rows × L ≤ max_tokens. Only len(bucket_lengths) shapes exist.
-  Each epoch: shuffle, split into buckets, chunk into batches (the last per bucket is
-  completed with empty rows; nothing is dropped), shuffle the batch order.
-  """
-
-  mode = 'bucket'
-
-  def __init__(self, examples: List[Example], bucket_lengths: Sequence[int], max_tokens: int,
-               seed: int, process_index: int = 0, process_count: int = 1, row_multiple: int = 1,
-               lengths: Optional[Mapping[str, int]] = None):
-    """Args:
-      examples: tokenized training examples.
-      bucket_lengths: allowed row lengths; the largest must hold every example.
-      max_tokens: token budget per global batch (rows × length).
-      seed: shuffling seed.
-      process_index: this host's index.
-      process_count: number of hosts.
-      row_multiple: rows of every bucket are a multiple of this (devices on the batch
-        axes; a multiple of process_count).
-      lengths: per-feature caps (a feature never gets more than its static length).
-    """
-    if row_multiple % process_count:
-      raise ValueError(f'row_multiple={row_multiple} must be a multiple of the number of '
-                       f'processes ({process_count})')
-    super().__init__(examples, seed, process_index, process_count)
-    self.shapes = bucket_shapes(bucket_lengths, max_tokens, row_multiple)
-    # Sequence features, incl. per-word ones such as `chars` (S, W): cut to the bucket length.
-    self.seq_keys = [k for k in self.keys if np.ndim(examples[0][k]) >= 1]
-    self.caps = dict(lengths or {})
-    longest = max(self.shapes)
-    bounds = np.asarray(sorted(self.shapes))
-    need = np.asarray([max(len(ex[k]) for k in self.seq_keys) for ex in examples])
-    if need.max() > longest:
-      bad = int(np.argmax(need))
-      raise ValueError(f'training example {bad} has {need[bad]} tokens, more than the largest '
-                       f'bucket ({longest}); truncate or filter first')
-    self.bucket_of = bounds[np.searchsorted(bounds, need)]
-
-  def allowed_shapes(self):
-    """(global rows, length) of every bucket."""
-    return [(rows, length) for length, rows in self.shapes.items()]
-
-  def _plan_epoch(self, order, rng):
-    batches = []
-    for length, rows in self.shapes.items():
-      members = [int(i) for i in order if self.bucket_of[i] == length]
-      batches.extend((members[s:s + rows], length) for s in range(0, len(members), rows))
-    perm = rng.permutation(len(batches))
-    return [batches[i] for i in perm]
-
-  def _local_batch(self, rows, length):
-    local = self.shapes[length] // self.process_count
-    mine = rows[self.process_index * local:(self.process_index + 1) * local]
-    lengths = {k: min(length, self.caps.get(k, length)) for k in self.seq_keys}
-    return fill_batch([self.examples[i] for i in mine], self.keys, lengths, local, self.examples[0])
-
-
-def make_train_iterator(examples: List[Example], global_batch_size: int,
-                        lengths: Mapping[str, int], seed: int, process_index: int = 0,
-                        process_count: int = 1, batching: Optional[Mapping] = None):
-  """The training iterator for `batching['mode']` ('plain', 'pack' or 'bucket').
-
-  Args:
-    examples: tokenized training examples (already truncated or filtered to `lengths`).
-    global_batch_size: rows per step (plain, pack); the row multiple of buckets.
-    lengths: static length per sequence feature.
-    seed: shuffling seed.
-    process_index: this host's index.
-    process_count: number of hosts.
-    batching: `config.task.batching` ({'mode', 'bucket_lengths', 'max_tokens'}); None = plain.
-      'windows' takes the rows `lm_stream.stream_rows` cut, in stream order.
-
-  Returns:
-    An iterator with get_state/set_state.
-  """
-  mode = (batching or {}).get('mode', 'plain')
-  if mode == 'plain':
-    return BatchIterator(examples, global_batch_size, lengths, seed, process_index, process_count)
-  if mode == 'pack':
-    return PackedIterator(examples, global_batch_size, lengths, seed, process_index, process_count)
-  if mode == 'windows':
-    return lm_stream.WindowIterator.from_rows(examples, global_batch_size, lengths['targets'],
-                                              seed, process_index=process_index,
-                                              process_count=process_count)
-  if mode == 'bucket':
-    return BucketIterator(examples, batching['bucket_lengths'], batching['max_tokens'], seed,
-                          process_index, process_count, row_multiple=global_batch_size,
-                          lengths=lengths)
-  raise ValueError("config.task.batching.mode must be 'plain', 'pack', 'bucket' or 'windows', "
-                   f'got {mode!r}')

@@ -18,18 +18,15 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from lmjax.data import registry
 from lmjax.data import synthetic
 from lmjax.data import tokenizers as tok_lib
+from lmjax.data.task_def import Task
+from lmjax.data.text_common import load_or_build_tokenizer
 
 # Tag names: index 0 is padding, real tags from 1 (see lmjax/models/CONTRACT.md).
 TAG_NAMES = [tok_lib.PAD, 'O', 'B-DAY', 'I-DAY', 'B-MONTH', 'I-MONTH', 'B-YEAR', 'I-YEAR']
 LM_TEXTS = ('source', 'target')
-
-
-def _tasks():
-  # tasks.py imports this module for its registry; import it when a task is built.
-  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
-  return tasks
 
 
 def sample_dates(split: str, num_examples: int, seed: int) -> List[Tuple[datetime.date, int, int]]:
@@ -90,8 +87,7 @@ def tagged_source(date: datetime.date, fmt: int, variant: int) -> List[Tuple[str
 
 
 def _vocab(workdir: Optional[str]):
-  tasks = _tasks()
-  vocab = tasks.load_or_build_tokenizer(
+  vocab = load_or_build_tokenizer(
       workdir, 'vocab', lambda: tok_lib.VocabTokenizer(synthetic.vocabulary(), 'word'))
   if vocab.tokens != tok_lib.VocabTokenizer(synthetic.vocabulary(), 'word').tokens:
     raise ValueError(f'{workdir}/tokenizers/vocab.json does not match the synthetic task '
@@ -104,6 +100,7 @@ def _splits(cfg: Mapping):
           sample_dates('eval', cfg['num_eval'], cfg['data_seed']))
 
 
+@registry.register('synthetic_dates_lm')
 def synthetic_dates_lm(cfg: Mapping, workdir: Optional[str]):
   """Language modelling over the dates task's source (or ISO target) strings, one per example.
 
@@ -122,12 +119,13 @@ def synthetic_dates_lm(cfg: Mapping, workdir: Optional[str]):
                    for t in texts]
 
   (_, train), (eval_texts, evals) = map(encode, _splits(cfg))
-  return _tasks().Task(name='synthetic_dates_lm', kind='lm', tokenizers={'targets': vocab},
+  return Task(name='synthetic_dates_lm', kind='lm', tokenizers={'targets': vocab},
                        lengths={'targets': length}, train_examples=train, eval_examples=evals,
                        eval_sources=[''] * len(evals), eval_references=eval_texts,
                        bleu_tokenize='none')
 
 
+@registry.register('synthetic_dates_classify')
 def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
   """Month of the date (12 classes) from the source sentence, in any of the four formats."""
   vocab = _vocab(workdir)
@@ -142,7 +140,7 @@ def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
   train_samples, eval_samples = _splits(cfg)
   _, train = encode(train_samples)
   eval_sources, evals = encode(eval_samples)
-  return _tasks().Task(name='synthetic_dates_classify', kind='classify',
+  return Task(name='synthetic_dates_classify', kind='classify',
                        tokenizers={'inputs': vocab}, lengths={'inputs': n},
                        train_examples=train, eval_examples=evals, eval_sources=eval_sources,
                        eval_references=[synthetic.MONTHS[d.month - 1] for d, _, _ in eval_samples],
@@ -151,6 +149,7 @@ def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
                            vocab.encode(text) or [tok_lib.UNK_ID], np.int32)})
 
 
+@registry.register('synthetic_dates_tag')
 def synthetic_dates_tag(cfg: Mapping, workdir: Optional[str]):
   """BIO tags of the day, month and year fields of each source token (`TAG_NAMES`)."""
   vocab = _vocab(workdir)
@@ -166,7 +165,7 @@ def synthetic_dates_tag(cfg: Mapping, workdir: Optional[str]):
   train_samples, eval_samples = _splits(cfg)
   _, train = encode(train_samples)
   eval_tagged, evals = encode(eval_samples)
-  return _tasks().Task(name='synthetic_dates_tag', kind='tag', tokenizers={'inputs': vocab},
+  return Task(name='synthetic_dates_tag', kind='tag', tokenizers={'inputs': vocab},
                        lengths={'inputs': n, 'tags': n}, train_examples=train,
                        eval_examples=evals,
                        eval_sources=[' '.join(w for w, _ in words) for words in eval_tagged],

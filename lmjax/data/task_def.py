@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from lmjax import metrics as metrics_lib
+from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import records
 from lmjax.data import stream
@@ -67,7 +68,7 @@ class Task:
 
   def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
                      process_count: int = 1):
-    """The resumable training-batch iterator for `self.batching` (see pipeline.make_train_iterator).
+    """The resumable training-batch iterator for `self.batching` (config.task.batching.mode).
 
     Args:
       global_batch_size: rows per step (plain, pack), or the row multiple of every
@@ -82,8 +83,10 @@ class Task:
     """
     batching = dict(self.batching or {'mode': 'plain'})
     if batching['mode'] == 'windows':  # a token stream re-cut each epoch: see lm_stream
-      return pipeline.make_train_iterator(self.train_examples, global_batch_size, self.lengths,
-                                          seed, process_index, process_count, batching)
+      return lm_stream.WindowIterator.from_rows(self.train_examples, global_batch_size,
+                                                self.lengths['targets'], seed,
+                                                process_index=process_index,
+                                                process_count=process_count)
     kwargs = dict(global_batch_size=global_batch_size, lengths=self.lengths, seed=seed,
                   process_index=process_index, process_count=process_count, batching=batching,
                   workers=batching.get('workers', 0))

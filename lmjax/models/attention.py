@@ -179,7 +179,7 @@ class MultiHeadAttention(nn.Module):
     """Cross-attention of one new token per row to the encoder output.
 
     The encoder keys/values live in their own collection, 'cross_cache': computed by a
-    prefill call that makes it mutable (lmjax.predict.precompute_cross), then only read,
+    prefill call that makes it mutable (lmjax.decoding.predict.precompute_cross), then only read,
     so the decode loop neither recomputes nor carries (nor beam-reorders) them. Beam
     search keeps one copy per sentence (B rows) for its N = B*K query rows (b*K + k):
     the K beams are folded into the query axis instead of repeating the keys/values.

@@ -26,6 +26,7 @@ LayerStates = Tuple[Tuple[jnp.ndarray, jnp.ndarray], ...]
 # The recurrent layers live in lstm_layers; these names are the family's public API.
 lstm_cell = lstm_layers.lstm_cell
 LSTMStack = lstm_layers.LSTMStack
+StateCache = lstm_layers.StateCache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,19 +184,6 @@ ScannedDecoder = nn.scan(DecoderCell, variable_broadcast='params',
                          split_rngs={'params': False, 'dropout': True},
                          in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                          out_axes=1)
-
-
-class StateCache(nn.Module):
-  """Decoding state in the 'cache' collection; a zero cache at position 0 reads as `initial`."""
-
-  @nn.compact
-  def __call__(self, initial, position, new=None):
-    """Reads the state (new=None) or writes `new`. Every leaf has leading batch axis."""
-    var = self.variable('cache', 'state', lambda: jax.tree.map(jnp.zeros_like, initial))
-    if new is not None:
-      var.value = new
-      return new
-    return jax.tree.map(lambda a, b: jnp.where(position == 0, a, b), initial, var.value)
 
 
 class OutputLayer(nn.Module):

@@ -257,3 +257,16 @@ class LSTMStack(nn.Module):
       x = jnp.concatenate(outputs, axis=-1)  # (B, L, D·H)
       final.append(tuple(states))
     return x, tuple(final)
+
+
+class StateCache(nn.Module):
+  """Decoding state in the 'cache' collection; a zero cache at position 0 reads as `initial`."""
+
+  @nn.compact
+  def __call__(self, initial, position, new=None):
+    """Reads the state (new=None) or writes `new`. Every leaf has leading batch axis."""
+    var = self.variable('cache', 'state', lambda: jax.tree.map(jnp.zeros_like, initial))
+    if new is not None:
+      var.value = new
+      return new
+    return jax.tree.map(lambda a, b: jnp.where(position == 0, a, b), initial, var.value)

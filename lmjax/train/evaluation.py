@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from lmjax import metrics as metrics_lib
 from lmjax import parallel
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.data import pipeline
 from lmjax.train import stateful
 from lmjax.train import step as step_lib

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax import models
 from lmjax import parallel
-from lmjax import reporting
+from lmjax.train import reporting
 from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import configlib
+from lmjax.config import configlib
 from lmjax.data import tokenizers as tok_lib
 from lmjax.data import word_vectors
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
-from lmjax import reporting
+from lmjax.train import reporting
 from lmjax.train import checkpoint as ckpt_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,6 +1,6 @@
 r"""Sequential sweeps: one workdir per trial, then a results table (markdown + CSV).
 
-    python -m lmjax.sweep --config=configs/default.py:runlocal --workdir=workdirs/lr \
+    python -m lmjax.config.sweep --config=configs/default.py:runlocal --workdir=workdirs/lr \
         --sweep=lr [-- --config.train.num_train_steps=100 ...]
 
 (normally through `./launch.sh local CONFIG --sweep NAME`). A config file defines
@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, 'experiments', 'train.py')
 
 

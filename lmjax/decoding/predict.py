@@ -1,11 +1,11 @@
-"""Binds models to the decoding algorithms in `lmjax.decode`."""
+"""Binds models to the decoding algorithms in `lmjax.decoding.decode`."""
 
 from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from lmjax import decode
+from lmjax.decoding import decode
 
 
 def init_cache(model, params, encoded, inputs, batch_size: int, max_length: int,

@@ -9,7 +9,7 @@ and predicted by the trainer's `predict_step` (Viterbi decoding with a CRF).
 from typing import Callable, Iterable, Iterator, List, Optional
 
 from lmjax.data import pipeline
-from lmjax.workdir import ToolError
+from lmjax.tools.workdir import ToolError
 
 KINDS = ('classify', 'tag')
 
@@ -23,7 +23,7 @@ def label_lines(run, params, lines: Iterable[str], batch_size: int,
   a tagger labels the words past the cut 'O', so each output keeps one tag per word.
 
   Args:
-    run: an `lmjax.inference.Run` of a classify or tag task.
+    run: an `lmjax.tools.inference.Run` of a classify or tag task.
     params: parameters from `run.restore`.
     lines: raw text lines; a trailing newline is ignored.
     batch_size: lines per batch.

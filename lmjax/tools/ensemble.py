@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from lmjax.models import crf
 from lmjax.train import evaluation
 from lmjax.train import step as step_lib
-from lmjax.workdir import ToolError
+from lmjax.tools.workdir import ToolError
 
 KINDS = ('classify', 'tag')
 
@@ -98,7 +98,7 @@ def check_member(run, member) -> None:
   """Raises a ToolError unless `member` (a Run) can predict with `run`'s batches.
 
   Args:
-    run: the primary `lmjax.inference.Run` (--workdir).
+    run: the primary `lmjax.tools.inference.Run` (--workdir).
     member: another Run (an --ensemble workdir).
   """
   where = f'--ensemble member {member.workdir}'

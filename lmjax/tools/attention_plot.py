@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from matplotlib import figure
 import numpy as np
 
-from lmjax import inference
+from lmjax.tools import inference
 from lmjax.data import tokenizers as tok_lib
 from lmjax.models import attention
 from lmjax.models import layers

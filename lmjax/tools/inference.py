@@ -1,6 +1,6 @@
 """Inference on a trained workdir: load it, decode text in batches, evaluate a split.
 
-Loading the workdir itself (config, checkpoint names, user errors) is `lmjax.workdir`.
+Loading the workdir itself (config, checkpoint names, user errors) is `lmjax.tools.workdir`.
 
     run = inference.Run(workdir)
     params, ckpt = run.restore('best')                      # or 'latest', 'averaged', '1500'
@@ -8,7 +8,7 @@ Loading the workdir itself (config, checkpoint names, user errors) is `lmjax.wor
     report = run.evaluate(params, ckpt, beam_size=4)
 
 `experiments/evaluate.py` and `experiments/decode.py` are flag wrappers around
-`lmjax.workdir_tools.evaluate_workdir` and `decode_file`. Errors a user can fix (missing workdir or
+`lmjax.tools.workdir_tools.evaluate_workdir` and `decode_file`. Errors a user can fix (missing workdir or
 checkpoint, bad flag values) are `USER_ERRORS`; the scripts print them and exit 2.
 """
 
@@ -21,20 +21,20 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from lmjax import averaging
-from lmjax import labeling
+from lmjax.tools import averaging
+from lmjax.tools import labeling
 from lmjax import metrics as metrics_lib
 from lmjax import models
 from lmjax import parallel
-from lmjax import predict
+from lmjax.decoding import predict
 from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import evaluation
 # Re-exported: the tools use them through this module.
-from lmjax.workdir import (CheckpointInfo, SPLITS, ToolError, USER_ERRORS, inference_mesh,  # noqa: F401
+from lmjax.tools.workdir import (CheckpointInfo, SPLITS, ToolError, USER_ERRORS, inference_mesh,  # noqa: F401
                            load_config, resolve_checkpoint, setup_process, stderr_warning,
                            use_test_split)
-from lmjax.workdir import _check_matches
+from lmjax.tools.workdir import _check_matches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +268,7 @@ class Run:
 
     Yields:
       Detokenized outputs (for prompts: the continuation only); for classify and tag
-      runs the label, or the tags of the line's words (`lmjax.labeling`).
+      runs the label, or the tags of the line's words (`lmjax.tools.labeling`).
     """
     options.validate()
     if self.task.kind in labeling.KINDS:

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from configs import default
-from lmjax import averaging
+from lmjax.tools import averaging
 from lmjax import parallel
 
 

@@ -11,8 +11,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import jax
 
-from lmjax import ensemble as ensemble_lib
-from lmjax.inference import DecodeOptions, Run, ToolError, stderr_warning
+from lmjax.tools import ensemble as ensemble_lib
+from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
 from lmjax.train import evaluation
 
 
@@ -52,7 +52,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     output: report path ('' = WORKDIR/eval_<checkpoint label>_<split>.json).
     outside_bias: taggers: replaces the run's config.eval.outside_bias (None = keep it).
     ensemble: other workdirs of the same config (classifiers, taggers) predicting with
-      `workdir` from their mean scores (`lmjax.ensemble`), each restoring `checkpoint`
+      `workdir` from their mean scores (`lmjax.tools.ensemble`), each restoring `checkpoint`
       (or its `average_last` mean).
 
   Returns:
@@ -133,7 +133,7 @@ def input_lines(path: str, errors: str = 'strict') -> Iterator[str]:
 
 def _evaluate_ensemble(run: Run, primary, workdirs: Sequence[str], checkpoint: str,
                        average_last: int, beam_size: int) -> Dict[str, Any]:
-  """`lmjax.ensemble.evaluate` of `primary` (workdir, params, info) and `workdirs`."""
+  """`lmjax.tools.ensemble.evaluate` of `primary` (workdir, params, info) and `workdirs`."""
   if beam_size > 1:
     raise ToolError(f'--beam_size={beam_size}: --ensemble evaluates classifiers and taggers, '
                     'which do not decode; drop --beam_size')

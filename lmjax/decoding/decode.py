@@ -6,7 +6,7 @@ A step function has the signature
 
 with `token` (N,) int32 the previous token (0 = BOS at position 0), `position` a
 scalar int32 and `logits` (N, V) float32. `cache` is any pytree whose leaves have
-the batch N as leading axis. `lmjax.predict` builds step functions from models.
+the batch N as leading axis. `lmjax.decoding.predict` builds step functions from models.
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -99,7 +99,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
   Args:
     step_fn: see module docstring.
     cache: initial cache with leading axis N = B*K ordered b*K + k (the rows of one
-      sentence adjacent, e.g. `lmjax.predict.repeat_batch` of a per-sentence cache);
+      sentence adjacent, e.g. `lmjax.decoding.predict.repeat_batch` of a per-sentence cache);
       leaves keyed `slot_*` stay in place (`reorder_cache`).
     batch_size: number of sentences B.
     beam_size: beam width K (also the size of the n-best list).

@@ -1,0 +1,1 @@
+"""Configuration: command-line overrides, validation and sweeps."""

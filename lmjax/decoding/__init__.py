@@ -1,0 +1,1 @@
+"""Decoding algorithms (greedy, beam, sampling) and their binding to the models."""
