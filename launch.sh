@@ -17,8 +17,8 @@
 # Overrides reach Python as separate argv entries, never through a shell.
 set -euo pipefail
 
-usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+usage() {  # to stderr: a usage error
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 die() { echo "launch.sh: $*" >&2; exit 2; }
@@ -135,6 +135,6 @@ mode="$1"; shift
 case "$mode" in
   local) run_local "$@" ;;
   tpu) run_tpu "$@" ;;
-  -h|--help|help) usage ;;
+  -h|--help|help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown mode '$mode' (expected: local or tpu)" ;;
 esac

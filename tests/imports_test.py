@@ -10,49 +10,15 @@ Layers, lowest first (a module may import its own package and any lower layer):
 Imports inside functions count as well as module-level ones.
 """
 
-import ast
-import os
+from tests.import_graph import graph as _graph, imports as _imports, modules as _modules
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {'lmjax': 0, 'lmjax.models': 1, 'lmjax.data': 1, 'lmjax.config': 2,
           'lmjax.decoding': 2, 'lmjax.train': 3, 'lmjax.tools': 4, 'lmjax.bench': 5}
 MAX_LINES = 400
 
 
-def _modules():
-  """Module name → file path, for every module under lmjax/."""
-  out = {}
-  for root, _, files in os.walk(os.path.join(REPO, 'lmjax')):
-    for f in files:
-      if f.endswith('.py'):
-        rel = os.path.relpath(os.path.join(root, f), REPO)[:-3].replace(os.sep, '.')
-        out[rel[:-len('.__init__')] if rel.endswith('.__init__') else rel] = os.path.join(root, f)
-  return out
-
-
-def _imports(path, modules):
-  """The lmjax modules a file imports (`from lmjax.x import y` counts lmjax.x.y when it is a
-  module, else lmjax.x)."""
-  with open(path, encoding='utf-8') as fh:
-    tree = ast.parse(fh.read(), path)
-  found = set()
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Import):
-      found.update(a.name for a in node.names if a.name.startswith('lmjax'))
-    elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('lmjax'):
-      for a in node.names:
-        sub = f'{node.module}.{a.name}'
-        found.add(sub if sub in modules else node.module)
-  return found
-
-
 def _package(name):
   return name if name in LAYERS else name.rsplit('.', 1)[0]
-
-
-def _graph():
-  modules = _modules()
-  return {m: {i for i in _imports(p, modules) if i in modules and i != m} for m, p in modules.items()}
 
 
 def test_every_package_has_a_layer():

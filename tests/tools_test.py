@@ -295,20 +295,3 @@ def test_evaluate_test_split_reads_the_test_files(tmp_path):
   json.dump(cfg, open(os.path.join(path, 'config.json'), 'w'))
   with pytest.raises(inference.ToolError, match='test_files is empty'):
     workdir_tools.evaluate_workdir(path, split='test')
-
-
-def test_decode_input_that_is_not_utf8_is_one_clear_error_and_keeps_the_earlier_output(workdir, tmp_path):
-  src, out = tmp_path / 'src.txt', tmp_path / 'out.txt'
-  src.write_bytes('twenty third of march nineteen ninety four\n'.encode() + b'bad \xff byte\n')
-  out.write_text('an earlier complete output\n')
-  proc = tool('decode.py', f'--workdir={workdir}', f'--input={src}', f'--output={out}')
-  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
-  assert f'{src}:2: not valid UTF-8' in proc.stderr and '--encoding_errors=replace' in proc.stderr
-  assert out.read_text() == 'an earlier complete output\n'  # untouched
-  assert sorted(os.listdir(tmp_path)) == ['out.txt', 'src.txt']  # no temporary file left
-  piped = tool('decode.py', f'--workdir={workdir}', stdin_bytes=src.read_bytes())
-  assert piped.returncode == 2 and '<stdin>:2: not valid UTF-8' in piped.stderr, piped.stderr
-  proc = tool('decode.py', f'--workdir={workdir}', f'--input={src}', f'--output={out}',
-              '--encoding_errors=replace')
-  assert proc.returncode == 0, proc.stderr
-  assert len(out.read_text().splitlines()) == 2

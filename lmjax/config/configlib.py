@@ -1,5 +1,6 @@
 """Config checks: command-line overrides of unknown fields, and values validated before compiling."""
 
+import importlib.machinery
 import importlib.util
 import math
 import os
@@ -40,6 +41,13 @@ def flags_parser(argv: Sequence[str], flag_name: str = 'config') -> List[str]:
   Returns:
     Remaining positional arguments (as absl's default parser).
   """
+  if '--debug' not in argv:  # --debug: let the loader's own traceback through
+    try:
+      spec = _flag_value(argv, flag_name)
+    except ValueError:  # not given: absl reports the required flag
+      spec = None
+    if spec is not None:
+      _check_config_file(spec, flag_name)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
@@ -60,6 +68,22 @@ def flags_parser(argv: Sequence[str], flag_name: str = 'config') -> List[str]:
     sys.exit(2)
 
 
+def _check_config_file(spec: str, flag_name: str) -> None:
+  """Exits with one line when the config file is missing or does not load (ml_collections
+  would defer the error to the first use of the config and end in a traceback)."""
+  path = spec.partition(':')[0]
+  if not os.path.isfile(path):
+    sys.stderr.write(f'--{flag_name}={spec}: no such config file {path!r} (config files '
+                     'live in configs/, e.g. --config=configs/default.py)\n')
+    sys.exit(2)
+  try:
+    load_config_file(spec)
+  except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
+    sys.stderr.write(f'--{flag_name}={spec}: the config file does not load: '
+                     f'{type(e).__name__}: {e} (--debug shows the traceback)\n')
+    sys.exit(2)
+
+
 def _flag_value(argv: Sequence[str], flag_name: str) -> str:
   for i, a in enumerate(argv[1:], 1):
     if a.startswith(f'--{flag_name}='):
@@ -72,7 +96,8 @@ def _flag_value(argv: Sequence[str], flag_name: str) -> str:
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads 'path/to/config.py[:arg]' the way ml_collections' config flag does."""
   path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('_lmjax_config', path)
+  loader = importlib.machinery.SourceFileLoader('_lmjax_config', path)  # any file name
+  module_spec = importlib.util.spec_from_loader('_lmjax_config', loader)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lmjax.train import checkpoint
+
 SLOTS = ('last', 'best', 'averaged')
 
 
@@ -73,6 +75,7 @@ def read_checkpoint(workdir: str, slot: str, step: int,
     raise CheckpointError(f'no checkpoint {path}; {slot} checkpoints of {workdir}: '
                           f'{available or "none"}')
   manager = _manager(slot_dir(workdir, slot))
+  checkpoint.silence_closed_loop_noise()  # a damaged checkpoint's reads fail from other threads
   try:
     tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path) / 'state').tree
     if params_only:

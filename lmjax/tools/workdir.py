@@ -133,7 +133,10 @@ def use_test_split(config) -> None:
   Raises:
     ToolError: the config names no test split.
   """
-  src = config.task.source
+  src = config.task.get('source')
+  if src is None:
+    raise ToolError(f"--split=test: the run's task (config.task.name={config.task.name!r}) has "
+                    "no test split; only tasks read from files or TFDS have one ('eval' works)")
   if src.type == 'tfds':
     src.eval_split = src.get('test_split', 'test')
   elif not src.get('test_files'):

@@ -58,6 +58,8 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   Returns:
     The report (also written to `report['output']`).
   """
+  if output:
+    check_output(output)
   run = Run(workdir, split)
   if outside_bias is not None:
     try:
@@ -78,7 +80,6 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   suffix += f'_ensemble{len(ensemble) + 1}' if ensemble else ''
   output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
   report['output'] = os.path.abspath(output)
-  os.makedirs(os.path.dirname(report['output']), exist_ok=True)
   with _atomic_output(output) as f:
     json.dump(report, f, indent=2, ensure_ascii=False)
   return report
@@ -89,10 +90,14 @@ class _atomic_output:  # pylint: disable=invalid-name
   failed run never leaves a truncated file where an earlier complete output was."""
 
   def __init__(self, path: str):
+    check_output(path)
     self.path, self.tmp = path, f'{path}.tmp-{os.getpid()}'
 
   def __enter__(self):
-    self.file = open(self.tmp, 'w', encoding='utf-8')
+    try:
+      self.file = open(self.tmp, 'w', encoding='utf-8')
+    except OSError as e:
+      raise ToolError(f'--output={self.path}: cannot write there ({e.strerror})') from e
     return self.file
 
   def __exit__(self, kind, error, tb):
@@ -102,6 +107,20 @@ class _atomic_output:  # pylint: disable=invalid-name
     elif os.path.exists(self.tmp):
       os.remove(self.tmp)
     return False
+
+
+def check_output(path: str) -> None:
+  """Checks, before any work, that `path` can become an output file (its folder is made).
+
+  Raises:
+    ToolError: `path` is a folder, or its folder cannot be made.
+  """
+  if os.path.isdir(path):
+    raise ToolError(f'--output={path} is a folder: give a file name')
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  except OSError as e:
+    raise ToolError(f'--output={path}: cannot make its folder ({e.strerror})') from e
 
 
 def input_lines(path: str, errors: str = 'strict') -> Iterator[str]:
@@ -169,6 +188,8 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
   options.validate()
   if input_path != '-' and not os.path.isfile(input_path):
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
+  if output_path != '-':
+    check_output(output_path)
   run = Run(workdir)
   params, _ = run.restore(checkpoint)
   lines = input_lines(input_path, encoding_errors)

@@ -13,6 +13,7 @@ A failed write raises `guard.WriteError` naming the path; parameters that are no
 finite are never saved (`guard.NonFiniteError`).
 """
 
+import logging as std_logging
 import os
 import sys
 import time
@@ -67,20 +68,29 @@ def set_aside_incomplete(directory: str) -> List[str]:
 
 
 def silence_closed_loop_noise() -> None:
-  """Drops the 'Event loop is closed' tracebacks that the TensorStore reads of a failed
-  restore report from their threads (through sys.unraisablehook): hundreds of lines that
-  would bury the one message lmjax gives. Every other report goes through as before."""
+  """Drops the reports that the TensorStore reads of a failed restore leave behind: 'Event
+  loop is closed' and 'error while reading array index' tracebacks of their threads and
+  coroutines (through sys.unraisablehook) and asyncio's
+  'Task exception was never retrieved' log records (one traceback per array). They would
+  bury the one message lmjax gives. Every other report goes through as before."""
+  std_logging.getLogger('asyncio').addFilter(_drop_unretrieved_task_errors)
   previous = sys.unraisablehook
   if getattr(previous, 'lmjax_filter', False):
     return
 
   def hook(unraisable):
-    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
-      return
+    message = str(unraisable.exc_value)
+    if ((unraisable.exc_type is RuntimeError and message == 'Event loop is closed')
+        or message.startswith('Encountered error while reading array index')):
+      return  # the failed reads of a restore that lmjax reports itself
     previous(unraisable)
 
   hook.lmjax_filter = True
   sys.unraisablehook = hook
+
+
+def _drop_unretrieved_task_errors(record) -> bool:
+  return not str(record.msg).startswith('Task exception was never retrieved')
 
 
 class Checkpointer:
