@@ -4,6 +4,9 @@ and the FLOP formulas checked against independent counts (jaxpr matmuls, XLA, by
 
 import functools
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,7 @@ from lmjax.bench import shapes
 from lmjax.bench import suite
 from lmjax.bench import table
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = shapes.TRANSFORMER_SHAPES['tiny']
 TINY_LSTM = shapes.LSTM_SHAPES['tiny']
 
@@ -82,6 +86,31 @@ def test_table_and_json(report, tmp_path):
   assert data['ceiling_gflops'] == report.ceiling_gflops
   assert {r['name'] for r in data['rows']} == {r.name for r in report.rows}
   assert 'mfu_pct' in data['rows'][0]
+
+
+def test_readme_table_is_written_from_one_json_between_the_markers(report, tmp_path):
+  bench = tmp_path / 'bench.json'
+  table.write_json(report, str(bench))
+  readme = tmp_path / 'README.md'
+  readme.write_text('# x\n\n<!-- perf-table:begin -->\nold table\n<!-- perf-table:end -->\n\nafter\n')
+  script = os.path.join(REPO, 'experiments', 'readme_perf_table.py')
+  env = dict(os.environ, PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
+                        capture_output=True, text=True, env=env, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  text = readme.read_text()
+  assert 'old table' not in text and text.startswith('# x\n') and text.endswith('\nafter\n')
+  assert f'matmul ceiling {report.ceiling_gflops:.1f} GFLOP/s f32' in text
+  assert report.info['date'] in text
+  rows = [l for l in text.splitlines() if l.startswith('| lmjax tiny |')]
+  assert len(rows) == 1 and f'{report.find("lmjax tiny").tokens_per_s:.0f}' in rows[0]
+  assert len([l for l in text.splitlines() if l.startswith('| ')]) == len(report.rows) + 1
+  before = readme.read_text()
+  readme.write_text('no markers\n')
+  proc = subprocess.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
+                        capture_output=True, text=True, env=env, timeout=120)
+  assert proc.returncode != 0 and 'perf-table:begin' in proc.stderr and 'Traceback' not in proc.stderr
+  assert readme.read_text() == 'no markers\n' and before != 'no markers\n'
 
 
 def test_bf16_rows_use_their_own_ceiling_and_torch_autocast(report):

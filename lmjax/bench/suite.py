@@ -9,6 +9,7 @@ Sections:
 """
 
 import dataclasses
+import datetime
 import importlib.util
 import os
 import platform
@@ -75,6 +76,7 @@ def torch_available() -> bool:
 def device_info() -> Dict[str, Any]:
   """Devices, CPU count and library versions, printed above the table."""
   info = {
+      'date': datetime.datetime.now().strftime('%Y-%m-%d %H:%M'),
       'jax': f'{jax.__version__} ({jax.default_backend()})',
       'devices': ', '.join(f'{d.platform}:{d.id} {d.device_kind}' for d in jax.devices()),
       'cpu_count': f'{os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})'

@@ -168,3 +168,52 @@ def write_json(report: Report, path: str) -> None:
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(report.as_dict(), f, indent=2)
     f.write('\n')
+
+
+MARKDOWN_COLUMNS = [('tok/s', 'tokens_per_s', '{:.0f}'.format), ('step ms', 'step_ms', '{:.0f}'.format),
+                    ('compile s', 'compile_s', '{:.1f}'.format), ('GFLOP/step', 'gflop', _gflop),
+                    ('MFU %', 'mfu_pct', '{:.1f}'.format), ('vs PyTorch', 'vs_torch', '{:.2f}×'.format)]
+
+
+def markdown(report: Dict[str, Any]) -> str:
+  """A benchmark JSON (`Report.as_dict()`) as the README's markdown table.
+
+  Args:
+    report: the dict `write_json` wrote.
+
+  Returns:
+    A line with the run's date, devices and matmul ceilings, then one table row per
+    measurement ('–' where a value does not apply), then the notes of rows that have one.
+  """
+  info = report.get('info', {})
+  ceilings = f"{report['ceiling_gflops']:.1f} GFLOP/s f32"
+  if report.get('bf16_ceiling_gflops'):
+    ceilings += f", {report['bf16_ceiling_gflops']:.1f} bf16"
+  lines = [f"Run of {info.get('date', 'an unknown date')} on {info.get('devices', '?')} "
+           f"(cpu_count {info.get('cpu_count', '?')}; jax {info.get('jax', '?')}; torch "
+           f"{info.get('torch', '?')}); matmul ceiling {ceilings}.", '',
+           '| name | ' + ' | '.join(c[0] for c in MARKDOWN_COLUMNS) + ' |',
+           '|---' * (len(MARKDOWN_COLUMNS) + 1) + '|']
+  notes = []
+  for row in report['rows']:
+    cells = [row['name']]
+    for _, key, fmt in MARKDOWN_COLUMNS:
+      value = row.get(key)
+      cells.append('–' if value is None else fmt(value))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+    if row.get('note'):
+      notes.append(f"- {row['name']}: {row['note']}")
+  return '\n'.join(lines + ([''] + notes if notes else []))
+
+
+def replace_between_markers(text: str, block: str, name: str = 'perf-table') -> str:
+  """Replaces what lies between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `text`.
+
+  Raises:
+    ValueError: the markers are missing or out of order.
+  """
+  begin, end = f'<!-- {name}:begin -->', f'<!-- {name}:end -->'
+  i, j = text.find(begin), text.find(end)
+  if i < 0 or j < i:
+    raise ValueError(f'expected the lines {begin} and {end} (in this order) around the table')
+  return text[:i + len(begin)] + '\n' + block.rstrip('\n') + '\n' + text[j:]
