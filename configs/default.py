@@ -63,8 +63,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.pre_ln = True
   # 'sinusoidal' or 'learned' positions.
   c.model.position = 'sinusoidal'
-  # Computation dtype ('float32' or 'bfloat16'); params and optimizer state stay float32.
-  c.model.dtype = 'float32'
+  # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on
+  # CPU: lmjax/platforms.py); params and optimizer state stay float32.
+  c.model.dtype = 'auto'
   # Stack layers with nn.scan (params get a leading 'layers' axis; compile time flat in depth).
   c.model.scan_layers = False
   # Recompute layers in the backward pass: 'none', 'full', 'dots_saveable' or
@@ -81,6 +82,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # '' (= dtype) or 'bfloat16': projections and logits multiply bfloat16 operands into
   # float32 results (mixed precision; ~2x faster matmuls on CPUs with AVX-512 BF16).
   c.model.matmul_dtype = ''
+  # Full-sequence attention: 'reference' (einsum + softmax), 'xla' or 'cudnn'
+  # (jax.nn.dot_product_attention; cudnn = flash attention on NVIDIA GPUs, bf16), 'splash'
+  # (Pallas TPU kernel) or 'auto' (TPU: splash, GPU: cudnn, CPU: reference, measured as
+  # fast as xla there; docs/DEVICES.md). Decoding steps always run 'reference'.
+  c.model.attention_impl = 'auto'
 
   c.optimizer = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.
@@ -184,6 +190,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                   ('hidden', 'model'), ('embed', 'fsdp'), ('length', None), ('kv', None),
                   ('vocab', None), ('hidden_in', None), ('classes', None), ('layers', None)],
   })
+
+  # JAX's persistent compilation cache folder, set at process start-up (lmjax/runtime.py);
+  # reruns of the same shapes then skip compiling. '' = off.
+  c.compilation_cache_dir = ''
 
   c.distributed = ml_collections.ConfigDict()
   # Call jax.distributed.initialize (multi-host: one process per host).

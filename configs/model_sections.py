@@ -48,8 +48,9 @@ def lstm(**values) -> ml_collections.ConfigDict:
   # Character CNN: filters (features per word) and window width in bytes.
   m.char_filters = 50
   m.char_width = 3
-  # Computation dtype ('float32' or 'bfloat16'); params stay float32.
-  m.dtype = 'float32'
+  # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on
+  # CPU); params stay float32.
+  m.dtype = 'auto'
   _update(m, values)
   return m
 
@@ -86,8 +87,10 @@ def transformer_encoder(**values) -> ml_collections.ConfigDict:
   m.use_crf = False
   # 'classify' or 'tag'.
   m.head = 'classify'
-  # Computation dtype.
-  m.dtype = 'float32'
+  # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on CPU).
+  m.dtype = 'auto'
+  # Attention: 'auto', 'reference', 'xla', 'cudnn' or 'splash' (see configs/default.py).
+  m.attention_impl = 'auto'
   _update(m, values)
   return m
 

@@ -11,6 +11,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
+from lmjax import platforms
 from lmjax.data import word_vectors
 
 
@@ -201,7 +202,9 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
          f'a multiple of model.num_heads={m.num_heads} (the attention width is split over the heads)')
   for f in ('num_encoder_layers', 'num_decoder_layers', 'num_layers'):
     need(f'model.{f}', _nonneg_int, 'an integer >= 0')
-  need('model.dtype', lambda x: x in ('float32', 'bfloat16'), "'float32' or 'bfloat16'")
+  need('model.dtype', lambda x: x in platforms.DTYPES, ', '.join(map(repr, platforms.DTYPES)))
+  need('model.attention_impl', lambda x: x in platforms.ATTENTION_IMPLS,
+       ', '.join(map(repr, platforms.ATTENTION_IMPLS)))
   need('model.word_dropout', _unit_interval, 'a value in [0, 1)')
   for f in ('char_dim', 'char_filters', 'char_width'):
     need(f'model.{f}', _nonneg_int if f == 'char_dim' else _positive_int,

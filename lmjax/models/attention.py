@@ -1,4 +1,11 @@
-"""Multi-head scaled dot-product attention with an incremental-decoding cache."""
+"""Multi-head scaled dot-product attention with an incremental-decoding cache.
+
+Full-sequence attention runs the implementation `config.model.attention_impl` names
+(this file's einsum-softmax 'reference', or a fused kernel of attention_impls.py). The
+cached one-token decoding steps (`decode='self'` / `'cross'`: beam search, greedy,
+sampling) always run `cached_attention` here: one query row per step, over caches laid
+out for it, where a flash kernel has nothing to fuse.
+"""
 
 from typing import Any, Optional
 
@@ -6,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import platforms
+from lmjax.models import attention_impls
 from lmjax.models import layers
 
 
@@ -74,6 +83,8 @@ class MultiHeadAttention(nn.Module):
     use_bias: biases on the query, value and output projections (False: none, as nanoGPT
       and T5).
     matmul_dtype: of the projections (see `layers.matmul_fn`).
+    attention_impl: of full-sequence attention, a value of
+      `lmjax.platforms.ATTENTION_IMPLS` ('auto' resolved by `resolve_attention_impl`).
   """
   num_heads: int
   qkv_dim: int
@@ -83,6 +94,7 @@ class MultiHeadAttention(nn.Module):
   residual_layers: int = 0
   use_bias: bool = True
   matmul_dtype: str = ''
+  attention_impl: str = 'reference'
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
@@ -95,7 +107,8 @@ class MultiHeadAttention(nn.Module):
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 
   @nn.compact
-  def __call__(self, x_q: jnp.ndarray, x_kv: jnp.ndarray, mask: Optional[jnp.ndarray], *,
+  def __call__(self, x_q: jnp.ndarray, x_kv: jnp.ndarray,
+               mask: Optional[attention_impls.AttentionMask], *,
                deterministic: bool, decode: str = '', position=None,
                max_length: int = 0, beam_size: int = 1) -> jnp.ndarray:
     """Attends from x_q to x_kv.
@@ -103,7 +116,8 @@ class MultiHeadAttention(nn.Module):
     Args:
       x_q: (B, Lq, D) queries' inputs.
       x_kv: (B, Lk, D) keys/values' inputs.
-      mask: (B, 1, Lq, Lk) bool, or for decode='self' None (built from `position`).
+      mask: which keys each query sees (None: all), or for decode='self' None (built
+        from `position`).
       deterministic: disables dropout.
       decode: '' (full sequence), 'self' (one new token, cached keys/values,
         needs `position` and `max_length`) or 'cross' (encoder keys/values projected
@@ -125,11 +139,15 @@ class MultiHeadAttention(nn.Module):
     k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
     v = self._proj('value')(x_kv)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
-    dropout_rng = None
-    if not deterministic and self.dropout_rate > 0.0:
-      dropout_rng = self.make_rng('dropout')
-    out = dot_product_attention(q, k, v, mask, dropout_rng, self.dropout_rate,
-                                deterministic, self.dtype)  # (B, Lq, H, Dh)
+    dropout = not deterministic and self.dropout_rate > 0.0
+    impl = platforms.resolve_attention_impl(self.attention_impl, dtype=jnp.dtype(self.dtype).name,
+                                            head_dim=q.shape[-1], dropout=dropout)
+    if impl == 'reference':
+      out = dot_product_attention(q, k, v, attention_impls.dense_or_none(mask),
+                                  self.make_rng('dropout') if dropout else None, self.dropout_rate,
+                                  deterministic, self.dtype)  # (B, Lq, H, Dh)
+    else:
+      out = attention_impls.fused_attention(q, k, v, mask, impl).astype(self.dtype)
     return self._out(out, features)
 
   def _self_step(self, q, x_kv, position, max_length: int, beam_size: int):
@@ -187,7 +205,7 @@ class MultiHeadAttention(nn.Module):
     Args:
       q: (N, 1, H, Dh) queries.
       x_kv: (B', S, D) encoder output (B' = N, or B when prefilling for beam search).
-      mask: (N, 1, 1, S) bool source mask, equal within a sentence.
+      mask: source mask of the N rows (dense: (N, 1, 1, S)), equal within a sentence.
 
     Returns:
       (N, 1, H, Dh) attended values.
@@ -206,6 +224,7 @@ class MultiHeadAttention(nn.Module):
                        'in the cross_cache')
     k_size = n // b
     q = q.reshape(b, k_size, h, dh).transpose(0, 2, 1, 3)  # (B, H, K, Dh)
+    mask = attention_impls.dense_or_none(mask)
     if mask is not None:
       mask = mask.reshape((b, k_size) + mask.shape[1:])[:, 0]  # (B, 1, 1, S)
     out = cached_attention(q, kt.value, v.value, mask, self.dtype)  # (B, H, K, Dh)

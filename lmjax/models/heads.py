@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import platforms
 from lmjax.models import crf
 from lmjax.models import layers
 from lmjax.models import lstm
@@ -43,7 +44,8 @@ class TransformerEncoderConfig:
     head: 'classify' or 'tag'.
     vocab_size: input vocabulary size; set by the trainer.
     num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
-    dtype: computation dtype ('float32' or 'bfloat16').
+    dtype: computation dtype ('float32', 'bfloat16' or 'auto': `platforms.resolve_dtype`).
+    attention_impl: see `transformer.TransformerConfig`.
   """
   emb_dim: int
   num_heads: int
@@ -61,10 +63,11 @@ class TransformerEncoderConfig:
   vocab_size: int = 0
   num_classes: int = 0
   dtype: Any = 'float32'
+  attention_impl: str = 'reference'
 
   @property
   def jnp_dtype(self):
-    return jnp.dtype(self.dtype)
+    return jnp.dtype(platforms.resolve_dtype(self.dtype))
 
   def transformer_config(self) -> transformer.TransformerConfig:
     """The equivalent `TransformerConfig` for `transformer.Encoder` (decoder fields unused)."""
@@ -74,7 +77,7 @@ class TransformerEncoderConfig:
         mlp_dim=self.mlp_dim, num_encoder_layers=self.num_encoder_layers, num_decoder_layers=0,
         max_len=self.max_len, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, pre_ln=self.pre_ln,
-        position=self.position, dtype=self.dtype)
+        position=self.position, dtype=self.dtype, attention_impl=self.attention_impl)
 
 
 def check_head_config(cfg):

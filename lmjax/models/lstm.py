@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import platforms
 from lmjax.models import layers
 from lmjax.models import lstm_layers
 
@@ -58,7 +59,7 @@ class LSTMConfig:
     vocab_size: source (or only) vocabulary size; set by the trainer.
     target_vocab_size: target vocabulary size (encdec, decoder); set by the trainer.
     num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
-    dtype: computation dtype ('float32' or 'bfloat16'); params and states stay float32.
+    dtype: computation dtype ('float32', 'bfloat16' or 'auto'); params and states stay float32.
   """
   emb_dim: int
   hidden_dim: int
@@ -84,7 +85,7 @@ class LSTMConfig:
 
   @property
   def jnp_dtype(self):
-    return jnp.dtype(self.dtype)
+    return jnp.dtype(platforms.resolve_dtype(self.dtype))
 
 
 def check(ok: bool, field: str, message: str):

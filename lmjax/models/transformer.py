@@ -7,7 +7,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import platforms
 from lmjax.models import attention
+from lmjax.models import attention_impls
 from lmjax.models import layers
 
 
@@ -31,7 +33,8 @@ class TransformerConfig:
     attention_dropout_rate: attention-weight dropout.
     pre_ln: pre-LayerNorm (True) or post-LayerNorm (False, original paper).
     position: 'sinusoidal' or 'learned'.
-    dtype: computation dtype ('float32' or 'bfloat16'); params stay float32.
+    dtype: computation dtype ('float32', 'bfloat16' or 'auto': see
+      `lmjax.platforms.resolve_dtype`); params stay float32.
     scan_layers: stack each layer stack with `nn.scan` (params get a leading 'layers'
       axis; compile time stays flat with depth). See `unstacked_to_scanned`.
     remat_policy: rematerialise each layer in the backward pass: 'none', 'full'
@@ -46,6 +49,8 @@ class TransformerConfig:
     matmul_dtype: '' (the computation dtype) or 'bfloat16': the projections and logits
       multiply bfloat16-rounded operands into float32 results, forward and backward
       (`layers.bf16_dot_general`); ~2x faster matmuls on CPUs with AVX-512 BF16.
+    attention_impl: 'auto', 'reference', 'xla', 'cudnn' or 'splash' (see
+      lmjax/models/attention_impls.py); decoding steps always run 'reference'.
   """
   vocab_size: int
   target_vocab_size: int
@@ -69,10 +74,11 @@ class TransformerConfig:
   init: str = 'xavier'
   use_bias: bool = True
   matmul_dtype: str = ''
+  attention_impl: str = 'reference'
 
   @property
   def jnp_dtype(self):
-    return jnp.dtype(self.dtype)
+    return jnp.dtype(platforms.resolve_dtype(self.dtype))
 
 
 # config.model.remat_policy → jax.checkpoint policy (None = save nothing, recompute all).
@@ -109,8 +115,8 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, encoded=None, cross_mask=None, position=None):
-    """Args: x (B, L, D); mask (B, 1, L, L); encoded (B, S, D); cross_mask (B, 1, L, S);
-    position: scalar int32 when decoding.
+    """Args: x (B, L, D); mask, cross_mask: `attention_impls.AttentionMask` (L → L, L → S)
+    or None; encoded (B, S, D); position: scalar int32 when decoding.
 
     Returns: (B, L, D), or ((B, L, D), None) when `scanned`.
     """
@@ -131,7 +137,7 @@ class Block(nn.Module):
     def self_attn(h):
       return attention.MultiHeadAttention(
           cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention',
-          **init)(
+          attention_impl=cfg.attention_impl, **init)(
               h, h, mask, deterministic=deterministic, decode='self' if decode else '',
               position=position, max_length=max_length, beam_size=self.beam_size)
 
@@ -140,7 +146,7 @@ class Block(nn.Module):
       def cross_attn(h):
         return attention.MultiHeadAttention(
             cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='cross_attention',
-            **init)(
+            attention_impl=cfg.attention_impl, **init)(
                 h, encoded, cross_mask, deterministic=deterministic,
                 decode='cross' if decode else '', position=position)
       x = sublayer('cross_attention', cross_attn, x)
@@ -243,7 +249,7 @@ class Encoder(nn.Module):
     x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     valid = inputs > 0
-    mask = layers.attention_mask(valid, valid, segmentation, segmentation)
+    mask = attention_impls.AttentionMask(valid, valid, segmentation, segmentation)
     x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
                     deterministic=deterministic)
     if cfg.pre_ln:
@@ -266,7 +272,7 @@ class Decoder(nn.Module):
     Args:
       decoder_inputs: (B, T) int32 shifted targets, or (B, 1) when decoding.
       encoded: (B, S, D) encoder output (encdec) or None.
-      cross_mask: (B, 1, T, S) bool or None.
+      cross_mask: `attention_impls.AttentionMask` (T → S) or None.
       segmentation: (B, T) segment ids when packed.
       positions: (B, T) positions when packed.
       deterministic: disables dropout.
@@ -285,7 +291,7 @@ class Decoder(nn.Module):
       mask = None
     else:
       valid = jnp.ones_like(decoder_inputs, dtype=bool)  # pads only follow real tokens
-      mask = layers.attention_mask(valid, valid, segmentation, segmentation, causal=True)
+      mask = attention_impls.AttentionMask(valid, valid, segmentation, segmentation, causal=True)
     x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position,
@@ -328,13 +334,14 @@ class EncoderDecoder(nn.Module):
     inputs, targets = batch['inputs'], batch['targets']
     in_seg, tgt_seg = batch.get('inputs_segmentation'), batch.get('targets_segmentation')
     encoded = self.encode(inputs, in_seg, batch.get('inputs_position'), train=train)
-    cross_mask = layers.attention_mask(jnp.ones_like(targets, dtype=bool), inputs > 0, tgt_seg, in_seg)
+    cross_mask = attention_impls.AttentionMask(jnp.ones_like(targets, dtype=bool), inputs > 0,
+                                               tgt_seg, in_seg)
     return self.decoder(layers.shift_right(targets, tgt_seg), encoded, cross_mask, tgt_seg,
                         batch.get('targets_position'), deterministic=not train)
 
   def decode_step(self, encoded, inputs, token, position, *, max_length: int, beam_size: int = 1):
     """One decoding step. Args: encoded (B, S, D); inputs (B, S); token (B,). Returns (B, V)."""
-    cross_mask = (inputs > 0)[:, None, None, :]  # (B, 1, 1, S)
+    cross_mask = attention_impls.AttentionMask(jnp.ones_like(token, bool)[:, None], inputs > 0)
     logits = self.decoder(token[:, None], encoded, cross_mask, deterministic=True, decode=True,
                           position=position, max_length=max_length, beam_size=beam_size)
     return logits[:, 0]
