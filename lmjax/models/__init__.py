@@ -10,6 +10,7 @@ import flax.linen as nn
 
 from lmjax.models import heads
 from lmjax.models import lstm
+from lmjax.models import lstm_vae
 from lmjax.models import transformer
 
 # (family, kind) → (module class, hyperparameter dataclass). Every model is listed here.
@@ -20,6 +21,7 @@ REGISTRY: Dict[Tuple[str, str], Tuple[Callable[..., nn.Module], type]] = {
     ('lstm', 'encdec'): (lstm.LSTMEncoderDecoder, lstm.LSTMConfig),
     ('lstm', 'decoder'): (lstm.LSTMLanguageModel, lstm.LSTMConfig),
     ('lstm', 'encoder'): (heads.LSTMEncoderModel, lstm.LSTMConfig),
+    ('lstm', 'vae'): (lstm_vae.LSTMVAE, lstm_vae.VAEConfig),
 }
 
 # Fields of config.model that select the model rather than parameterise it.
