@@ -13,6 +13,11 @@
 Taggers with a CRF predict by Viterbi decoding (`crf_decode`), the others by argmax; a
 CRF's loss is the mean NLL per sentence. config.eval.outside_bias is added to the outside
 tag's ('O') score before either, to move a tagger along its precision/recall curve.
+
+A VAE (config.model.kind='vae') on an 'lm' task reports its ELBO terms instead of
+nll_in_context: rec, kl, elbo (per sentence), active_units, with nll / perplexity being the
+ELBO's per-word bound; with config.eval.iw_samples = K > 0 also iw_nll (per sentence) and
+iw_perplexity (per word), the importance-weighted bound of Burda et al. (2016).
 """
 
 import functools
@@ -29,6 +34,7 @@ from lmjax.decoding import predict
 from lmjax.data import pipeline
 from lmjax.train import stateful
 from lmjax.train import step as step_lib
+from lmjax.train import vae_objective
 
 KIND_METRICS = {
     'seq2seq': ('loss', 'accuracy', 'nll', 'perplexity', 'exact_match', 'bleu', 'chrf'),
@@ -37,13 +43,31 @@ KIND_METRICS = {
     'classify': ('loss', 'accuracy', 'nll', 'perplexity', 'macro_f1'),
     'tag': ('loss', 'accuracy', 'entity_precision', 'entity_recall', 'entity_f1'),
 }
+VAE_METRICS = ('rec', 'kl', 'elbo', 'active_units')
+IW_METRICS = ('iw_nll', 'iw_perplexity')
+# Rows (sentences × samples) per importance-weighting call: bounds its (rows, T, V) logits.
+IW_ROWS = 512
 
 
-def metric_names(task, model, stateful: bool = False) -> Tuple[str, ...]:
-  """Names of the eval metrics the trainer reports for `task` and `model`."""
+def iw_samples(config, model) -> int:
+  """config.eval.iw_samples for a VAE (0 for other models); ValueError when absent or < 0."""
+  if not vae_objective.is_vae(model):
+    return 0
+  k = config.eval.get('iw_samples')
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f'config.eval.iw_samples={k!r}: a VAE needs an integer >= 0 (importance '
+                     'samples per sentence for the IW bound; 0 = off); see configs/ptb_vae.py')
+  return k
+
+
+def metric_names(task, model, stateful: bool = False, iw: int = 0) -> Tuple[str, ...]:
+  """Names of the eval metrics the trainer reports for `task` and `model` (`iw`: a VAE's
+  config.eval.iw_samples)."""
   names = KIND_METRICS[task.kind]
-  if stateful:  # carried state: a window's first token has context
+  if stateful or vae_objective.is_vae(model):  # carried state: a window's first token has context
     names = tuple(n for n in names if n != 'nll_in_context')
+  if vae_objective.is_vae(model):
+    names += VAE_METRICS + (IW_METRICS if iw else ())
   if task.kind == 'seq2seq' and task.decode_metrics == 'rouge':
     names += ('rouge1', 'rouge2', 'rougeL')
   if task.kind == 'tag':
@@ -53,6 +77,7 @@ def metric_names(task, model, stateful: bool = False) -> Tuple[str, ...]:
 
 def check_best_metric(config, task, model) -> None:
   """Raises a ValueError when config.train.best_metric is not reported for this task."""
+  iw_samples(config, model)  # checks the field; IW metrics come with the last eval only
   names = metric_names(task, model, config.train.stateful)
   if config.train.best_metric not in names:
     raise ValueError(f'config.train.best_metric={config.train.best_metric!r} is not an eval '
@@ -108,7 +133,7 @@ class Evaluator:
           functools.partial(step_lib.stateful_eval_step, model=model),
           in_shardings=(param_shardings, carry, batch_sharding), out_shardings=(rep, carry))
     self.position_step = None
-    if task.kind == 'lm' and not config.train.stateful:
+    if task.kind == 'lm' and not config.train.stateful and not vae_objective.is_vae(model):
       self.position_step = jax.jit(functools.partial(step_lib.position_nll_step, model=model),
                                    in_shardings=(param_shardings, batch_sharding),
                                    out_shardings=rep)
@@ -119,6 +144,12 @@ class Evaluator:
                                                     score_bias=bias),
                                   in_shardings=(param_shardings, batch_sharding),
                                   out_shardings=batch_sharding)
+    self.iw_samples = iw_samples(config, model)
+    if self.iw_samples:
+      self.iw_chunk = min(self.iw_samples, max(1, IW_ROWS // config.eval.batch_size))
+      self.iw_step = jax.jit(
+          functools.partial(vae_objective.iw_log_weights, model=model, samples=self.iw_chunk),
+          in_shardings=(param_shardings, batch_sharding, rep), out_shardings=batch_sharding)
     self.decode_length = config.eval.decode_max_length or task.lengths.get('targets', 0)
     self.decode = None
     if task.kind == 'seq2seq':
@@ -130,11 +161,13 @@ class Evaluator:
     return pipeline.eval_batches(examples, self.config.eval.batch_size, self.task.lengths,
                                  jax.process_index(), jax.process_count())
 
-  def evaluate(self, params) -> Dict[str, float]:
+  def evaluate(self, params, iw: bool = True) -> Dict[str, float]:
     """The eval-split metrics of the task's kind (see the table at the top of this module).
 
     Args:
       params: model parameters (sharded).
+      iw: a VAE with config.eval.iw_samples > 0 also computes the IW bound (costly: the
+        trainer asks for it at its last eval only).
 
     Returns:
       Metric name → value.
@@ -152,6 +185,8 @@ class Evaluator:
     if self.position_step is not None:
       sums, counts = self.position_nll(params)
       metrics['nll_in_context'] = float(sums[1:].sum() / max(counts[1:].sum(), 1.0))
+    if self.iw_samples and iw:
+      metrics.update(self.iw_metrics(params))
     if self.decode is not None:
       predictions = self.predict_texts(params, self.task.eval_examples)
       metrics.update(self.task.score_predictions(predictions))
@@ -160,6 +195,25 @@ class Evaluator:
     if self.task.kind == 'tag':
       metrics.update(self.tag_metrics(self.predict_ids(params, self.task.eval_examples)))
     return metrics
+
+  def iw_metrics(self, params) -> Dict[str, float]:
+    """The importance-weighted NLL bound with config.eval.iw_samples draws per sentence:
+    iw_nll (nats per sentence) and iw_perplexity (per word, EOS included)."""
+    k, chunk = self.iw_samples, self.iw_chunk
+    calls = -(-k // chunk)
+    total = tokens = sentences = 0.0
+    for i, local in enumerate(self._batches(self.task.eval_examples)):
+      batch = parallel.to_global(local, self.batch_sharding)
+      weights = np.concatenate([_gather(self.iw_step(
+          params, batch, jax.random.fold_in(jax.random.key(vae_objective.EVAL_SEED + 1),
+                                            i * calls + c))) for c in range(calls)], 1)[:, :k]
+      lengths = np.sum(_gather(batch['targets']) > 0, -1)
+      nll = vae_objective.iw_nll(weights)
+      total += float(np.sum(nll[lengths > 0]))
+      tokens += float(np.sum(lengths))
+      sentences += float(np.sum(lengths > 0))
+    return {'iw_nll': total / max(sentences, 1.0),
+            'iw_perplexity': float(np.exp(min(total / max(tokens, 1.0), 50.0)))}
 
   def position_nll(self, params) -> Tuple[np.ndarray, np.ndarray]:
     """NLL sums and target counts at each target position over the eval split, ((T,), (T,))."""

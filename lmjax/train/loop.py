@@ -293,7 +293,8 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
         bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
         sums, tokens, t_log = None, 0, time.time()
       if at_eval:
-        eval_metrics = trainer.evaluator.evaluate(trainer.state.eval_params)
+        eval_metrics = trainer.evaluator.evaluate(trainer.state.eval_params,
+                                                  iw=step >= cfg.num_train_steps)
         writer.write(step, 'eval', eval_metrics)
         value = eval_metrics[cfg.best_metric]
         if trainer.improved(value):

@@ -150,8 +150,32 @@ def progress(total: int, initial: int, enabled: bool) -> tqdm.tqdm:
                    unit='step', desc='train', mininterval=1.0)
 
 
+VAE_PLOTTED = ('kl', 'rec', 'elbo', 'kl_weight')
+
+
+def _plot_vae(ax, records) -> None:
+  """KL and reconstruction NLL (nats per sentence) of train and eval records, one axis each."""
+  for split, style in (('train', '-'), ('eval', 'o-')):
+    pts = [r for r in records if r['split'] == split]
+    if pts:
+      ax.plot([r['step'] for r in pts], [r['rec'] for r in pts], style, label=f'{split} reconstruction')
+  ax.set_xlabel('step')
+  ax.set_ylabel('reconstruction NLL (nats / sentence)')
+  kl_ax = ax.twinx()
+  for split, style in (('train', '--'), ('eval', 's--')):
+    pts = [r for r in records if r['split'] == split]
+    if pts:
+      kl_ax.plot([r['step'] for r in pts], [r['kl'] for r in pts], style, color='tab:red',
+                 label=f'{split} KL')
+  kl_ax.set_ylabel('KL (nats / sentence)')
+  ax.legend(loc='upper left')
+  kl_ax.legend(loc='upper right')
+  ax.set_title('VAE: reconstruction and KL')
+
+
 def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
-  """PNG of training loss and eval metrics over steps.
+  """PNG of training loss and eval metrics over steps (a VAE's KL and reconstruction NLL
+  per sentence in a third panel).
 
   Args:
     metrics_path: metrics.jsonl.
@@ -169,9 +193,12 @@ def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  vae = [r for r in records if 'kl' in r and 'rec' in r]
   eval_keys = sorted({k for r in evals for k in r} - {'step', 'split', 'time', 'loss', 'nll',
-                                                       'perplexity'})
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+                                                       'perplexity'} - set(VAE_PLOTTED))
+  fig, axes = plt.subplots(1, 3 if vae else 2, figsize=(16 if vae else 11, 4))
+  if vae:
+    _plot_vae(axes[2], vae)
   if train:
     axes[0].plot([r['step'] for r in train], [r['nll'] for r in train], label='train NLL')
   ev_loss = [r for r in evals if 'nll' in r]

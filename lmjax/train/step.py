@@ -21,6 +21,7 @@ import optax
 
 from lmjax.train import losses
 from lmjax.train import state as state_lib
+from lmjax.train import vae_objective
 from lmjax.train.state import TrainState
 
 Metrics = Dict[str, jnp.ndarray]
@@ -86,7 +87,7 @@ def model_inputs(batch) -> Dict[str, Any]:
 
 
 def compute_metrics(model, params, batch, *, train: bool, rngs=None,
-                    label_smoothing: float = 0.0, carry: Optional[Any] = None):
+                    label_smoothing: float = 0.0, carry: Optional[Any] = None, step=0):
   """Forward pass + loss sums for any model kind (see lmjax/models/CONTRACT.md).
 
   A CRF tagger's loss is the mean negative log-likelihood per sentence: `loss` and
@@ -103,10 +104,15 @@ def compute_metrics(model, params, batch, *, train: bool, rngs=None,
     label_smoothing: epsilon for the cross-entropy.
     carry: stateful LM only: the LSTM state from the previous batch (see
       `LSTMLanguageModel.apply_with_state`); None for every other model.
+    step: the optimizer step; a VAE's KL weight follows it (`vae_objective.kl_weight`).
 
   Returns:
-    Metric sums; with `carry`, (sums, new carry).
+    Metric sums (a VAE's: the ELBO sums of `vae_objective.vae_sums`); with `carry`,
+    (sums, new carry).
   """
+  if vae_objective.is_vae(model):
+    return vae_objective.vae_sums(model, params, model_inputs(batch), train=train, rngs=rngs,
+                                  step=step, label_smoothing=label_smoothing)
   labels = batch[label_key(batch)]
   weights = label_weights(batch)
   variables = {'params': params}
@@ -188,7 +194,7 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
 
   def sum_loss_fn(params, micro_batch, micro_rng):
     sums = compute_metrics(model, params, micro_batch, train=True, rngs={'dropout': micro_rng},
-                           label_smoothing=label_smoothing)
+                           label_smoothing=label_smoothing, step=state.step)
     return sums['loss'], sums
 
   if grad_accum_steps == 1:
@@ -343,6 +349,8 @@ def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
   else:
     out['nll'] = float(sums['nll']) / w
     out['perplexity'] = float(jnp.exp(jnp.minimum(out['nll'], 50.0)))
+  if 'vae_sentences' in sums:
+    out.update(vae_objective.summarize(sums))
   if 'skipped' in sums:
     out['skipped_steps'] = float(sums['skipped'])
     if out['skipped_steps'] > 0 and float(sums['loss_weight']) == 0:
