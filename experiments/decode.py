@@ -11,6 +11,13 @@ separated word (`lmjax.tools.labeling`):
 
     echo "Paris is lovely" | python experiments/decode.py --workdir=workdirs/wnut17
 
+A sentence VAE's run (config.model.kind='vae', `lmjax.tools.vae_decode`) reconstructs each
+input line from its posterior mean, samples from the prior, or walks between two sentences:
+
+    python experiments/decode.py --workdir=workdirs/ptb_vae --num_samples=10 < /dev/null
+    printf 'i went to the store\nthe market fell\n' | \
+        python experiments/decode.py --workdir=workdirs/ptb_vae --interpolate=5
+
 Empty input lines give empty output lines; longer inputs than the model was trained
 on are truncated with a warning on stderr.
 """
@@ -22,6 +29,7 @@ from absl import flags
 
 from lmjax.config import configlib
 from lmjax.tools import inference
+from lmjax.tools import vae_decode
 from lmjax.tools import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
@@ -39,6 +47,10 @@ _MAX_LENGTH = flags.DEFINE_integer('max_length', 0, 'Output tokens incl. EOS (0 
 _ENCODING_ERRORS = flags.DEFINE_enum('encoding_errors', 'strict', ['strict', 'replace'],
                                      'Input bytes that are not UTF-8: strict = an error naming '
                                      'the line; replace = U+FFFD (files and stdin alike).')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 0, 'VAE runs: sentences decoded from prior '
+                                    'samples (the input is not read); 0 = off.')
+_INTERPOLATE = flags.DEFINE_integer('interpolate', 0, 'VAE runs: points K on the latent path '
+                                    'between each pair of input lines (K lines per pair); 0 = off.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -51,6 +63,11 @@ def main(argv):
       top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value, batch_size=_BATCH_SIZE.value,
       max_length=_MAX_LENGTH.value)
   try:
+    if _NUM_SAMPLES.value or _INTERPOLATE.value or vae_decode.is_vae_workdir(_WORKDIR.value):
+      vae_decode.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
+                             num_samples=_NUM_SAMPLES.value, interpolate_steps=_INTERPOLATE.value,
+                             encoding_errors=_ENCODING_ERRORS.value)
+      return
     workdir_tools.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
                               encoding_errors=_ENCODING_ERRORS.value)
   except inference.USER_ERRORS as e:
