@@ -206,6 +206,7 @@ def transformer_config(shape: TransformerShape,
   m.num_heads, m.mlp_dim = shape.num_heads, shape.mlp_dim
   m.num_encoder_layers, m.num_decoder_layers = shape.num_encoder_layers, shape.num_decoder_layers
   m.share_embeddings = m.tie_output = True
+  m.dtype = 'float32'  # rows name their precision ('auto' would be bfloat16 on TPU/GPU)
   m.dropout_rate = shape.dropout_rate
   m.max_len = max(shape.source_length, shape.target_length)
   c.task.max_input_length, c.task.max_target_length = shape.source_length, shape.target_length

@@ -92,8 +92,9 @@ def device_info() -> Dict[str, Any]:
 
 
 def torch_transformer_row(shape: shapes.TransformerShape, steps: int, warmup: int,
-                          precision: str = 'float32') -> table.Row:
-  """The nn.Transformer reference at `shape` (eager; float32 or bfloat16 autocast).
+                          precision: str = 'float32', device: str = 'cpu') -> table.Row:
+  """The nn.Transformer reference at `shape` (eager; float32 or bfloat16 autocast) on
+  `device` ('cpu' or 'cuda').
 
   Returns:
     Row 'torch <shape>' ('torch <shape> bf16'), or a 'torch not installed' row.
@@ -108,14 +109,15 @@ def torch_transformer_row(shape: shapes.TransformerShape, steps: int, warmup: in
   v = shape.vocab_size
   model = torch_ref.Seq2SeqTransformer(config.model, v)
   times, loss = torch_ref.time_train(model, shapes.transformer_batch(shape), config, steps,
-                                     warmup, precision)
+                                     warmup, precision, device)
   median = statistics.median(times)
   gflop = flops.transformer_train_flops(config.model, v, shape.batch_size, shape.source_length,
                                         shape.target_length) / 1e9
   autocast = '; autocast bfloat16' if precision == 'bfloat16' else ''
+  where = f'{threads} threads' if device == 'cpu' else device
   return table.Row(name=name, tokens_per_s=shape.batch_size * shape.target_length / median,
                    step_ms=1e3 * median, gflop=gflop, peak_rss_mb=timing.peak_rss_mb(),
-                   precision=precision, note=f'loss {loss:.2f}; eager, {threads} threads{autocast}')
+                   precision=precision, note=f'loss {loss:.2f}; eager, {where}{autocast}')
 
 
 def check_options(options: Options) -> None:

@@ -1,9 +1,11 @@
-"""PyTorch references (eager, CPU): nn.Transformer and nn.LSTM at the lmjax benchmark shapes.
+"""PyTorch references (eager; CPU, or CUDA for experiments/device_check.sh): nn.Transformer
+and nn.LSTM at the lmjax benchmark shapes.
 
 Each mirrors the lmjax model and its config: pre-LN (norm_first) Transformer with one
 shared embedding scaled by sqrt(D), sinusoidal positions, tied output logits
 (h @ embᵀ), dropout on embeddings/residuals/MLP (attention dropout as lmjax's
-`attention_dropout_rate`), causal target mask, label-smoothed cross-entropy; the LSTM
+`attention_dropout_rate`), causal target mask (nn.MultiheadAttention runs
+`F.scaled_dot_product_attention`, with `is_causal` for the target), label-smoothed cross-entropy; the LSTM
 LM is embedding → dropout → nn.LSTM (dropout between layers) → dropout → tied or
 linear logits. The optimizer follows `config.optimizer` (Adam/AdamW/SGD, clipping) at a
 constant learning rate. Needs the `[bench]` extra (torch). The printed losses are not
@@ -64,7 +66,7 @@ class Seq2SeqTransformer(nn.Module):
   def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """inputs (B, S), targets (B, T) int64 → logits (B, T, V)."""
     t = targets.shape[1]
-    mask = nn.Transformer.generate_square_subsequent_mask(t)  # (T, T) additive -inf above
+    mask = nn.Transformer.generate_square_subsequent_mask(t, device=targets.device)  # (T, T)
     h = self.transformer(self._embed(inputs), self._embed(shift_right(targets)), tgt_mask=mask,
                          tgt_is_causal=True)  # (B, T, D)
     return h @ self.embed.weight.T  # (B, T, V)
@@ -115,7 +117,8 @@ def make_optimizer(params, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
 
 
 def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: int,
-               warmup: int, precision: str = 'float32') -> Tuple[List[float], float]:
+               warmup: int, precision: str = 'float32',
+               device: str = 'cpu') -> Tuple[List[float], float]:
   """Times eager train steps (forward, label-smoothed CE, backward, clip, update).
 
   Args:
@@ -125,17 +128,20 @@ def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: in
     steps: timed steps.
     warmup: untimed steps first.
     precision: 'float32', or 'bfloat16' for the forward pass under
-      `torch.autocast('cpu', torch.bfloat16)` (PyTorch's mixed precision: bf16 matmuls,
+      `torch.autocast(device, torch.bfloat16)` (PyTorch's mixed precision: bf16 matmuls,
       float32 params, optimizer and loss).
+    device: 'cpu' or 'cuda' (the model is moved there; each step ends with `loss.item()`,
+      which waits for the device).
 
   Returns:
     (seconds of each timed step, loss of the last step).
   """
   torch.manual_seed(0)
+  model.to(device)
   model.train()
   opt = make_optimizer(model.parameters(), config.optimizer)
   loss_fn = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-  tensors = {k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()}
+  tensors = {k: torch.from_numpy(v.astype(np.int64)).to(device) for k, v in batch.items()}
   targets = tensors['targets']
   clip = config.optimizer.grad_clip_norm
 
@@ -145,7 +151,7 @@ def time_train(model: nn.Module, batch: Dict[str, np.ndarray], config, steps: in
 
   def step():
     opt.zero_grad(set_to_none=True)
-    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
       if 'inputs' in tensors:
         logits = model(tensors['inputs'], targets)
       else:

@@ -1,0 +1,45 @@
+r"""Device check (issue 34): peak bf16 FLOP/s, bf16 train rows with MFU, PyTorch, beam decode,
+and a 300-step train run of configs/default.py checked against the CPU loss. Run it
+through `experiments/device_check.sh`:
+
+    experiments/device_check.sh [--mode=auto|full|quick|tiny] \
+        [--sections=matmul,train,torch,decode,train_run] [--json=PATH]
+
+--mode=auto: 'full' on TPU/GPU (<= 8 minutes on one GPU), 'quick' on CPU (<= 3 minutes).
+Exits 1 when the train run's loss is outside the tolerance. See lmjax/bench/device_check.py.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from lmjax.bench import device_check
+from lmjax.bench import table
+
+_MODE = flags.DEFINE_enum('mode', 'auto', list(device_check.MODES),
+                          "'full' (accelerator), 'quick' (CPU), 'tiny' (smoke test); 'auto' picks "
+                          'full or quick by platform.')
+_SECTIONS = flags.DEFINE_list('sections', list(device_check.SECTIONS), 'Sections to run.')
+_JSON = flags.DEFINE_string('json', None, 'Also write the table to this JSON file.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  options = device_check.Options(mode=_MODE.value, sections=_SECTIONS.value)
+  try:
+    device_check.check_options(options)
+  except ValueError as e:
+    sys.exit(f'device_check: {e}')
+  result = device_check.run(options)
+  print(device_check.format_result(result))
+  if _JSON.value:
+    table.write_json(result.report, _JSON.value)
+    print(f'wrote {_JSON.value}')
+  if result.loss_ok is False:
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

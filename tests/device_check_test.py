@@ -1,0 +1,75 @@
+"""experiments/device_check.sh (issue 34): argument handling, settings, the loss check, and
+one in-process run at the tiniest setting (the 300-step train run is left to the script)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lmjax.bench import device_check
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('options,flag', [
+    (device_check.Options(mode='fast'), '--mode'),
+    (device_check.Options(sections=['train', 'lstm']), '--sections'),
+    (device_check.Options(sections=[]), '--sections'),
+])
+def test_bad_options_name_the_flag(options, flag):
+  with pytest.raises(ValueError, match=flag):
+    device_check.check_options(options)
+
+
+def test_the_script_rejects_a_bad_section_before_running_anything():
+  proc = subprocess.run(
+      [os.path.join(REPO, 'experiments', 'device_check.sh'), '--sections=train,lstm'],
+      env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=120,
+      check=False)
+  assert proc.returncode != 0
+  assert "device_check: --sections: unknown ['lstm']" in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_auto_mode_is_quick_on_cpu_and_full_on_accelerators():
+  assert device_check.setting_for('auto', 'cpu') == device_check.SETTINGS['quick']
+  for platform in ('gpu', 'tpu'):
+    assert device_check.setting_for('auto', platform) == device_check.SETTINGS['full']
+  assert device_check.setting_for('tiny', 'gpu') == device_check.SETTINGS['tiny']
+  # Both long settings run the step count the CPU reference loss was measured at.
+  for mode in ('full', 'quick'):
+    assert device_check.SETTINGS[mode].train_steps == device_check.TRAIN_RUN_STEPS
+    assert device_check.SETTINGS[mode].shapes == ('small', 'base')
+
+
+def test_loss_check_against_the_cpu_reference():
+  ref, tol, steps = (device_check.CPU_REFERENCE_LOSS, device_check.LOSS_TOLERANCE,
+                     device_check.TRAIN_RUN_STEPS)
+  assert device_check.loss_check(ref, steps, '') is True
+  assert device_check.loss_check(ref + 0.9 * tol, steps, '') is True
+  assert device_check.loss_check(ref - 1.1 * tol, steps, '') is False
+  assert device_check.loss_check(float('nan'), steps, '') is False
+  assert device_check.loss_check(ref, 4, 'runlocal') is None  # no reference there
+
+
+def test_bf16_rows_are_the_platforms_auto_precision():
+  assert device_check.bf16_overrides('cpu') == {'model.matmul_dtype': 'bfloat16'}
+  assert device_check.bf16_overrides('gpu')['model.dtype'] == 'bfloat16'
+  assert device_check.torch_device('cpu') == 'cpu'
+  assert device_check.torch_device('tpu') is None
+
+
+def test_tiny_run_prints_the_table():
+  lines = []
+  result = device_check.run(device_check.Options(mode='tiny', sections=['matmul', 'train',
+                                                                        'decode']),
+                            log=lines.append)
+  names = [r.name for r in result.report.rows]
+  assert names == ['lmjax tiny bf16', 'lmjax decode beam2 tiny', 'lmjax decode greedy tiny']
+  assert result.loss_ok is None and result.report.bf16_ceiling_gflops > 0
+  assert result.report.rows[0].mfu_pct is not None
+  text = device_check.format_result(result)
+  for key in ('platform: cpu', 'device: ', 'peak bf16 matmul: ', 'mode: tiny', 'lmjax tiny bf16'):
+    assert key in text
+  assert len(lines) == 4  # the peak, then one line per row
