@@ -310,3 +310,25 @@ def test_compilation_cache_dir_is_set_at_start_up(monkeypatch, tmp_path):
   config.compilation_cache_dir = str(tmp_path / 'xla_cache')
   runtime.setup(config)
   assert updates['jax_compilation_cache_dir'] == str(tmp_path / 'xla_cache')
+
+
+def test_cudnn_at_odd_packed_lengths_falls_back_to_xla_under_auto(monkeypatch):
+  """JAX's cuDNN path trains with a mask only at even lengths: 'auto' then runs 'xla' (on
+  CPU here, where the platform lookup says 'gpu'); an explicit 'cudnn' names the field."""
+  monkeypatch.setattr(platforms, 'backend', lambda: 'gpu')
+  x_q, _, _ = _inputs('self_packed')  # L = 7
+  mask = _mask('self_packed')
+  assert attention_impls.cudnn_unsupported(L, L, mask) and not attention_impls.cudnn_unsupported(
+      L, L, _mask('self_padding'))
+  outs = {}
+  for impl in ('auto', 'reference'):
+    module = attention.MultiHeadAttention(num_heads=2, qkv_dim=D, attention_impl=impl,
+                                          dtype=jnp.bfloat16)
+    params = nn.Module.init(module, jax.random.key(0), x_q, x_q, mask, deterministic=True)
+    outs[impl] = module.apply(params, x_q, x_q, mask, deterministic=True)
+  np.testing.assert_allclose(np.asarray(outs['auto'], np.float32),
+                             np.asarray(outs['reference'], np.float32), atol=0.05)
+  module = attention.MultiHeadAttention(num_heads=2, qkv_dim=D, attention_impl='cudnn',
+                                        dtype=jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"config\.model\.attention_impl='cudnn': packed rows"):
+    nn.Module.init(module, jax.random.key(0), x_q, x_q, mask, deterministic=True)

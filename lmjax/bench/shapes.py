@@ -231,6 +231,7 @@ def lstm_config(shape: LSTMShape) -> ml_collections.ConfigDict:
   c = ptb_lstm.get_config('')
   c.model.emb_dim, c.model.hidden_dim, c.model.num_layers = (shape.emb_dim, shape.hidden_dim,
                                                              shape.num_layers)
+  c.model.dtype = 'float32'  # as transformer_config: the rows are float32 on every platform
   c.task.max_target_length = shape.length
   c.train.batch_size = shape.batch_size
   use_one_device(c)

@@ -142,6 +142,11 @@ class MultiHeadAttention(nn.Module):
     dropout = not deterministic and self.dropout_rate > 0.0
     impl = platforms.resolve_attention_impl(self.attention_impl, dtype=jnp.dtype(self.dtype).name,
                                             head_dim=q.shape[-1], dropout=dropout)
+    why = attention_impls.cudnn_unsupported(q.shape[1], k.shape[1], mask) if impl == 'cudnn' else ''
+    if why and self.attention_impl != 'auto':
+      raise ValueError(f"config.model.attention_impl='cudnn': {why}; use 'auto' or 'xla'")
+    if why:
+      impl = 'xla'  # what 'auto' falls back to on GPU
     if impl == 'reference':
       out = dot_product_attention(q, k, v, attention_impls.dense_or_none(mask),
                                   self.make_rng('dropout') if dropout else None, self.dropout_rate,

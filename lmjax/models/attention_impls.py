@@ -74,6 +74,17 @@ def cudnn_arguments(mask: Optional[AttentionMask]) -> dict:
           'is_causal': mask.causal}
 
 
+def cudnn_unsupported(q_length: int, kv_length: int, mask: Optional[AttentionMask]) -> str:
+  """Why cuDNN flash attention cannot take these shapes ('' if it can).
+
+  JAX's cuDNN path trains with a bias (our packed-row mask) only at even lengths.
+  """
+  if mask is not None and mask.q_segment is not None and (q_length % 2 or kv_length % 2):
+    return (f'packed rows need even sequence lengths with cuDNN, got {q_length} queries and '
+            f'{kv_length} keys')
+  return ''
+
+
 def splash_segment_ids(mask: AttentionMask, q_length: int, kv_length: int):
   """Segment ids for the splash kernel, padded to `q_length` / `kv_length` positions.
 
