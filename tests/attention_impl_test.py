@@ -7,6 +7,8 @@ packed-segment masks, in the attention module and in whole tiny Transformers; 'a
 resolves per platform; the kernels a platform lacks fail naming the config field.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -332,3 +334,14 @@ def test_cudnn_at_odd_packed_lengths_falls_back_to_xla_under_auto(monkeypatch):
                                         dtype=jnp.bfloat16)
   with pytest.raises(ValueError, match=r"config\.model\.attention_impl='cudnn': packed rows"):
     nn.Module.init(module, jax.random.key(0), x_q, x_q, mask, deterministic=True)
+
+
+def test_every_model_dtype_resolves_auto_through_the_platform(monkeypatch):
+  from lmjax.models import lstm, lstm_vae  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(platforms, 'backend', lambda: 'tpu')
+  for cls in (transformer.TransformerConfig, heads.TransformerEncoderConfig, lstm.LSTMConfig,
+              lstm_vae.VAEConfig):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    needed = {n: 1 for n, f in fields.items()
+              if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert cls(**needed, dtype='auto').jnp_dtype == jnp.dtype('bfloat16'), cls.__name__

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax import platforms
 from lmjax.models import layers
 from lmjax.models import lstm
 
@@ -70,7 +71,7 @@ class VAEConfig:
 
   @property
   def jnp_dtype(self):
-    return jnp.dtype(self.dtype)
+    return jnp.dtype(platforms.resolve_dtype(self.dtype))
 
 
 def check_config(cfg: VAEConfig) -> None:
