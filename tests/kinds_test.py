@@ -244,7 +244,7 @@ def test_resume_equals_uninterrupted(tmp_path, name, expected):
 def _kind(model) -> str:
   if model.kind == 'encoder':
     return model.head
-  return {'encdec': 'seq2seq', 'decoder': 'lm'}[model.kind]
+  return {'encdec': 'seq2seq', 'decoder': 'lm', 'vae': 'lm'}[model.kind]
 
 
 def _dummy_batch(kind, length=8, rows=2, word_chars=0):
