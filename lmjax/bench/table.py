@@ -183,7 +183,8 @@ def markdown(report: Dict[str, Any]) -> str:
 
   Returns:
     A line with the run's date, devices and matmul ceilings, then one table row per
-    measurement ('–' where a value does not apply), then the notes of rows that have one.
+    measurement ('–' where a value does not apply), then the notes of the rows whose
+    result is only in their note (the input pipeline's rates).
   """
   info = report.get('info', {})
   ceilings = f"{report['ceiling_gflops']:.1f} GFLOP/s f32"
@@ -201,7 +202,7 @@ def markdown(report: Dict[str, Any]) -> str:
       value = row.get(key)
       cells.append('–' if value is None else fmt(value))
     lines.append('| ' + ' | '.join(cells) + ' |')
-    if row.get('note'):
+    if row.get('note') and row.get('tokens_per_s') is None:
       notes.append(f"- {row['name']}: {row['note']}")
   return '\n'.join(lines + ([''] + notes if notes else []))
 
