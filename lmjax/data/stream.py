@@ -139,11 +139,14 @@ class StreamIterator:
       ds = batchers.Batched(ds, functools.partial(batchers.PackIterator, rows=local,
                                                   lengths=dict(lengths)))
     elif self.mode == 'bucket':
+      # A window longer than the split would only re-read it (epochs are reshuffled
+      # anyway): at most one split's worth is planned at a time.
       shapes = pipeline.bucket_shapes(batching['bucket_lengths'], batching['max_tokens'],
                                       global_batch_size)
       self.shapes = shapes
+      window = min(int(batching['window']), self.num_examples)
       ds = batchers.Batched(ds, functools.partial(
-          batchers.BucketIterator, shapes=shapes, window=int(batching['window']), seed=self.seed,
+          batchers.BucketIterator, shapes=shapes, window=window, seed=self.seed,
           caps=dict(lengths), process_index=process_index, process_count=process_count))
     else:
       raise ValueError(f"config.task.batching.mode={self.mode!r}: streamed batching is 'plain', "
