@@ -180,8 +180,10 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
   record = []
   for index in range(1, kills + 1):
     launched = time.time()
+    # Its own process group: the kill takes the run's data-loader workers with it, as a
+    # preempted machine would (a worker that outlived it would hold stderr open).
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, start_new_session=True)
     delay = rng.uniform(min_delay, max_delay)
     t = launched
     while wait_for_progress and proc.poll() is None and time.time() < launched + timeout:
@@ -193,8 +195,8 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
       time.sleep(0.01)
     finished = proc.poll() is not None
     if not finished:
-      proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
+      os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=timeout)
     if finished and proc.returncode != 0:
       raise RuntimeError(f'launch {index} failed (exit {proc.returncode}):\n'
                          f'{err.decode(errors="replace")[-3000:]}')
