@@ -11,7 +11,7 @@
 #   every trial of the config file's get_sweep(NAME) in turn, in DIR/<trial>, then writes
 #   DIR/results.md and DIR/results.csv (overrides, final metrics, wall time).
 # tpu: [creates the TPU VM,] copies the tracked files to ~/lmjax on every worker, installs
-#   them in a venv there (pip install -e . 'jax[tpu]') and runs the same `local` command on
+#   them in a venv there (pip install -e '.[gcs]' 'jax[tpu]') and runs the same `local` command on
 #   all workers with --config.distributed.enabled=True. --dry-run prints the gcloud commands.
 #   Multi-host runs need a --workdir every worker can write (e.g. a gs:// bucket).
 # Overrides reach Python as separate argv entries, never through a shell.
@@ -114,7 +114,7 @@ run_tpu() {
   local install run_cmd
   local libtpu=https://storage.googleapis.com/jax-releases/libtpu_releases.html
   install="cd lmjax && python3 -m venv .venv && .venv/bin/pip install -q -U pip && \
-$(quote .venv/bin/pip install -q -e . 'jax[tpu]' -f "$libtpu")"
+$(quote .venv/bin/pip install -q -e '.[gcs]' 'jax[tpu]' -f "$libtpu")"
   local remote=(./launch.sh local "$config" --workdir "$workdir")
   [[ -z "$sweep" ]] || remote+=(--sweep "$sweep")
   remote+=(-- ${overrides[@]+"${overrides[@]}"} --config.distributed.enabled=True)

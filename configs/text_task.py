@@ -79,6 +79,9 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   # ArrayRecord shards in <root>/<key>, built once by experiments/preprocess.py or the first
   # train.py); '' = WORKDIR/preprocessed. Share one root between runs of the same data.
   t.preprocessed_dir = ''
+  # Local folder for copies of remote (gs://…) preprocessed data: ArrayRecord shards are read
+  # from local disk, so a gs:// cache is downloaded (or built and uploaded) here once.
+  t.local_cache_dir = '~/.cache/lmjax'
   # Processes tokenizing while preprocessing (0 = one per CPU).
   t.preprocess_workers = 0
 

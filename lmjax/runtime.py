@@ -1,10 +1,10 @@
 """Process start-up: logging, JAX safety switches, compilation cache, multi-host runtime."""
 
-import os
 
 from absl import logging
 import jax
 
+from lmjax import fileio
 from lmjax import parallel
 
 
@@ -22,6 +22,5 @@ def setup(config) -> None:
   if config.compilation_cache_dir:
     # Persistent cache: a rerun of the same program loads its executables instead of
     # compiling (JAX caches those that took >= jax_persistent_cache_min_compile_time_secs).
-    jax.config.update('jax_compilation_cache_dir',
-                      os.path.abspath(os.path.expanduser(config.compilation_cache_dir)))
+    jax.config.update('jax_compilation_cache_dir', fileio.resolve(config.compilation_cache_dir))
   parallel.maybe_initialize_distributed(config.distributed)

@@ -101,7 +101,7 @@ def test_tpu_runs_gcloud_on_all_workers_with_safe_quoting(tmp_path):
   for rec in (install, run):
     assert rec['argv'][:6] == ['compute', 'tpus', 'tpu-vm', 'ssh', 'my-tpu', *where][:6]
     assert '--worker=all' in rec['argv']
-  assert "pip install -q -e . 'jax[tpu]'" in install['argv'][-1]
+  assert "pip install -q -e '.[gcs]' 'jax[tpu]'" in install['argv'][-1]
 
   # The remote command, run by a shell as ssh does, gives Python the override intact.
   command = run['argv'][-1]

@@ -20,7 +20,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lmjax import fileio
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # local disk: this checkout
 TRAIN = os.path.join(REPO, 'experiments', 'train.py')
 
 
@@ -62,11 +64,10 @@ def trial_name(index: int, overrides: Dict[str, Any]) -> str:
 
 
 def read_summary(workdir: str) -> Dict[str, Any]:
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
+  path = fileio.join(workdir, 'summary.json')
+  if not fileio.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(fileio.read_text(path))
 
 
 def write_results(workdir: str, rows: List[Dict[str, Any]]) -> List[str]:
@@ -90,15 +91,14 @@ def write_results(workdir: str, rows: List[Dict[str, Any]]) -> List[str]:
   table = [[r['trial'], *[r['overrides'].get(k) for k in override_keys],
             *[r['metrics'].get(k) for k in metric_keys], r['wall_time_sec'], r['status'],
             r['workdir']] for r in rows]
-  csv_path, md_path = os.path.join(workdir, 'results.csv'), os.path.join(workdir, 'results.md')
-  with open(csv_path, 'w', newline='') as f:
+  csv_path, md_path = fileio.join(workdir, 'results.csv'), fileio.join(workdir, 'results.md')
+  with fileio.atomic_output(csv_path, 'w', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows([['' if v is None else v for v in row] for row in table])
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(fmt(v).replace('|', '\\|') for v in row) + ' |' for row in table]
-  with open(md_path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  fileio.write_text(md_path, '\n'.join(lines) + '\n')
   return [md_path, csv_path]
 
 
@@ -118,10 +118,10 @@ def run_sweep(config_spec: str, workdir: str, trials: Sequence[Dict[str, Any]],
   Returns:
     The table rows (see `write_results`).
   """
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)
   rows = []
   for i, overrides in enumerate(trials):
-    trial_dir = os.path.join(workdir, trial_name(i, overrides))
+    trial_dir = fileio.join(workdir, trial_name(i, overrides))
     argv = [python, train, f'--config={config_spec}', f'--workdir={trial_dir}', *extra,
             *override_args(overrides)]
     print(f'[sweep] trial {i + 1}/{len(trials)}: {" ".join(override_args(overrides))}',
@@ -153,8 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   rows = run_sweep(args.config, args.workdir, trials, args.overrides)
   paths = write_results(args.workdir, rows)
   print('[sweep] results: ' + ', '.join(paths))
-  with open(paths[0]) as f:
-    print(f.read())
+  print(fileio.read_text(paths[0]))
   return 0 if all(r['status'] == 'ok' for r in rows) else 1
 
 

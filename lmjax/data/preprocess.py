@@ -12,7 +12,6 @@ runs of the same data reuse it. It is built under a temporary name and renamed i
 place when complete; nothing in an existing folder is ever rewritten.
 """
 
-import gzip
 import hashlib
 import json
 import multiprocessing
@@ -23,6 +22,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from lmjax import fileio
+from lmjax.data import mirror
 from lmjax.data import records
 from lmjax.data import sources
 from lmjax.data import tokenizers as tok_lib
@@ -43,7 +44,7 @@ def streamable(cfg: Mapping) -> bool:
 
 def _files(cfg: Mapping) -> List[str]:
   d = cfg['data_dir']
-  return [os.path.join(d, f) if d else f for f in cfg['source']['train_files']]
+  return [fileio.join(d, f) if d else f for f in cfg['source']['train_files']]
 
 
 def cache_key(cfg: Mapping) -> str:
@@ -55,8 +56,9 @@ def cache_key(cfg: Mapping) -> str:
   else:
     origin = {'files': []}
     for f in _files(cfg):
-      st = os.stat(f)
-      origin['files'].append([os.path.abspath(f), st.st_size, st.st_mtime_ns])
+      sources._check_exists(f)  # pylint: disable=protected-access
+      st = fileio.path(f).stat()
+      origin['files'].append([fileio.resolve(f), st.length, st.mtime])
   t = dict(cfg['tokenizer'])
   desc = {'task': cfg['name'], 'origin': origin, 'tokenizer': t, 'seed': cfg['tokenizer_seed'],
           'lengths': [cfg['max_input_length'], cfg['max_target_length']],
@@ -65,13 +67,8 @@ def cache_key(cfg: Mapping) -> str:
   return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _open(path: str):
-  sources._check_exists(path)  # pylint: disable=protected-access
-  return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
-
-
 def _lines(path: str, errors: str) -> Iterator[str]:
-  with _open(path) as f:
+  with sources.open_data(path) as f:
     for lineno, raw in enumerate(f, 1):
       raw = raw.rstrip(b'\n')
       raw = raw[:-1] if raw.endswith(b'\r') else raw
@@ -235,8 +232,8 @@ def build(cfg: Mapping, directory: str, make_tokenizers: Callable[[Dict[str, Lis
   toks = make_tokenizers({f: [lower(r[i]) for r in sample] for i, f in enumerate(feats)})
   del sample
   tmp = f'{directory.rstrip("/")}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(os.path.join(tmp, 'tokenizers'))
+  shutil.rmtree(tmp, ignore_errors=True)  # local disk: shards are built locally (data/mirror.py)
+  os.makedirs(os.path.join(tmp, 'tokenizers'))  # local disk: as above
   paths = {}
   for f, t in toks.items():
     paths[f] = os.path.join(tmp, 'tokenizers', f'{f}.json')
@@ -264,7 +261,7 @@ def build(cfg: Mapping, directory: str, make_tokenizers: Callable[[Dict[str, Lis
     if not sum(s['num_records'] for s in shards):
       raise ValueError('no training example fits config.task.max_input_length/max_target_length')
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)  # only our own unfinished folder
+    shutil.rmtree(tmp, ignore_errors=True)  # local disk: only our own unfinished folder
     raise
   finally:
     bar.close()
@@ -277,9 +274,9 @@ def build(cfg: Mapping, directory: str, make_tokenizers: Callable[[Dict[str, Lis
       'tokenizer_hash': tokenizer_hash(toks), 'lengths': settings['lengths'],
       'source': _describe(cfg), 'key': cache_key(cfg), 'seconds': round(time.time() - t0, 1)})
   try:
-    os.rename(tmp, directory)
+    os.rename(tmp, directory)  # local disk: publish the finished folder at once
   except OSError:  # another process (host) finished the same folder first: use theirs
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # local disk: our copy
   return records.open_records(directory)
 
 
@@ -304,7 +301,7 @@ def _describe(cfg: Mapping) -> str:
 
 def load_tokenizers(directory: str, index: Mapping[str, Any]) -> Dict[str, Any]:
   """The tokenizers a preprocessed folder was built with (feature → tokenizer)."""
-  return {f: tok_lib.load(os.path.join(directory, p)) for f, p in index['tokenizers'].items()}
+  return {f: tok_lib.load(fileio.join(directory, p)) for f, p in index['tokenizers'].items()}
 
 
 def prepare(cfg: Mapping, workdir: str, make_tokenizers: Callable[[Dict[str, List[str]]], Dict],
@@ -327,12 +324,18 @@ def prepare(cfg: Mapping, workdir: str, make_tokenizers: Callable[[Dict[str, Lis
     sources.DataError: damaged cache (missing/truncated shard, bad index) or a cache built
       with another tokenizer than the workdir's; nothing is deleted or rewritten.
   """
-  root = cfg['preprocessed_dir'] or os.path.join(workdir, 'preprocessed')
-  directory = os.path.join(root, cache_key(cfg))
-  if not os.path.exists(directory):
-    os.makedirs(root, exist_ok=True)
-    print(f'Preprocessing {_describe(cfg)} into {directory}', flush=True)
-    build(cfg, directory, make_tokenizers, cfg['preprocess_workers'], progress)
+  root = cfg['preprocessed_dir'] or fileio.join(workdir, 'preprocessed')
+  directory = fileio.join(root, cache_key(cfg))
+  remote = fileio.is_remote(directory)
+  local = mirror.local_folder(directory, cfg['local_cache_dir']) if remote else directory
+  if not os.path.exists(local) and not (remote and mirror.fetch(directory, local)):  # local disk: shards
+    os.makedirs(os.path.dirname(local), exist_ok=True)  # local disk: shards are read locally
+    print(f'Preprocessing {_describe(cfg)} into {local}', flush=True)
+    build(cfg, local, make_tokenizers, cfg['preprocess_workers'], progress)
+    if remote:
+      print(f'Uploading it to {directory}', flush=True)
+      mirror.publish(local, directory)
+  directory = local
   index = records.read_index(directory)
   toks = workdir_tokenizers
   if toks is None:

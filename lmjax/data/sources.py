@@ -7,10 +7,11 @@ Bad input raises `DataError` naming the file, the line and the problem.
 
 import gzip
 import importlib
-import os
 import re
 import tarfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from lmjax import fileio
 
 
 class DataError(ValueError):
@@ -22,11 +23,31 @@ ENCODING_HINT = ('set config.task.source.encoding_errors="replace" to replace un
 
 
 def _check_exists(path: str) -> None:
-  if not os.path.exists(path):
+  try:
+    fileio.check_url(path, 'data file')
+    found, folder = fileio.exists(path), fileio.isdir(path)
+  except Exception as e:  # pylint: disable=broad-except  (each storage backend has its own)
+    raise DataError(f'{path}: cannot be read ({fileio.first_line(e)})') from None
+  if not found:
     raise DataError(f'{path}: file not found (check the data directory given as the config '
                     'argument, e.g. configs/x.py:/path/to/data)')
-  if os.path.isdir(path):
+  if folder:
     raise DataError(f'{path}: is a directory, expected a file')
+
+
+def open_data(path: str):
+  """A binary file object reading `path` (local or a URL); '.gz' files are decompressed.
+
+  Raises:
+    DataError: the file is missing, a directory, or cannot be reached.
+  """
+  _check_exists(path)
+  f = fileio.open_file(path, 'rb')
+  if not path.endswith('.gz'):
+    return f
+  unzipped = gzip.GzipFile(fileobj=f, mode='rb')
+  unzipped.myfileobj = f  # GzipFile closes `myfileobj` when it is closed
+  return unzipped
 
 
 def _decode(raw: bytes, path: str, lineno: int, errors: str) -> str:
@@ -46,14 +67,9 @@ def _raw_lines(data: bytes) -> List[bytes]:
 
 def read_bytes(path: str) -> bytes:
   """Contents of a plain or .gz file (clear errors for a missing or empty file)."""
-  _check_exists(path)
   try:
-    if path.endswith('.gz'):
-      with gzip.open(path, 'rb') as f:
-        data = f.read()
-    else:
-      with open(path, 'rb') as f:
-        data = f.read()
+    with open_data(path) as f:
+      data = f.read()
   except (OSError, EOFError) as e:
     raise DataError(f'{path}: unreadable ({e})') from e
   if not data.strip():
@@ -206,16 +222,15 @@ def summaries(path: str, suffix: str = '.subject', errors: str = 'strict') -> Li
     'name'.
   """
   docs = []
-  if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path) if n.endswith(suffix))
+  if fileio.isdir(path):
+    names = [n for n in fileio.listdir(path) if n.endswith(suffix)]
     for n in names:
-      full = os.path.join(path, n)
+      full = fileio.join(path, n)
       docs.append(parse_summary_document(
           '\n'.join(read_lines(full, errors)), full))
   else:
-    _check_exists(path)
     try:
-      with tarfile.open(path, 'r:*') as tar:
+      with open_data(path) as f, tarfile.open(fileobj=f, mode='r:*') as tar:
         members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(suffix)),
                          key=lambda m: m.name)
         for m in members:

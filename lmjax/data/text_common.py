@@ -5,11 +5,11 @@ build or reuse the workdir's tokenizers with `build_tokenizers`, and cut or filt
 examples with `fit` (config.task.length_handling).
 """
 
-import os
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from lmjax import fileio
 from lmjax.data import pipeline
 from lmjax.data import sources
 from lmjax.data import tokenizers as tok_lib
@@ -42,8 +42,8 @@ def load_or_build_tokenizer(workdir: Optional[str], name: str, build: Callable[[
   """
   if workdir is None:
     return build()
-  path = os.path.join(workdir, 'tokenizers', f'{name}.json')
-  if os.path.exists(path):
+  path = fileio.join(workdir, 'tokenizers', f'{name}.json')
+  if fileio.exists(path):
     tokenizer = tok_lib.load(path)
     saved = getattr(tokenizer, 'options', {})
     if options is not None and saved != dict(options):
@@ -55,7 +55,7 @@ def load_or_build_tokenizer(workdir: Optional[str], name: str, build: Callable[[
           'workdir were trained with the old vocabulary)')
     return tokenizer
   tokenizer = build()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fileio.makedirs(fileio.parent(path))
   tokenizer.save(path, options)
   return tokenizer
 
@@ -67,7 +67,7 @@ def load_or_build_tokenizer(workdir: Optional[str], name: str, build: Callable[[
 
 
 def _path(cfg: Mapping, name: str) -> str:
-  return os.path.join(cfg['data_dir'], name) if cfg['data_dir'] else name
+  return fileio.join(cfg['data_dir'], name) if cfg['data_dir'] else name
 
 
 def read_split(cfg: Mapping, split: str):

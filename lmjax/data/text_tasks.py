@@ -2,11 +2,11 @@
 `text_lm`), and the built-in synthetic dates translation task (`synthetic_dates`).
 """
 
-import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from lmjax import fileio
 from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import preprocess
@@ -59,9 +59,9 @@ def _tokenizer_names(cfg: Mapping, feats) -> Dict[str, str]:
 def _streamed(cfg: Mapping, workdir: str, feats) -> Tuple[records.RecordSource, Dict[str, Any]]:
   """The preprocessed training split and its tokenizers (built on first use; see preprocess)."""
   names, opts = _tokenizer_names(cfg, feats), tokenizer_options(cfg)
-  paths = [os.path.join(workdir, 'tokenizers', f'{n}.json') for n in names.values()]
+  paths = [fileio.join(workdir, 'tokenizers', f'{n}.json') for n in names.values()]
   existing = None
-  if all(os.path.exists(p) for p in paths):  # a resumed run: its tokenizers rule
+  if all(fileio.exists(p) for p in paths):  # a resumed run: its tokenizers rule
     existing = {f: load_or_build_tokenizer(workdir, n, None, opts) for f, n in names.items()}
   adopt = lambda toks: {f: load_or_build_tokenizer(workdir, n, lambda f=f: toks[f], opts)
                         for f, n in names.items()}

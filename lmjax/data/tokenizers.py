@@ -8,10 +8,11 @@ JSON with a 'type' field; `load(path)` reads any of them.
 import base64
 import collections
 import json
-import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from lmjax import fileio
 
 PAD, EOS, UNK = '<pad>', '</s>', '<unk>'
 SPECIALS = (PAD, EOS, UNK)
@@ -19,10 +20,7 @@ EOS_ID, UNK_ID = 1, 2
 
 
 def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(data, f, ensure_ascii=False)
-  os.replace(tmp, path)
+  fileio.write_text(path, json.dumps(data, ensure_ascii=False))
 
 
 class VocabTokenizer:
@@ -189,8 +187,7 @@ def load(path: str):
     The tokenizer; its build options are in `tokenizer.options`.
   """
   try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
+    data = json.loads(fileio.read_text(path))
     if data.get('type', 'vocab') == 'sentencepiece':
       tokenizer = SentencePieceTokenizer(base64.b64decode(data['model']))
     else:

@@ -11,23 +11,25 @@ pretrained row instead of becoming <unk>, as Lample et al. 2016 do); the trainer
 copies the vectors into the input embedding rows of a fresh run (`lmjax.train.loop`).
 """
 
-import gzip
+import io
 import os
+import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from lmjax import fileio
 from lmjax.data import sources
 
 
 def resolve(path: str, data_dir: str = '') -> str:
   """The vectors path as the config means it: relative to config.task.data_dir unless absolute."""
-  return path if os.path.isabs(path) or not data_dir else os.path.join(data_dir, path)
+  return path if os.path.isabs(path) or fileio.is_remote(path) or not data_dir else \
+      fileio.join(data_dir, path)
 
 
 def _open(path: str):
-  return gzip.open(path, 'rt', encoding='utf-8') if path.endswith('.gz') else open(
-      path, encoding='utf-8')
+  return io.TextIOWrapper(sources.open_data(path), encoding='utf-8')
 
 
 def _entries(path: str) -> Iterator[Tuple[int, str, List[str]]]:
@@ -154,7 +156,7 @@ def corpus_lines(path: str) -> Iterator[str]:
   if path.endswith(('.tar.gz', '.tgz')):
     import tarfile  # pylint: disable=g-import-not-at-top
     try:
-      with tarfile.open(path) as archive:
+      with sources.open_data(path) as f, tarfile.open(fileobj=f, mode='r:*') as archive:
         for member in archive:
           if member.isfile():
             yield from archive.extractfile(member).read().decode('utf-8', 'replace').splitlines()
@@ -193,8 +195,10 @@ def train_word2vec(sentences: Sequence[List[str]], output: str, dim: int = 100, 
   from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
   model = Word2Vec(sentences=sentences, vector_size=dim, window=window, min_count=min_count,
                    epochs=epochs, seed=seed, workers=workers, sg=int(skip_gram))
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  tmp = output + '.tmp' + ('.gz' if output.endswith('.gz') else '')
-  model.wv.save_word2vec_format(tmp, binary=False)
-  os.replace(tmp, output)
+  fileio.makedirs(fileio.parent(output))
+  with tempfile.TemporaryDirectory(prefix='lmjax-vectors-') as tmp:
+    local = os.path.join(tmp, fileio.basename(output))  # gensim writes local files only
+    model.wv.save_word2vec_format(local, binary=False)
+    with open(local, 'rb') as f:  # local disk: gensim's output, copied to `output` below
+      fileio.write_bytes(output, f.read())
   return len(model.wv)

@@ -13,7 +13,7 @@ of the step that produced target token t, over the real source tokens.
 
 import dataclasses
 import functools
-import os
+import io
 from typing import Callable, Dict, List, Optional
 
 import jax
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from matplotlib import figure
 import numpy as np
 
+from lmjax import fileio
 from lmjax.tools import inference
 from lmjax.data import tokenizers as tok_lib
 from lmjax.models import attention
@@ -168,8 +169,10 @@ def save_heatmap(attn: AttentionMap, path: str, title: str = '') -> str:
   ax.set_title(title, fontsize=9)
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=100)
+  fileio.makedirs(fileio.parent(path))
+  fileio.write_bytes(path, png.getvalue())
   return path
 
 

@@ -9,7 +9,6 @@ Layout (see lmjax.train.checkpoint): WORKDIR/checkpoints/<slot>/<step>/{state,me
 with slots 'last' (periodic), 'best' and 'averaged' (written here, never overwritten).
 """
 
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from etils import epath
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lmjax import fileio
 from lmjax.train import checkpoint
 
 SLOTS = ('last', 'best', 'averaged')
@@ -30,7 +30,7 @@ def slot_dir(workdir: str, slot: str) -> str:
   """WORKDIR/checkpoints/<slot>."""
   if slot not in SLOTS:
     raise CheckpointError(f'checkpoint slot {slot!r} is not one of {SLOTS}')
-  return os.path.join(workdir, 'checkpoints', slot)
+  return fileio.join(workdir, 'checkpoints', slot)
 
 
 def _manager(directory: str, create: bool = False) -> ocp.CheckpointManager:
@@ -42,7 +42,7 @@ def _manager(directory: str, create: bool = False) -> ocp.CheckpointManager:
 def list_steps(workdir: str, slot: str = 'last') -> List[int]:
   """Complete checkpoints of a slot, oldest first ([] when the slot does not exist)."""
   directory = slot_dir(workdir, slot)
-  if not os.path.isdir(directory):
+  if not fileio.isdir(directory):
     return []
   manager = _manager(directory)
   try:
@@ -70,7 +70,7 @@ def read_checkpoint(workdir: str, slot: str, step: int,
     CheckpointError: the checkpoint does not exist or cannot be read.
   """
   available = list_steps(workdir, slot)
-  path = os.path.join(slot_dir(workdir, slot), str(step))
+  path = fileio.join(slot_dir(workdir, slot), str(step))
   if step not in available:
     raise CheckpointError(f'no checkpoint {path}; {slot} checkpoints of {workdir}: '
                           f'{available or "none"}')
@@ -203,8 +203,8 @@ def write_averaged(workdir: str, *, last: int = 0, steps: Optional[Sequence[int]
   chosen = select_steps(list_steps(workdir, slot), last, steps, slot_dir(workdir, slot))
   output_step = chosen[-1] if output_step is None else int(output_step)
   out_dir = slot_dir(workdir, 'averaged')
-  path = os.path.join(out_dir, str(output_step))
-  if os.path.exists(path):
+  path = fileio.join(out_dir, str(output_step))
+  if fileio.exists(path):
     raise CheckpointError(f'{path} already exists and is never overwritten; choose another '
                           '--output_step or move that directory away')
   state, meta = read_checkpoint(workdir, slot, chosen[-1], params_only=False)

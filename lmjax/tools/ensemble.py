@@ -19,12 +19,12 @@ or token accuracy and entity P/R/F1); loss and perplexity belong to single model
 
 import dataclasses
 import functools
-import os
 from typing import Any, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from lmjax import fileio
 from lmjax.models import crf
 from lmjax.train import evaluation
 from lmjax.train import step as step_lib
@@ -84,14 +84,8 @@ def predict_step(members: Sequence[Any], batch, *, model, score_bias=None) -> jn
 
 
 def _tokenizer_files(workdir: str) -> Dict[str, bytes]:
-  folder = os.path.join(workdir, 'tokenizers')
-  if not os.path.isdir(folder):
-    return {}
-  out = {}
-  for name in sorted(os.listdir(folder)):
-    with open(os.path.join(folder, name), 'rb') as f:
-      out[name] = f.read()
-  return out
+  folder = fileio.join(workdir, 'tokenizers')
+  return {name: fileio.read_bytes(fileio.join(folder, name)) for name in fileio.listdir(folder)}
 
 
 def check_member(run, member) -> None:
@@ -143,9 +137,9 @@ def evaluate(run, members: Sequence[Tuple[str, Any, Any]]) -> Dict[str, Any]:
                  out_shardings=run.batch_sharding)
   metrics = ev.prediction_metrics(ev.predict_ids(params, task.eval_examples, step))
   info = members[0][2]
-  return {'workdir': os.path.abspath(run.workdir), 'split': run.split,
+  return {'workdir': fileio.resolve(run.workdir), 'split': run.split,
           'num_examples': len(task.eval_examples), 'metrics': metrics,
           'checkpoint': dict(dataclasses.asdict(info), label=info.label),
-          'ensemble': [{'workdir': os.path.abspath(w), 'checkpoint': i.label}
+          'ensemble': [{'workdir': fileio.resolve(w), 'checkpoint': i.label}
                        for w, _, i in members],
           'signatures': {}}

@@ -9,7 +9,6 @@ Bowman et al. (2016) decode greedily from z (their Tables 3-5); so does this mod
 `experiments/decode.py` calls `decode_file` for VAE workdirs.
 """
 
-import os
 import sys
 from typing import Callable, List, Sequence
 
@@ -17,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax import fileio
 from lmjax.data import tokenizers as tok_lib
 from lmjax.decoding import decode
 from lmjax.decoding import predict
@@ -146,7 +146,7 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
   if num_samples < 0 or interpolate_steps < 0 or (num_samples and interpolate_steps):
     raise ToolError(f'--num_samples={num_samples} / --interpolate={interpolate_steps}: need '
                     'values >= 0, at most one of them > 0')
-  if not num_samples and input_path != '-' and not os.path.isfile(input_path):
+  if not num_samples and input_path != '-' and not fileio.isfile(input_path):
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
   if output_path != '-':
     workdir_tools.check_output(output_path)

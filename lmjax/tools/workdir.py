@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import sys
 from typing import Tuple
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from configs import default
 from lmjax.tools import averaging
+from lmjax import fileio
 from lmjax import parallel
 
 
@@ -50,16 +50,20 @@ class CheckpointInfo:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads WORKDIR/config.json (written by the trainer)."""
-  if not os.path.isdir(workdir):
+  try:
+    fileio.check_url(workdir, '--workdir')
+    found = fileio.isdir(workdir)
+  except Exception as e:  # pylint: disable=broad-except  (each storage backend has its own)
+    raise ToolError(f'--workdir {workdir}: cannot be read ({fileio.first_line(e)})') from None
+  if not found:
     raise ToolError(f'--workdir {workdir} does not exist: pass the --workdir of a training run '
                     '(experiments/train.py)')
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  path = fileio.join(workdir, 'config.json')
+  if not fileio.isfile(path):
     raise ToolError(f'{path} not found: {workdir} is not a training workdir (the trainer writes '
                     'config.json when it starts)')
   try:
-    with open(path, encoding='utf-8') as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
   except ValueError as e:
     raise ToolError(f'{path} is not valid JSON ({e}); restore it from the run') from e
   _backfill(config, path)

@@ -5,12 +5,12 @@
 """
 
 import json
-import os
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import jax
 
+from lmjax import fileio
 from lmjax.tools import ensemble as ensemble_lib
 from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
 from lmjax.train import evaluation
@@ -78,35 +78,29 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     report['outside_bias'] = bias
   suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
   suffix += f'_ensemble{len(ensemble) + 1}' if ensemble else ''
-  output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
-  report['output'] = os.path.abspath(output)
+  output = output or fileio.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
+  report['output'] = fileio.resolve(output)
   with _atomic_output(output) as f:
     json.dump(report, f, indent=2, ensure_ascii=False)
   return report
 
 
 class _atomic_output:  # pylint: disable=invalid-name
-  """Writes to PATH.tmp-<pid> and moves it onto PATH only when the block completes, so a
-  failed run never leaves a truncated file where an earlier complete output was."""
+  """A file whose content replaces PATH only when the block completes (fileio.atomic_output),
+  so a failed run never leaves a truncated file where an earlier complete output was."""
 
   def __init__(self, path: str):
     check_output(path)
-    self.path, self.tmp = path, f'{path}.tmp-{os.getpid()}'
+    self.path, self._output = path, fileio.atomic_output(path, 'w')
 
   def __enter__(self):
     try:
-      self.file = open(self.tmp, 'w', encoding='utf-8')
+      return self._output.__enter__()
     except OSError as e:
       raise ToolError(f'--output={self.path}: cannot write there ({e.strerror})') from e
-    return self.file
 
   def __exit__(self, kind, error, tb):
-    self.file.close()
-    if kind is None:
-      os.replace(self.tmp, self.path)
-    elif os.path.exists(self.tmp):
-      os.remove(self.tmp)
-    return False
+    return self._output.__exit__(kind, error, tb)
 
 
 def check_output(path: str) -> None:
@@ -115,12 +109,16 @@ def check_output(path: str) -> None:
   Raises:
     ToolError: `path` is a folder, or its folder cannot be made.
   """
-  if os.path.isdir(path):
-    raise ToolError(f'--output={path} is a folder: give a file name')
   try:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  except OSError as e:
-    raise ToolError(f'--output={path}: cannot make its folder ({e.strerror})') from e
+    fileio.check_url(path, '--output')
+    if fileio.isdir(path):
+      raise ToolError(f'--output={path} is a folder: give a file name')
+    fileio.makedirs(fileio.parent(path))
+  except ToolError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (each storage backend has its own)
+    reason = getattr(e, 'strerror', None) or fileio.first_line(e)
+    raise ToolError(f'--output={path}: cannot make its folder ({reason})') from e
 
 
 def input_lines(path: str, errors: str = 'strict') -> Iterator[str]:
@@ -134,7 +132,7 @@ def input_lines(path: str, errors: str = 'strict') -> Iterator[str]:
     Lines without their line ending.
   """
   name = '<stdin>' if path == '-' else path
-  stream = sys.stdin.buffer if path == '-' else open(path, 'rb')
+  stream = sys.stdin.buffer if path == '-' else fileio.open_file(path, 'rb')
   try:
     for lineno, raw in enumerate(stream, 1):
       raw = raw.rstrip(b'\n')
@@ -186,7 +184,7 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
   if encoding_errors not in ('strict', 'replace'):
     raise ToolError(f"--encoding_errors={encoding_errors!r}: expected 'strict' or 'replace'")
   options.validate()
-  if input_path != '-' and not os.path.isfile(input_path):
+  if input_path != '-' and not fileio.isfile(input_path):
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
   if output_path != '-':
     check_output(output_path)

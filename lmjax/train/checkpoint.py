@@ -14,7 +14,6 @@ finite are never saved (`guard.NonFiniteError`).
 """
 
 import logging as std_logging
-import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -24,6 +23,7 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from lmjax import fileio
 from lmjax.train import guard
 
 # Written by Orbax into a step directory as the last file before it is committed.
@@ -39,11 +39,9 @@ def _manager(directory: str, max_to_keep: int, async_save: bool) -> ocp.Checkpoi
 
 def incomplete_steps(directory: str) -> List[str]:
   """Step directories of a slot that lack Orbax's commit file (never loadable)."""
-  if not os.path.isdir(directory):
-    return []
-  return sorted(n for n in os.listdir(directory) if n.isdigit() and
-                os.path.isdir(os.path.join(directory, n)) and
-                not os.path.exists(os.path.join(directory, n, COMMIT_FILE)))
+  return [n for n in fileio.listdir(directory) if n.isdigit() and
+          fileio.isdir(fileio.join(directory, n)) and
+          not fileio.exists(fileio.join(directory, n, COMMIT_FILE))]
 
 
 def set_aside_incomplete(directory: str) -> List[str]:
@@ -57,11 +55,11 @@ def set_aside_incomplete(directory: str) -> List[str]:
   """
   moved = []
   for name in incomplete_steps(directory):
-    target_dir = os.path.join(os.path.dirname(directory), 'incomplete')
-    os.makedirs(target_dir, exist_ok=True)
-    target = os.path.join(target_dir, f'{os.path.basename(directory)}-{name}-{int(time.time())}')
-    os.replace(os.path.join(directory, name), target)
-    logging.warning('checkpoint %s is incomplete (no %s): moved to %s', os.path.join(directory, name),
+    target_dir = fileio.join(fileio.parent(directory), 'incomplete')
+    fileio.makedirs(target_dir)
+    target = fileio.join(target_dir, f'{fileio.basename(directory)}-{name}-{int(time.time())}')
+    fileio.move(fileio.join(directory, name), target)
+    logging.warning('checkpoint %s is incomplete (no %s): moved to %s', fileio.join(directory, name),
                     COMMIT_FILE, target)
     moved.append(target)
   return moved
@@ -104,15 +102,15 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int, async_save: bool = True):
     """Args: workdir: run directory; keep: how many periodic checkpoints to keep;
     async_save: let Orbax write in the background."""
-    # Orbax needs absolute paths; users pass relative --workdir values.
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # Orbax needs absolute paths (or URLs); users pass relative --workdir values.
+    self.directory = fileio.join(fileio.resolve(workdir), 'checkpoints')
     if jax.process_index() == 0:
       for slot in ('last', 'best'):
-        set_aside_incomplete(os.path.join(self.directory, slot))
+        set_aside_incomplete(fileio.join(self.directory, slot))
     if jax.process_count() > 1:  # the others list the steps only once process 0 is done
       multihost_utils.sync_global_devices('lmjax_checkpoint_set_aside')
-    self.last = _manager(os.path.join(self.directory, 'last'), keep, async_save)
-    self.best = _manager(os.path.join(self.directory, 'best'), 1, async_save)
+    self.last = _manager(fileio.join(self.directory, 'last'), keep, async_save)
+    self.best = _manager(fileio.join(self.directory, 'best'), 1, async_save)
 
   def save(self, state, meta: Dict[str, Any], best: bool = False) -> None:
     """Saves `state` at its step (in the best slot when `best`).
@@ -131,7 +129,7 @@ class Checkpointer:
           f'the parameters at step {step} are NaN/Inf (an update overflowed although its '
           f'gradients were finite): not saving them to {manager.directory}. Last good checkpoint: '
           f'{self.latest_path() or "none"}. ' + guard.LIKELY_CAUSES)
-    with _WriteErrors(os.path.join(str(manager.directory), str(step))):
+    with _WriteErrors(fileio.join(str(manager.directory), str(step))):
       manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                  meta=ocp.args.JsonSave(meta)))
 
@@ -139,7 +137,7 @@ class Checkpointer:
     """Directory of the newest complete checkpoint of a slot, or None."""
     manager = self.best if which == 'best' else self.last
     step = manager.latest_step()
-    return None if step is None else os.path.join(str(manager.directory), str(step))
+    return None if step is None else fileio.join(str(manager.directory), str(step))
 
   def latest_step(self, which: str = 'last') -> Optional[int]:
     return (self.best if which == 'best' else self.last).latest_step()
@@ -170,7 +168,7 @@ class Checkpointer:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # Orbax raises many types for damaged files.
-      path = os.path.join(str(manager.directory), str(step))
+      path = fileio.join(str(manager.directory), str(step))
       raise ValueError(
           f'checkpoint {path} is damaged or incompatible with this config and could not be '
           f'restored ({type(e).__name__}: {str(e)[:300]}). Nothing was deleted. Move that '
@@ -219,11 +217,11 @@ class Checkpointer:
     Returns:
       The new path.
     """
-    source = os.path.join(str(self.last.directory), str(step))
-    target = os.path.join(self.directory, 'damaged', f'last-{step}-{int(time.time())}')
+    source = fileio.join(str(self.last.directory), str(step))
+    target = fileio.join(self.directory, 'damaged', f'last-{step}-{int(time.time())}')
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      os.replace(source, target)
+      fileio.makedirs(fileio.parent(target))
+      fileio.move(source, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'lmjax_checkpoint_damaged_{step}')
     self.last.reload()
@@ -284,7 +282,7 @@ def load_params(workdir: str, step: Optional[int] = None, which: str = 'last'):
   Returns:
     (params, step).
   """
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints', which)
+  directory = fileio.join(fileio.resolve(workdir), 'checkpoints', which)
   manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(create=False))
   incomplete = {int(n) for n in incomplete_steps(directory)}

@@ -1,19 +1,24 @@
 """Metric writers (TensorBoard + JSONL), progress bar and PNG plots."""
 
+import io
 import json
-import os
+import shutil
+import tempfile
 import time
 from typing import Dict, List, Mapping, Optional
 
 import tqdm
 
+from lmjax import fileio
 from lmjax.train import guard
 
 
 class MetricWriter:
   """Writes scalars to TensorBoard (WORKDIR/tensorboard) and WORKDIR/metrics.jsonl.
 
-  Only the main process writes. Each JSONL line is
+  Only the main process writes; the workdir may be a URL (gs://…, see lmjax.fileio), then
+  TensorBoard's event files are written to a local folder and copied to
+  WORKDIR/tensorboard at every flush. Each JSONL line is
   {"step": int, "split": "train"|"eval"|..., "time": float, <metric>: float, ...}.
   A crash leaves at most a torn last line, repaired when the run resumes; a failed
   write (full disk) raises `guard.WriteError` naming the file and leaves no torn line.
@@ -33,8 +38,9 @@ class MetricWriter:
       guard.WriteError: metrics.jsonl cannot be repaired or rewritten.
     """
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = fileio.join(workdir, 'metrics.jsonl')
     self._tb = None
+    self._tb_remote = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       try:
@@ -43,9 +49,11 @@ class MetricWriter:
           self.truncate_after(resume_step)
       except OSError as e:
         raise guard.write_error(e, self.path, 'metrics file') from e
-      tb_dir = os.path.join(workdir, 'tensorboard')
-      old_events = os.path.isdir(tb_dir) and bool(os.listdir(tb_dir))
+      tb_dir = fileio.join(workdir, 'tensorboard')
+      old_events = bool(fileio.listdir(tb_dir))
       purge = resume_step + 1 if resume_step is not None and old_events else None
+      if fileio.is_remote(tb_dir):  # tensorboardX writes local files; flush() copies them
+        self._tb_remote, tb_dir = tb_dir, tempfile.mkdtemp(prefix='lmjax-tensorboard-')
       self._tb = SummaryWriter(tb_dir, purge_step=purge)
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
@@ -71,49 +79,44 @@ class MetricWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops records newer than `step` (written after the checkpoint we resume from)."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not fileio.exists(self.path):
       return
     records = read_jsonl(self.path)
     kept = [r for r in records if r['step'] <= step]
     if len(kept) != len(records):
-      tmp = self.path + '.tmp'
-      with open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(json.dumps(r) + '\n' for r in kept)
-      os.replace(tmp, self.path)
+      fileio.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
 
   def flush(self) -> None:
     if self._tb is not None:
       self._tb.flush()
+      if self._tb_remote:
+        fileio.upload_tree(self._tb.logdir, self._tb_remote)
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      if self._tb_remote:
+        fileio.upload_tree(self._tb.logdir, self._tb_remote)
+        shutil.rmtree(self._tb.logdir, ignore_errors=True)  # local disk: the staging copy
+        self._tb_remote = None
 
 
 def append_line(path: str, line: str) -> None:
-  """Appends `line`; when the write fails the file is cut back to its old size (no torn line).
+  """Appends `line`; when the write fails the file is cut back to its old size (no torn
+  line; one left by a crash is repaired by repair_jsonl at the next start).
 
   Raises:
     OSError: the write failed.
   """
-  size = os.path.getsize(path) if os.path.exists(path) else 0
-  try:
-    with open(path, 'a', encoding='utf-8') as f:
-      f.write(line)
-  except OSError:
-    try:
-      os.truncate(path, size)
-    except OSError:
-      pass  # a torn line is repaired by repair_jsonl at the next start
-    raise
+  fileio.append_text(path, line)
 
 
 def read_jsonl(path: str) -> List[Dict]:
   """Reads metrics.jsonl, skipping a torn (incomplete) last line."""
   records = []
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return records
-  with open(path, encoding='utf-8') as f:
+  with fileio.open_file(path) as f:
     for line in f:
       try:
         records.append(json.loads(line))
@@ -124,16 +127,13 @@ def read_jsonl(path: str) -> List[Dict]:
 
 def repair_jsonl(path: str) -> None:
   """Rewrites metrics.jsonl without unparseable lines (e.g. torn by a crash)."""
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return
-  with open(path, encoding='utf-8') as f:
-    lines = f.readlines()
+  lines = io.StringIO(fileio.read_text(path)).readlines()
   good = [line for line in lines if _parses(line)]
   if len(good) != len(lines) or (lines and not lines[-1].endswith('\n')):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(line if line.endswith('\n') else line + '\n' for line in good)
-    os.replace(tmp, path)
+    fileio.write_text(path, ''.join(line if line.endswith('\n') else line + '\n'
+                                    for line in good))
 
 
 def _parses(line: str) -> bool:
@@ -216,6 +216,8 @@ def plot_curves(metrics_path: str, out_path: str) -> Optional[str]:
   if eval_keys:
     axes[1].legend()
   fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=100)
   plt.close(fig)
+  fileio.write_bytes(out_path, png.getvalue())
   return out_path
