@@ -116,6 +116,10 @@ def test_configs_validate_and_build():
     assert c.eval.iw_samples > 0
     models.build_model(c.model, target_vocab_size=11, vocab_size=11)
   assert ptb_vae.get_config('d').task.source.lm_mode == 'line'
+  lm = ptb_vae.get_config('../shared/data,lm')  # Bowman's baseline: the decoder alone
+  configlib.validate(lm)
+  assert lm.model.kind == 'decoder' and (lm.model.emb_dim, lm.model.hidden_dim) == (353, 191)
+  assert lm.task.batching == ptb_vae.get_config('../shared/data').task.batching
   with pytest.raises(ValueError, match='kl_schedule'):
     models.build_model(dict(tiny_config().model, kl_schedule='sigmoid'),
                        target_vocab_size=9).init(jax.random.key(0), {'targets': jnp.ones((1, 3), jnp.int32)},
@@ -180,3 +184,16 @@ def test_decode_prior_samples_reconstructions_and_interpolation(trained, tmp_pat
   assert len(_lines(out)) == 8
   with pytest.raises(inference.ToolError, match='beam_size'):
     vae_decode.decode_file(workdir, str(src), out, inference.DecodeOptions(beam_size=2))
+
+
+def test_evaluate_iw_samples_flag_sets_the_bound(trained, tmp_path):
+  from lmjax.tools import workdir_tools  # pylint: disable=g-import-not-at-top
+  from lmjax.tools.workdir import ToolError  # pylint: disable=g-import-not-at-top
+  workdir, _ = trained
+  report = workdir_tools.evaluate_workdir(workdir, iw_samples=4, output=str(tmp_path / 'a.json'))
+  m = report['metrics']
+  assert m['iw_nll'] <= m['rec'] + m['kl'] + 1e-3 and m['iw_perplexity'] > 1
+  off = workdir_tools.evaluate_workdir(workdir, iw_samples=0, output=str(tmp_path / 'b.json'))
+  assert 'iw_nll' not in off['metrics']
+  with pytest.raises(ToolError, match='--iw_samples=-1'):
+    workdir_tools.evaluate_workdir(workdir, iw_samples=-1)
