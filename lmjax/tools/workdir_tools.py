@@ -39,7 +39,8 @@ def format_report(report: Dict[str, Any]) -> str:
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
                      split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
                      output: str = '', outside_bias: Optional[float] = None,
-                     ensemble: Sequence[str] = ()) -> Dict[str, Any]:
+                     ensemble: Sequence[str] = (), iw_samples: Optional[int] = None
+                     ) -> Dict[str, Any]:
   """Restores a checkpoint of `workdir`, evaluates `split`, writes the JSON report.
 
   Args:
@@ -54,6 +55,8 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     ensemble: other workdirs of the same config (classifiers, taggers) predicting with
       `workdir` from their mean scores (`lmjax.tools.ensemble`), each restoring `checkpoint`
       (or its `average_last` mean).
+    iw_samples: VAE runs: importance samples per sentence for the IW bound (None = the
+      run's config.eval.iw_samples; 0 = off).
 
   Returns:
     The report (also written to `report['output']`).
@@ -67,6 +70,11 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
     except ValueError as e:
       raise ToolError(str(e)) from e
     run.config.eval.outside_bias = outside_bias
+  if iw_samples is not None:
+    if run.config.model.get('kind') != 'vae' or iw_samples < 0:
+      raise ToolError(f'--iw_samples={iw_samples}: needs a VAE run (model.kind=vae) and a '
+                      f'value >= 0; {workdir} holds model.kind={run.config.model.get("kind")}')
+    run.config.eval.iw_samples = iw_samples
   params, info = run.restore(checkpoint, average_last)
   if ensemble:
     report = _evaluate_ensemble(run, (workdir, params, info), ensemble, checkpoint,
