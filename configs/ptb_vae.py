@@ -65,7 +65,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0
   c.optimizer.grad_clip_norm = 5.0
   c.train.batch_size = 32
-  c.train.num_train_steps = 12 * steps_per_epoch
+  c.train.num_train_steps = 9 * steps_per_epoch
   c.train.eval_every = c.train.checkpoint_every = steps_per_epoch
   c.train.log_every = 200
   c.eval.batch_size = 64
