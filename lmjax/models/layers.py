@@ -150,16 +150,38 @@ class Embed(nn.Module):
 
   def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
     """Args: ids (B, L) int32. Returns (B, L, D) embeddings (scaled by sqrt(D) for 'xavier')."""
-    emb = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+    emb = lookup(self.embedding, ids).astype(self.dtype)
     if self.init == 'gpt2':
       return emb
     return emb * jnp.sqrt(self.features).astype(self.dtype)
 
-  def attend(self, x: jnp.ndarray) -> jnp.ndarray:
-    """Tied logits. Args: x (..., D). Returns (..., V)."""
+  def attend(self, x: jnp.ndarray, deterministic: bool = False) -> jnp.ndarray:
+    """Tied logits (..., V) of x (..., D). `deterministic` (no gradient: eval, decoding): a
+    plain contraction with the (V, D) table, whose weight qwix sees and can quantize per
+    row; else `tied_logits` and its faster backward pass."""
     if matmul_fn(self.matmul_dtype) is not None:
       return bf16_dot_general(x, self.embedding.T, (((x.ndim - 1,), (0,)), ((), ())))
+    if deterministic:  # promote_dtype (as nn.Dense) leaves a qwix int8 table as it is
+      x, table = nn.dtypes.promote_dtype(x, self.embedding, dtype=self.dtype)
+      return jax.lax.dot_general(x, table, (((x.ndim - 1,), (1,)), ((), ())))
     return tied_logits(x, self.embedding.astype(self.dtype))
+
+
+def lookup(table, ids: jnp.ndarray) -> jnp.ndarray:
+  """Rows `ids` of an embedding table (V, D) → (..., D).
+
+  Under qwix post-training quantization (lmjax.train.quantization) a table that also
+  feeds the tied logits is an int8 array with one scale per row: its rows are
+  gathered in int8 and then dequantized.
+  """
+  if isinstance(table, jax.Array):
+    return jnp.take(table, ids, axis=0)
+  import qwix  # pylint: disable=g-import-not-at-top  (only quantized models get here)
+  def rows(x):  # the int8 rows and their scales (a scale of one row serves them all)
+    if x.shape[0] == table.shape[0]:
+      return jnp.take(x, ids, axis=0)
+    return x.reshape((1,) * jnp.ndim(ids) + x.shape[1:])
+  return qwix.dequantize(jax.tree.map(rows, table.array))
 
 
 @jax.custom_vjp

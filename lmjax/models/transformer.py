@@ -300,7 +300,7 @@ class Decoder(nn.Module):
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias)(x)
     if cfg.tie_output:
-      logits = self.embed.attend(x)
+      logits = self.embed.attend(x, deterministic)
     else:
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
                             name='logits', init=layers.kernel_init(cfg.init),
