@@ -27,6 +27,8 @@ setuptools.setup(
         # Streaming training data: Grain pipelines over ArrayRecord shards.
         'grain>=0.2.12',
         'array-record>=0.7',
+        # int8 quantization (lmjax/train/quantization.py): Google's JAX quantization library.
+        'qwix>=0.1.8,<0.2',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7',

@@ -155,6 +155,32 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.nonfinite = 'skip'
   # Consecutive non-finite steps after which the run stops with an error (nonfinite='skip').
   c.train.max_nonfinite_steps = 10
+  # Word-level knowledge distillation (lmjax/train/kd.py; docs/COMPRESSION.md): loss =
+  # (1 - kd_weight)·CE + kd_weight·T²·KL(teacher_T ‖ student_T) over the target tokens
+  # (0 = off). Sequence-level KD is experiments/distill.py.
+  c.train.kd_weight = 0.0
+  # Softmax temperature T of both distributions in the KD term.
+  c.train.kd_temperature = 1.0
+  # Workdir of the trained teacher (its config.json builds the teacher; a fresh student
+  # workdir gets a copy of its tokenizers/, so both share one vocabulary).
+  c.train.kd_teacher_workdir = ''
+  # Teacher checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
+  c.train.kd_teacher_checkpoint = 'latest'
+  # Quantization-aware training with qwix (lmjax/train/quantization.py): '' = off, 'int8'
+  # (int8 weights and activations, fake-quantized; straight-through gradients) or
+  # 'int8_weights'. Checkpoints stay float; evaluate.py --quantize=int8 runs them in int8.
+  c.train.quantization = ''
+  c.train.pruning = ml_collections.ConfigDict()
+  # Gradual magnitude pruning (Zhu & Gupta 2017; lmjax/train/pruning.py): final fraction of
+  # zeros of every weight matrix (kernels, embeddings), in [0, 1); 0 = off.
+  c.train.pruning.sparsity = 0.0
+  # First step of the cubic schedule (sparsity 0 there).
+  c.train.pruning.begin_step = 0
+  # Step that reaches the final sparsity (0 = train.num_train_steps); end - begin must be a
+  # multiple of update_every.
+  c.train.pruning.end_step = 0
+  # Steps between mask updates (masks are optimizer state: in every checkpoint).
+  c.train.pruning.update_every = 100
 
   c.eval = ml_collections.ConfigDict()
   # Eval batch size (sentences).

@@ -174,6 +174,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('train.best_mode', lambda x: x in ('min', 'max'), "'min' or 'max'")
   need('train.early_stopping_patience', _nonneg_int, '>= 0 (0 = off)')
   need('train.nonfinite', lambda x: x in ('skip', 'stop'), "'skip' or 'stop'")
+  _check_compression(config, need)
   need('optimizer.learning_rate', lambda x: _is_num(x) and x > 0, 'a positive finite number')
   need('optimizer.warmup_steps', lambda x: _nonneg_int(x) and x <= t.num_train_steps,
        f'an integer between 0 and train.num_train_steps={t.num_train_steps}')
@@ -259,6 +260,39 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
     problems.extend(_missing_paths(config.task))
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))
+
+
+def _check_compression(config, need) -> None:
+  """config.train's distillation, quantization and pruning fields (docs/COMPRESSION.md)."""
+  t = config.train
+  need('train.kd_weight', lambda x: _is_num(x) and 0 <= x <= 1, 'a value in [0, 1] (0 = off)')
+  need('train.kd_temperature', lambda x: _is_num(x) and x > 0, 'a positive number')
+  if _is_num(t.get('kd_weight')) and t.kd_weight > 0:
+    need('train.kd_teacher_workdir', lambda x: isinstance(x, str) and x,
+         'the --workdir of a trained teacher run (config.train.kd_weight > 0)')
+    need('train.stateful', lambda x: not x, 'False (word-level KD needs whole-batch logits; '
+         'config.train.kd_weight > 0)')
+    need('model.kind', lambda x: x != 'vae', "not 'vae' (config.train.kd_weight > 0)")
+    need('model.use_crf', lambda x: not x, 'False: a CRF tagger has no per-token '
+         'distribution to distil (config.train.kd_weight > 0)')
+  need('train.kd_teacher_checkpoint', lambda x: x in ('latest', 'best') or str(x).isdigit(),
+       "'latest', 'best' or a step number")
+  need('train.quantization', lambda x: x in ('', 'int8', 'int8_weights'),
+       "'' (off), 'int8' or 'int8_weights'")
+  if 'pruning' not in t:
+    return
+  p = t.pruning
+  need('train.pruning.sparsity', _unit_interval, 'a value in [0, 1) (0 = off)')
+  need('train.pruning.begin_step', _nonneg_int, 'an integer >= 0')
+  need('train.pruning.update_every', _positive_int, 'a positive integer')
+  if _is_num(p.sparsity) and p.sparsity > 0 and _is_int(p.begin_step) and _positive_int(p.update_every):
+    end = p.end_step or t.num_train_steps
+    need('train.pruning.end_step', lambda x: _nonneg_int(x) and end >= p.begin_step
+         and (end - p.begin_step) % p.update_every == 0,
+         f'0 (= train.num_train_steps) or a step >= train.pruning.begin_step={p.begin_step} '
+         f'with (end_step - begin_step) a multiple of train.pruning.update_every={p.update_every}')
+    need('train.ema_decay', lambda x: x == 0, '0 with pruning: a moving average of pruned '
+         'weights is not sparse (config.train.pruning.sparsity > 0)')
 
 
 OPTIMIZERS = ('adamw', 'adam', 'adafactor', 'sgd')

@@ -23,8 +23,11 @@ from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
 from lmjax.train import guard
+from lmjax.train import kd
 from lmjax.train import optim
 from lmjax.train import pretrained
+from lmjax.train import pruning
+from lmjax.train import quantization
 from lmjax.train import stateful
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
@@ -116,13 +119,17 @@ class Trainer:
     self.rules = parallel.rules_from_config(config)
     parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
+    kd.adopt_tokenizers(config, workdir)  # word-level KD: the teacher's vocabulary
     self.task = tasks.build_task(config.task, workdir)
     self.model = models.build_model(config.model, **self.task.model_sizes())
+    if config.train.quantization:  # quantization-aware training: qwix fake-quantized int8
+      self.model = quantization.qat_model(self.model, config.train.quantization)
     evaluation.check_best_metric(config, self.task, self.model)
     self.stateful = config.train.stateful
     if self.stateful:
       stateful.check(config, self.task, self.model)
-    self.tx = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
+    self.tx = pruning.from_config(optim.make_optimizer(config.optimizer, config.train.num_train_steps),
+                                  config.train.pruning, config.train.num_train_steps)
     dummy = pipeline.pad_batch([self.task.train_example(0)], self.task.lengths, config.train.batch_size)
     self.state, self.shardings = state_lib.create_sharded_state(
         self.model, self.tx, dummy, config.seed, self.mesh, self.rules,
@@ -136,12 +143,17 @@ class Trainer:
       step_fn = step_lib.stateful_train_step
     else:
       step_fn = functools.partial(step_lib.train_step, grad_accum_steps=config.train.grad_accum_steps)
+    # Word-level KD: the frozen teacher's parameters are the step's third argument.
+    teacher = kd.load_teacher(config, self.task, dummy, self.mesh, self.rules)
+    if teacher is not None:
+      step_fn = functools.partial(step_fn, kd=teacher[0])
+    self.teacher_args, teacher_shardings = (teacher[1:2], teacher[2:]) if teacher else ((), ())
     self.train_step = jax.jit(
         functools.partial(step_fn, model=self.model, tx=self.tx,
                           label_smoothing=config.train.label_smoothing,
                           ema_decay=config.train.get('ema_decay', 0.0)),
-        in_shardings=(self.shardings, self.batch_sharding), out_shardings=(self.shardings, rep),
-        donate_argnums=0)
+        in_shardings=(self.shardings, self.batch_sharding, *teacher_shardings),
+        out_shardings=(self.shardings, rep), donate_argnums=0)
     self.evaluator = evaluation.Evaluator(self.task, self.model, config, self.mesh,
                                           self.batch_sharding, self.shardings.params)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints,
@@ -273,7 +285,7 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
       local = next(trainer.train_iter)
       tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
       batch = parallel.to_global(local, trainer.batch_sharding)
-      trainer.state, m = trainer.train_step(trainer.state, batch)
+      trainer.state, m = trainer.train_step(trainer.state, batch, *trainer.teacher_args)
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       step += 1
       bar.update(1)

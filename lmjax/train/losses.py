@@ -79,3 +79,25 @@ def _bwd(label_smoothing, residuals, cotangents):
 
 
 token_losses.defvjp(_fwd, _bwd)
+
+
+def kd_token_kl(student_logits: jnp.ndarray, teacher_logits: jnp.ndarray,
+                temperature: float) -> jnp.ndarray:
+  """Per-token KL(p_T ‖ q_T) of word-level knowledge distillation (Hinton et al., 2015).
+
+  p_T = softmax(teacher_logits / T), q_T = softmax(student_logits / T). Autodiff gives
+  d KL / d student_logits = (q_T − p_T) / T; the trainer scales the term by T² so that
+  its gradient keeps the size of the cross-entropy's as T changes.
+
+  Args:
+    student_logits: (..., V).
+    teacher_logits: (..., V), treated as constants.
+    temperature: T > 0 (static).
+
+  Returns:
+    (...) float32 KL divergences.
+  """
+  log_p = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+                             / temperature, axis=-1)
+  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)

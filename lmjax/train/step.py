@@ -87,7 +87,8 @@ def model_inputs(batch) -> Dict[str, Any]:
 
 
 def compute_metrics(model, params, batch, *, train: bool, rngs=None,
-                    label_smoothing: float = 0.0, carry: Optional[Any] = None, step=0):
+                    label_smoothing: float = 0.0, carry: Optional[Any] = None, step=0,
+                    kd=None, teacher_params=None):
   """Forward pass + loss sums for any model kind (see lmjax/models/CONTRACT.md).
 
   A CRF tagger's loss is the mean negative log-likelihood per sentence: `loss` and
@@ -105,6 +106,9 @@ def compute_metrics(model, params, batch, *, train: bool, rngs=None,
     carry: stateful LM only: the LSTM state from the previous batch (see
       `LSTMLanguageModel.apply_with_state`); None for every other model.
     step: the optimizer step; a VAE's KL weight follows it (`vae_objective.kl_weight`).
+    kd: word-level distillation (`lmjax.train.kd.KD`) with the teacher's `teacher_params`:
+      its term enters 'loss' and Σ KL is 'kd_kl'; None = off.
+    teacher_params: the teacher's parameters (with `kd`).
 
   Returns:
     Metric sums (a VAE's: the ELBO sums of `vae_objective.vae_sums`); with `carry`,
@@ -123,6 +127,8 @@ def compute_metrics(model, params, batch, *, train: bool, rngs=None,
   else:
     logits = model.apply(variables, inputs, train=train, rngs=rngs)
   sums = cross_entropy_sums(logits, labels, weights, label_smoothing)
+  if kd is not None:
+    sums = kd.mix(sums, logits, kd.logits(teacher_params, inputs), weights)
   if uses_crf(model):
     nll = model.apply(variables, inputs, train=train, rngs=rngs, method='crf_nll')  # (B,)
     sentences = (jnp.sum(weights, axis=-1) > 0).astype(jnp.float32)  # (B,)
@@ -168,8 +174,9 @@ def _update(state: TrainState, grads, sums: Metrics, tx,
                        ema_params=ema), sums, ok
 
 
-def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
-               grad_accum_steps: int = 1, ema_decay: float = 0.0) -> Tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch, teacher_params=None, *, model, tx,
+               label_smoothing: float, grad_accum_steps: int = 1, ema_decay: float = 0.0,
+               kd=None) -> Tuple[TrainState, Metrics]:
   """One optimizer update on the global batch.
 
   The loss is the mean over the whole (global) batch's non-padding labels (or
@@ -179,12 +186,14 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
   Args:
     state: current TrainState (donated by the caller's jit).
     batch: global batch.
+    teacher_params: word-level distillation's teacher parameters (with `kd`), else None.
     model: unbound module (static).
     tx: optimizer (static).
     label_smoothing: epsilon (static).
     grad_accum_steps: split the batch into this many micro-batches, run them one
       after the other and sum their gradients (static; 1 = off). Saves activation memory.
     ema_decay: decay of `state.ema_params` when the state keeps them (static).
+    kd: `lmjax.train.kd.KD` (static), or None: no distillation term.
 
   Returns:
     (new state, metric sums incl. 'grad_norm' and 'skipped'). A step whose loss or
@@ -194,7 +203,8 @@ def train_step(state: TrainState, batch, *, model, tx, label_smoothing: float,
 
   def sum_loss_fn(params, micro_batch, micro_rng):
     sums = compute_metrics(model, params, micro_batch, train=True, rngs={'dropout': micro_rng},
-                           label_smoothing=label_smoothing, step=state.step)
+                           label_smoothing=label_smoothing, step=state.step, kd=kd,
+                           teacher_params=teacher_params)
     return sums['loss'], sums
 
   if grad_accum_steps == 1:
@@ -351,6 +361,8 @@ def summarize(sums: Dict[str, Any]) -> Dict[str, float]:
     out['perplexity'] = float(jnp.exp(jnp.minimum(out['nll'], 50.0)))
   if 'vae_sentences' in sums:
     out.update(vae_objective.summarize(sums))
+  if 'kd_kl' in sums:  # word-level distillation: mean KL to the teacher per target
+    out['kd_kl'] = float(sums['kd_kl']) / w
   if 'skipped' in sums:
     out['skipped_steps'] = float(sums['skipped'])
     if out['skipped_steps'] > 0 and float(sums['loss_weight']) == 0:
