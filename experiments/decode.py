@@ -18,6 +18,8 @@ input line from its posterior mean, samples from the prior, or walks between two
     printf 'i went to the store\nthe market fell\n' | \
         python experiments/decode.py --workdir=workdirs/ptb_vae --interpolate=5
 
+`--quantize=int8` decodes with the run quantized to int8 (qwix; docs/COMPRESSION.md).
+
 Empty input lines give empty output lines; longer inputs than the model was trained
 on are truncated with a warning on stderr.
 """
@@ -29,6 +31,7 @@ from absl import flags
 
 from lmjax.config import configlib
 from lmjax.tools import inference
+from lmjax.tools import quantized
 from lmjax.tools import vae_decode
 from lmjax.tools import workdir_tools
 
@@ -51,6 +54,9 @@ _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 0, 'VAE runs: sentences decod
                                     'samples (the input is not read); 0 = off.')
 _INTERPOLATE = flags.DEFINE_integer('interpolate', 0, 'VAE runs: points K on the latent path '
                                     'between each pair of input lines (K lines per pair); 0 = off.')
+_QUANTIZE = flags.DEFINE_string(
+    'quantize', 'none', "'none', or decode in int8 (qwix post-training quantization): 'int8' "
+    "(int8 weights and activations) or 'int8_weights' (int8 weights only).")
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -63,6 +69,12 @@ def main(argv):
       top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value, batch_size=_BATCH_SIZE.value,
       max_length=_MAX_LENGTH.value)
   try:
+    if _QUANTIZE.value != 'none':
+      if _NUM_SAMPLES.value or _INTERPOLATE.value or vae_decode.is_vae_workdir(_WORKDIR.value):
+        raise inference.ToolError('--quantize does not apply to a VAE run; drop it')
+      quantized.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
+                            encoding_errors=_ENCODING_ERRORS.value, mode=_QUANTIZE.value)
+      return
     if _NUM_SAMPLES.value or _INTERPOLATE.value or vae_decode.is_vae_workdir(_WORKDIR.value):
       vae_decode.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
                              num_samples=_NUM_SAMPLES.value, interpolate_steps=_INTERPOLATE.value,

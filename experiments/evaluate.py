@@ -3,10 +3,12 @@ r"""Evaluates a checkpoint of a training run on its eval split; writes a JSON re
     python experiments/evaluate.py --workdir=workdirs/default [--checkpoint=best] \
         [--average_last=5] [--beam_size=4 --alpha=0.6] [--outside_bias=-1] [--output=report.json]
     python experiments/evaluate.py --workdir=W0 --ensemble=W1,W2 --split=test   # classify / tag
+    python experiments/evaluate.py --workdir=W --quantize=int8   # int8 (qwix), docs/COMPRESSION.md
 
 Loss, token accuracy and perplexity come from the trainer's eval step; exact match,
 BLEU and chrF from decoding (greedy, or beam search with --beam_size > 1), with the
-sacreBLEU signatures printed and stored in the report.
+sacreBLEU signatures printed and stored in the report. The report also gives the number
+of parameters, their bytes (float32, and int8 with --quantize) and their sparsity.
 """
 
 import sys
@@ -16,6 +18,8 @@ from absl import flags
 
 from lmjax.config import configlib
 from lmjax.tools import inference
+from lmjax.tools import param_report
+from lmjax.tools import quantized
 from lmjax.tools import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
@@ -33,6 +37,9 @@ _OUTSIDE_BIAS = flags.DEFINE_float(
 _ENSEMBLE = flags.DEFINE_list(
     'ensemble', [], 'Classifiers and taggers: other workdirs of the same config (e.g. other '
     'seeds) that predict together with --workdir from their mean scores (lmjax/tools/ensemble.py).')
+_QUANTIZE = flags.DEFINE_string(
+    'quantize', 'none', "'none', or evaluate in int8 (qwix post-training quantization): 'int8' "
+    "(int8 weights and activations) or 'int8_weights' (int8 weights only).")
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
 flags.mark_flags_as_required(['workdir'])
 
@@ -42,13 +49,24 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   inference.setup_process()
   try:
-    report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
-                                            _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value,
-                                            _OUTPUT.value, _OUTSIDE_BIAS.value, _ENSEMBLE.value)
+    if _QUANTIZE.value != 'none':
+      if _ENSEMBLE.value:
+        raise inference.ToolError('--quantize and --ensemble: evaluate an ensemble in float '
+                                  '(drop --quantize)')
+      report = quantized.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _AVERAGE_LAST.value,
+                                          _SPLIT.value, _BEAM_SIZE.value, _ALPHA.value,
+                                          _OUTPUT.value, _OUTSIDE_BIAS.value, _QUANTIZE.value)
+    else:
+      report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value,
+                                              _AVERAGE_LAST.value, _SPLIT.value, _BEAM_SIZE.value,
+                                              _ALPHA.value, _OUTPUT.value, _OUTSIDE_BIAS.value,
+                                              _ENSEMBLE.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   print(workdir_tools.format_report(report))
+  if report.get('params'):
+    print(param_report.format_params(report))
   print(f"report: {report['output']}")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from lmjax.tools import averaging
 from lmjax.tools import labeling
+from lmjax.tools import param_report
 from lmjax import metrics as metrics_lib
 from lmjax import models
 from lmjax import parallel
@@ -330,8 +331,8 @@ class Run:
       alpha: length penalty for beam search.
 
     Returns:
-      The report: workdir, checkpoint, split, num_examples, metrics, and for seq2seq
-      decoding, signatures, predictions.
+      The report: workdir, checkpoint, split, num_examples, metrics, params (count, bytes,
+      sparsity: `param_report.param_report`), and for seq2seq decoding, signatures, predictions.
     """
     if split != self.split:
       raise ToolError(f'--split={split!r}: this Run was built for split {self.split!r}')
@@ -350,7 +351,8 @@ class Run:
     examples = self.task.eval_examples
     report = {'workdir': os.path.abspath(self.workdir), 'split': split,
               'num_examples': len(examples), 'metrics': evaluator.evaluate(params),
-              'checkpoint': dict(dataclasses.asdict(info), label=info.label), 'signatures': {}}
+              'checkpoint': dict(dataclasses.asdict(info), label=info.label), 'signatures': {},
+              'params': param_report.param_report(params)}
     if self._greedy is not None:
       predictions = evaluator.predict_texts(params, examples)
       refs = self.task.eval_references[:len(predictions)]

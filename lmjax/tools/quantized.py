@@ -1,0 +1,142 @@
+"""evaluate.py / decode.py with --quantize: a trained run in int8 (qwix post-training
+quantization, `lmjax.train.quantization`).
+
+    run = quantized.QuantizedRun(workdir, mode='int8')
+    params, info = run.restore('best')          # float checkpoint → int8 tree on the mesh
+    report = run.evaluate(params, info, beam_size=5)
+
+The float checkpoint is read as for float evaluation, quantized once (absmax weights,
+one scale per output channel) and every decoder and eval step then runs the qwix model.
+"""
+
+import json
+import os
+import sys
+from typing import Any, Callable, Dict, Optional
+
+import jax
+
+from lmjax import models
+from lmjax import parallel
+from lmjax.data import pipeline
+from lmjax.tools import param_report
+from lmjax.tools import workdir_tools
+from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
+from lmjax.train import evaluation
+from lmjax.train import quantization
+
+
+def check_mode(mode: str) -> None:
+  """ToolError naming --quantize unless `mode` is one of quantization.MODES."""
+  if mode not in quantization.MODES:
+    raise ToolError(f"--quantize={mode!r}: expected 'none' (float), "
+                    + ' or '.join(map(repr, quantization.MODES)))
+
+
+class QuantizedRun(Run):
+  """A `Run` whose decoders and evaluator run qwix's int8 model on int8 parameters.
+
+  Attributes (besides Run's):
+    mode: a value of quantization.MODES.
+    float_stats: `param_report` of the float parameters last restored, int8 bytes included.
+  """
+
+  def __init__(self, workdir: str, split: str = 'eval', mode: str = 'int8'):
+    check_mode(mode)
+    super().__init__(workdir, split)
+    self.mode = mode
+    model_config = dict(self.config.model)
+    if model_config.get('matmul_dtype'):  # bf16 matmuls are custom kernels qwix cannot see
+      model_config['matmul_dtype'] = ''
+    self.model = quantization.ptq_model(models.build_model(model_config, **self.task.model_sizes()),
+                                        mode)
+    first = self.task.eval_examples[0] if self.task.eval_examples else self.task.train_example(0)
+    self._abstract = quantization.abstract_params(
+        self.model, pipeline.pad_batch([first], self.task.lengths, 1))
+    self._float_shardings = self.param_shardings
+    self.param_shardings = parallel.logical_shardings(self._abstract, self.mesh,
+                                                      parallel.rules_from_config(self.config))
+    self.float_stats: Optional[Dict[str, Any]] = None
+
+  def restore(self, checkpoint: str = 'latest', average_last: int = 0):
+    """Run.restore's float parameters, quantized onto the mesh. Returns (params, info)."""
+    quantized = self.param_shardings
+    self.param_shardings = self._float_shardings  # where Run.restore places the checkpoint
+    try:
+      params, info = super().restore(checkpoint, average_last)
+    finally:
+      self.param_shardings = quantized
+    qparams = jax.jit(lambda p: quantization.quantize_params(p, self._abstract),
+                      out_shardings=quantized)(params)
+    self.float_stats = param_report.param_report(params, qparams)
+    return qparams, info
+
+  def evaluate(self, params, info, split: str = 'eval', beam_size: int = 1,
+               alpha: float = 0.6) -> Dict[str, Any]:
+    """Run.evaluate in int8; report['params'] describes the float parameters and their
+    int8 bytes, report['quantization'] names the mode."""
+    report = super().evaluate(params, info, split, beam_size, alpha)
+    report['quantization'] = self.mode
+    if self.float_stats is not None:
+      report['params'] = self.float_stats
+    return report
+
+
+def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
+                     split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
+                     output: str = '', outside_bias: Optional[float] = None,
+                     mode: str = 'int8') -> Dict[str, Any]:
+  """`workdir_tools.evaluate_workdir` in int8 (no --ensemble); same arguments and report,
+  written to WORKDIR/eval_<checkpoint>_<split>[_beamK][_outsideB]_<mode>.json by default."""
+  check_mode(mode)
+  if output:
+    workdir_tools.check_output(output)
+  run = QuantizedRun(workdir, split, mode)
+  if outside_bias is not None:
+    try:
+      evaluation.outside_bias(run.task, outside_bias, '--outside_bias')
+    except ValueError as e:
+      raise ToolError(str(e)) from e
+    run.config.eval.outside_bias = outside_bias
+  params, info = run.restore(checkpoint, average_last)
+  report = run.evaluate(params, info, split, beam_size, alpha)
+  bias = run.config.eval.outside_bias
+  if bias:
+    report['outside_bias'] = bias
+  suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
+  output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}_{mode}.json')
+  report['output'] = os.path.abspath(output)
+  with workdir_tools._atomic_output(output) as f:  # pylint: disable=protected-access
+    json.dump(report, f, indent=2, ensure_ascii=False)
+  return report
+
+
+def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
+                options: DecodeOptions = DecodeOptions(), checkpoint: str = 'latest',
+                warn: Callable[[str], None] = stderr_warning, encoding_errors: str = 'strict',
+                mode: str = 'int8') -> int:
+  """`workdir_tools.decode_file` with the int8 model; same arguments. Returns lines written."""
+  check_mode(mode)
+  if encoding_errors not in ('strict', 'replace'):
+    raise ToolError(f"--encoding_errors={encoding_errors!r}: expected 'strict' or 'replace'")
+  options.validate()
+  if input_path != '-' and not os.path.isfile(input_path):
+    raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
+  if output_path != '-':
+    workdir_tools.check_output(output_path)
+  run = QuantizedRun(workdir, 'eval', mode)
+  params, _ = run.restore(checkpoint)
+  outputs = run.decode_lines(params, workdir_tools.input_lines(input_path, encoding_errors),
+                             options, warn)
+  count = 0
+  if output_path == '-':
+    for out in outputs:
+      sys.stdout.write(out + '\n')
+      sys.stdout.flush()
+      count += 1
+    return count
+  with workdir_tools._atomic_output(output_path) as fout:  # pylint: disable=protected-access
+    for out in outputs:
+      fout.write(out + '\n')
+      count += 1
+  return count
