@@ -3,7 +3,8 @@ r"""Transformer encoder-decoder on Multi30k En→De (lowercased, tokenized `tok/
     python experiments/train.py --config=configs/multi30k_transformer.py:/path/to/data --workdir=workdirs/m30k
 
 The argument is the data directory holding `multi30k/tok/*.lc.norm.tok.{en,de}` (e.g.
-shared/data); add `,runlocal` for a smoke test. Model after Wu et al. 2021's
+shared/data); add `,runlocal` for a smoke test, `,student` for the half-width student of
+docs/COMPRESSION.md (d 64, ffn 128; distillation, `experiments/distill.py`). Model after Wu et al. 2021's
 Transformer-tiny (4+4 layers, d 128, ffn 256, 4 heads, shared embeddings, dropout 0.3),
 joint BPE 8k trained on the training split (cached in WORKDIR/tokenizers). BLEU is
 computed on the tokenized lowercased text (sacreBLEU tokenize='none'). Test number:
@@ -18,7 +19,7 @@ from configs import text_task
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """Returns the config; `arg` = 'DATA_DIR[,runlocal]'."""
+  """Returns the config; `arg` = 'DATA_DIR[,student][,runlocal]'."""
   data_dir, options, _ = text_task.parse_arg(arg)
   c = default.get_config()
   c.task = text_task.task_config('text_seq2seq', data_dir)
@@ -65,6 +66,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.best_metric = 'bleu'
   c.eval.batch_size = 256
   c.eval.decode_max_length = 64
+  if 'student' in options:  # half the width (distillation students, docs/COMPRESSION.md)
+    c.model.emb_dim = c.model.qkv_dim = 64
+    c.model.mlp_dim = 128
   if 'runlocal' in options:
     c.task.source.max_train_examples, c.task.source.max_eval_examples = 2000, 64
     c.task.tokenizer.vocab_size = 1000
