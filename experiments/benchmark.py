@@ -3,6 +3,7 @@ r"""Benchmark suite (issue #7): train, PyTorch reference, LSTM, decode and pipel
     python experiments/benchmark.py [--sections=train,torch,lstm,decode,pipeline] \
         [--shapes=small,base] [--precisions=float32,bfloat16] [--steps=10] [--json=PATH] \
         [--model_overrides=scan_layers=True,dtype=bfloat16] [--overrides=train.grad_accum_steps=2]
+    python experiments/benchmark.py --sections=decode_int8 [--decode_shape=small]   # float32 vs int8
 
 Prints device info, the f32 matmul ceiling and one table row per measurement (tokens/s,
 median step time, compile time, analytic and XLA GFLOP, GFLOP/s, MFU, peak RSS, ratio to
@@ -18,7 +19,8 @@ from lmjax.bench import shapes
 from lmjax.bench import suite
 from lmjax.bench import table
 
-_SECTIONS = flags.DEFINE_list('sections', list(suite.SECTIONS), 'Sections to run.')
+_SECTIONS = flags.DEFINE_list('sections', list(suite.SECTIONS), 'Sections to run (also: '
+                              + ', '.join(suite.OPTIONAL_SECTIONS) + ', only when named).')
 _SHAPES = flags.DEFINE_list('shapes', ['small', 'base'],
                             f'Train shapes: {sorted(shapes.TRANSFORMER_SHAPES)}.')
 _PRECISIONS = flags.DEFINE_list(

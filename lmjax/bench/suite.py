@@ -5,6 +5,8 @@ Sections:
   torch     the nn.Transformer reference per shape; sets the lmjax rows' 'vs torch'
   lstm      PTB-style LSTM LM, lmjax and nn.LSTM (lmjax.bench.lstm)
   decode    beam and greedy decode (lmjax.bench.decode)
+  decode_int8  the same decodes in float32 and in int8 (qwix), one after the other; not run
+            unless named (--sections=decode_int8)
   pipeline  input pipeline vs train step on configs/default.py (lmjax.bench.pipeline)
 """
 
@@ -31,6 +33,8 @@ from lmjax.bench import table
 from lmjax.bench import timing
 
 SECTIONS = ('train', 'torch', 'lstm', 'decode', 'pipeline')
+# Sections run only when --sections names them.
+OPTIONAL_SECTIONS = ('decode_int8',)
 
 
 @dataclasses.dataclass
@@ -126,9 +130,10 @@ def check_options(options: Options) -> None:
   Raises:
     ValueError: naming the flag and the valid values.
   """
-  unknown = sorted(set(options.sections) - set(SECTIONS))
+  unknown = sorted(set(options.sections) - set(SECTIONS + OPTIONAL_SECTIONS))
   if unknown:
-    raise ValueError(f'--sections: unknown {unknown}; valid: {", ".join(SECTIONS)}')
+    raise ValueError(f'--sections: unknown {unknown}; valid: '
+                     f'{", ".join(SECTIONS + OPTIONAL_SECTIONS)}')
   for name in options.shapes:
     shapes.transformer_config(shapes.lookup(shapes.TRANSFORMER_SHAPES, name, '--shapes'),
                               options.overrides)
@@ -188,6 +193,11 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
     for row in decode.rows(shapes.DECODE_SHAPES[options.decode_shape], steps, warmup,
                            options.overrides):
       add(row)
+  if 'decode_int8' in sections:  # float32 and int8 rows of one shape, measured back to back
+    for quantize in ('', 'int8'):
+      for row in decode.rows(shapes.DECODE_SHAPES[options.decode_shape], steps, warmup,
+                             options.overrides, quantize):
+        add(row)
   if 'pipeline' in sections:
     shapes.use_one_device(config)
     for row in pipeline.rows(config, steps, warmup, options.pipeline_batches):
