@@ -36,5 +36,8 @@ setuptools.setup(
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
         'vectors': ['gensim>=4.3'],
+        # gs:// workdirs and data: gcsfs serves epath's gs:// (lmjax.fileio); Orbax asks
+        # google-cloud-storage about the bucket's layout.
+        'gcs': ['gcsfs>=2024.2', 'google-cloud-storage>=2.14'],
     },
 )

@@ -40,6 +40,9 @@ _ENSEMBLE = flags.DEFINE_list(
 _QUANTIZE = flags.DEFINE_string(
     'quantize', 'none', "'none', or evaluate in int8 (qwix post-training quantization): 'int8' "
     "(int8 weights and activations) or 'int8_weights' (int8 weights only).")
+_IW_SAMPLES = flags.DEFINE_integer(
+    'iw_samples', None, "VAE runs: importance samples per sentence for the IW NLL bound "
+    "(default: the run's config.eval.iw_samples; 0 = off).")
 _OUTPUT = flags.DEFINE_string('output', '', 'Report JSON (default WORKDIR/eval_<checkpoint>_<split>.json).')
 flags.mark_flags_as_required(['workdir'])
 
@@ -60,7 +63,7 @@ def main(argv):
       report = workdir_tools.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value,
                                               _AVERAGE_LAST.value, _SPLIT.value, _BEAM_SIZE.value,
                                               _ALPHA.value, _OUTPUT.value, _OUTSIDE_BIAS.value,
-                                              _ENSEMBLE.value)
+                                              _ENSEMBLE.value, iw_samples=_IW_SAMPLES.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -11,6 +11,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
+from lmjax import fileio
 from lmjax import platforms
 from lmjax.data import word_vectors
 
@@ -306,21 +307,26 @@ def _missing_paths(task) -> List[str]:
     return []
   problems = []
   data_dir = task.get('data_dir', '') or ''
-  if data_dir and not os.path.isdir(data_dir):
-    problems.append(f'config.task.data_dir={data_dir!r}: no such directory (give the data '
-                    'directory as the config argument, e.g. configs/x.py:/path/to/data)')
-    return problems
+  if data_dir:
+    try:
+      fileio.check_url(data_dir, 'config.task.data_dir')
+      found = fileio.isdir(data_dir)
+    except Exception as e:  # pylint: disable=broad-except  (each storage backend has its own)
+      return [f'config.task.data_dir={data_dir!r}: cannot be read ({fileio.first_line(e)})']
+    if not found:
+      return [f'config.task.data_dir={data_dir!r}: no such directory (give the data '
+              'directory as the config argument, e.g. configs/x.py:/path/to/data)']
   for split in ('train_files', 'eval_files'):
     for i, name in enumerate(source.get(split, None) or []):
-      path = os.path.join(data_dir, name) if data_dir else name
-      if not os.path.isfile(path):
+      path = fileio.join(data_dir, name) if data_dir else name
+      if not fileio.isfile(path):
         hint = ('' if data_dir else ' (relative to the current directory: give the data directory '
                 'as the config argument, e.g. configs/x.py:/path/to/data)')
         problems.append(f'config.task.source.{split}[{i}]={name!r}: file {path} not found{hint}')
   vectors = task.get('tokenizer', {}).get('vectors', '')
   if vectors:
     path = word_vectors.resolve(vectors, data_dir)
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
       problems.append(f'config.task.tokenizer.vectors={vectors!r}: file {path} not found '
                       '(a GloVe / word2vec text file, relative to config.task.data_dir)')
   return problems

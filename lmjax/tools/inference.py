@@ -14,13 +14,13 @@ checkpoint, bad flag values) are `USER_ERRORS`; the scripts print them and exit 
 
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 
+from lmjax import fileio
 from lmjax.tools import averaging
 from lmjax.tools import labeling
 from lmjax.tools import param_report
@@ -158,7 +158,7 @@ class Run:
       host = averaging.model_params(state)
       info = CheckpointInfo(slot, step, tuple(meta.get('averaged_from', {}).get('steps', ())))
     _check_matches(host, self.abstract_params,
-                   os.path.join(averaging.slot_dir(self.workdir, info.slot), str(info.step)))
+                   fileio.join(averaging.slot_dir(self.workdir, info.slot), str(info.step)))
     return jax.device_put(host, self.param_shardings), info
 
   @property
@@ -349,7 +349,7 @@ class Run:
     else:
       evaluator.decode = self._greedy
     examples = self.task.eval_examples
-    report = {'workdir': os.path.abspath(self.workdir), 'split': split,
+    report = {'workdir': fileio.resolve(self.workdir), 'split': split,
               'num_examples': len(examples), 'metrics': evaluator.evaluate(params),
               'checkpoint': dict(dataclasses.asdict(info), label=info.label), 'signatures': {},
               'params': param_report.param_report(params)}

@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from lmjax.config import configlib
 from lmjax import models
+from lmjax import fileio
 from lmjax import parallel
 from lmjax.train import reporting
 from lmjax.data import pipeline
@@ -34,31 +35,36 @@ from lmjax.train import step as step_lib
 
 
 def prepare_workdir(workdir: str) -> None:
-  """Creates the workdir and checks that it is writable (clear error otherwise)."""
+  """Creates the workdir and checks that it is writable (clear error otherwise).
+
+  Raises:
+    ValueError: the workdir cannot be created or written (its path and the reason: a
+      read-only folder, a bucket without access, no network, gcsfs not installed...).
+  """
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f'--workdir {workdir} is not writable ({e.strerror}): choose a directory '
-                     'you can write to') from e
+    fileio.check_url(workdir, '--workdir')
+    fileio.makedirs(workdir)
+    probe = fileio.join(workdir, f'.write_probe_{os.getpid()}')
+    fileio.write_text(probe, 'ok')
+    fileio.remove(probe)
+  except fileio.PathError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (each backend raises its own kinds)
+    reason = getattr(e, 'strerror', None) or fileio.first_line(e)
+    raise ValueError(f'--workdir {workdir} is not writable ({reason}): choose a directory '
+                     'or bucket you can write to') from e
 
 
 def save_config(config, workdir: str, step: int) -> None:
   """Writes WORKDIR/config.json; a resumed run with another config keeps the old file."""
-  path = os.path.join(workdir, 'config.json')
+  path = fileio.join(workdir, 'config.json')
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() == text:
-        return
-    path = os.path.join(workdir, f'config.resumed_at_{step}.json')
+  if fileio.exists(path):
+    if fileio.read_text(path) == text:
+      return
+    path = fileio.join(workdir, f'config.resumed_at_{step}.json')
   try:
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    fileio.write_text(path, text)
   except OSError as e:
     raise guard.write_error(e, path, 'config file') from e
 
@@ -249,7 +255,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
     guard.WriteError: a checkpoint or metrics.jsonl could not be written.
   """
   t0 = time.time()
-  workdir = os.path.abspath(workdir)
+  workdir = fileio.resolve(workdir)
   trainer = Trainer(config, workdir)
   writer = None
   try:
@@ -348,10 +354,10 @@ def _finish(trainer: Trainer, writer: reporting.MetricWriter, step: int,
   writer.flush()
   writer.close()
   if trainer.is_main:
-    plot = reporting.plot_curves(writer.path, os.path.join(workdir, 'curves.png'))
+    plot = reporting.plot_curves(writer.path, fileio.join(workdir, 'curves.png'))
     summary = {'step': step, 'wall_time_sec': round(time.time() - t0, 1), **eval_metrics,
                'best': trainer.meta['best'], 'best_step': trainer.meta['best_step']}
-    _write_json(os.path.join(workdir, 'summary.json'), summary)
+    _write_json(fileio.join(workdir, 'summary.json'), summary)
     print('\n'.join(['', '=' * 60, f'Finished at step {step} in {summary["wall_time_sec"]} s '
                      f'(workdir {workdir})'] +
                     [f'  eval {k}: {v:.4f}' for k, v in eval_metrics.items()] +
@@ -363,8 +369,6 @@ def _finish(trainer: Trainer, writer: reporting.MetricWriter, step: int,
 def _write_json(path: str, value: Any) -> None:
   """Writes JSON atomically (a crash leaves the old file); WriteError naming `path`."""
   try:
-    with open(path + '.tmp', 'w') as f:
-      json.dump(value, f, indent=2)
-    os.replace(path + '.tmp', path)
+    fileio.write_text(path, json.dumps(value, indent=2))
   except OSError as e:
     raise guard.write_error(e, path, 'file') from e
