@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tqdm
 
+from lmjax import fileio
 from lmjax.config import configlib
 from lmjax.data import sources
 from lmjax.tools.inference import DecodeOptions, Run, ToolError
@@ -60,11 +61,11 @@ class Corpus:
     return -(-self.num_lines // self.chunk_lines)
 
   def chunk_path(self, index: int) -> str:
-    return os.path.join(self.directory, 'chunks', f'{index:05d}.txt')
+    return fileio.join(self.directory, 'chunks', f'{index:05d}.txt')
 
   @property
   def complete(self) -> bool:
-    return all(os.path.isfile(f) for f in self.files)
+    return all(fileio.isfile(f) for f in self.files)
 
 
 def training_files(config) -> Tuple[str, str]:
@@ -80,7 +81,7 @@ def training_files(config) -> Tuple[str, str]:
     raise ToolError(f'--config: sequence-level distillation trains a text_seq2seq student on '
                     f'[source, target] files; this config has config.task.name='
                     f"{task.get('name')!r}" + (f', config.task.source.type={kind!r}' if src else ''))
-  return tuple(os.path.join(task.data_dir, f) if task.data_dir else f for f in src.train_files)
+  return tuple(fileio.join(task.data_dir, f) if task.data_dir else f for f in src.train_files)
 
 
 def plan(config, teacher: Run, checkpoint_label: str, options: DecodeOptions,
@@ -99,23 +100,21 @@ def plan(config, teacher: Run, checkpoint_label: str, options: DecodeOptions,
     The Corpus.
   """
   source_file, target_file = training_files(config)
-  if not os.path.isfile(source_file):
+  if not fileio.isfile(source_file):
     raise ToolError(f'config.task.source.train_files[0]: {source_file} not found')
   limit = config.task.source.max_train_examples
   lines = _source_lines(source_file, limit)
   chunk = -(-max(chunk_lines, 1) // options.batch_size) * options.batch_size
-  with open(source_file, 'rb') as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
-  manifest = {'version': VERSION, 'teacher': os.path.abspath(teacher.workdir),
-              'checkpoint': checkpoint_label, 'source_file': os.path.abspath(source_file),
+  digest = hashlib.sha256(fileio.read_bytes(source_file)).hexdigest()
+  manifest = {'version': VERSION, 'teacher': fileio.resolve(teacher.workdir),
+              'checkpoint': checkpoint_label, 'source_file': fileio.resolve(source_file),
               'source_sha256': digest, 'num_lines': len(lines), 'chunk_lines': chunk,
               'decoding': {'beam_size': options.beam_size, 'alpha': options.alpha,
                            'batch_size': options.batch_size,
                            'max_length': teacher.decode_length(options.max_length)}}
   key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:12]
-  directory = os.path.join(corpus_dir or os.path.dirname(os.path.abspath(source_file)),
-                           f'distilled-{key}')
-  files = tuple(os.path.join(directory, os.path.basename(f).removesuffix('.gz'))
+  directory = fileio.join(corpus_dir or fileio.parent(source_file), f'distilled-{key}')
+  files = tuple(fileio.join(directory, fileio.basename(f).removesuffix('.gz'))
                 for f in (source_file, target_file))
   return Corpus(directory, source_file, len(lines), chunk, manifest, files)
 
@@ -123,14 +122,6 @@ def plan(config, teacher: Run, checkpoint_label: str, options: DecodeOptions,
 def _source_lines(path: str, limit: int) -> List[str]:
   lines = sources.read_lines(path)
   return lines[:limit] if limit else lines
-
-
-def _write(path: str, text: str) -> None:
-  """Writes `path` whole: to PATH.tmp-<pid>, then renamed."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def generate(corpus: Corpus, teacher: Run, params, options: DecodeOptions,
@@ -149,14 +140,14 @@ def generate(corpus: Corpus, teacher: Run, params, options: DecodeOptions,
   Returns:
     Whether the corpus is complete.
   """
-  os.makedirs(os.path.join(corpus.directory, 'chunks'), exist_ok=True)
-  manifest = os.path.join(corpus.directory, 'manifest.json')
-  if not os.path.isfile(manifest):
-    _write(manifest, json.dumps(corpus.manifest, indent=2, sort_keys=True) + '\n')
+  fileio.makedirs(fileio.join(corpus.directory, 'chunks'))
+  manifest = fileio.join(corpus.directory, 'manifest.json')
+  if not fileio.isfile(manifest):
+    fileio.write_text(manifest, json.dumps(corpus.manifest, indent=2, sort_keys=True) + '\n')
   if corpus.complete:
     return True
   lines = _source_lines(corpus.source_file, corpus.num_lines)
-  todo = [i for i in range(corpus.num_chunks) if not os.path.isfile(corpus.chunk_path(i))]
+  todo = [i for i in range(corpus.num_chunks) if not fileio.isfile(corpus.chunk_path(i))]
   done = corpus.num_lines - sum(len(lines[i * corpus.chunk_lines:(i + 1) * corpus.chunk_lines])
                                 for i in todo)
   truncated: List[str] = []
@@ -168,7 +159,7 @@ def generate(corpus: Corpus, teacher: Run, params, options: DecodeOptions,
         return False
       chunk = lines[i * corpus.chunk_lines:(i + 1) * corpus.chunk_lines]
       outputs = list(teacher.decode_lines(params, chunk, options, truncated.append))
-      _write(corpus.chunk_path(i), ''.join(o + '\n' for o in outputs))
+      fileio.write_text(corpus.chunk_path(i), ''.join(o + '\n' for o in outputs))  # whole
       bar.update(len(chunk))
   finally:
     bar.close()
@@ -183,13 +174,12 @@ def _assemble(corpus: Corpus, lines: List[str]) -> None:
   """Writes the source copy, then the concatenated teacher outputs (the completion mark)."""
   outputs = []
   for i in range(corpus.num_chunks):
-    with open(corpus.chunk_path(i), encoding='utf-8') as f:
-      outputs.extend(f.read().splitlines())
+    outputs.extend(fileio.read_text(corpus.chunk_path(i)).splitlines())
   if len(outputs) != len(lines):
     raise ToolError(f'{corpus.directory}/chunks hold {len(outputs)} lines for {len(lines)} '
                     'sources: delete the folder and rerun')
-  _write(corpus.files[0], ''.join(line + '\n' for line in lines))
-  _write(corpus.files[1], ''.join(o + '\n' for o in outputs))
+  fileio.write_text(corpus.files[0], ''.join(line + '\n' for line in lines))
+  fileio.write_text(corpus.files[1], ''.join(o + '\n' for o in outputs))
 
 
 def student_config(config, corpus: Corpus):
@@ -199,8 +189,8 @@ def student_config(config, corpus: Corpus):
   """
   data_dir = config.task.data_dir
   def name(path):
-    if data_dir:
-      rel = os.path.relpath(path, os.path.abspath(data_dir))
+    if data_dir and not fileio.is_remote(path):
+      rel = os.path.relpath(path, fileio.resolve(data_dir))
       return path if rel.startswith('..') else rel
     return path
   config.task.source.train_files = [name(f) for f in corpus.files]

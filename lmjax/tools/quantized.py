@@ -10,12 +10,12 @@ one scale per output channel) and every decoder and eval step then runs the qwix
 """
 
 import json
-import os
 import sys
 from typing import Any, Callable, Dict, Optional
 
 import jax
 
+from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
 from lmjax.data import pipeline
@@ -104,8 +104,8 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   if bias:
     report['outside_bias'] = bias
   suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
-  output = output or os.path.join(workdir, f'eval_{info.label}_{split}{suffix}_{mode}.json')
-  report['output'] = os.path.abspath(output)
+  output = output or fileio.join(workdir, f'eval_{info.label}_{split}{suffix}_{mode}.json')
+  report['output'] = fileio.resolve(output)
   with workdir_tools._atomic_output(output) as f:  # pylint: disable=protected-access
     json.dump(report, f, indent=2, ensure_ascii=False)
   return report
@@ -120,7 +120,7 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
   if encoding_errors not in ('strict', 'replace'):
     raise ToolError(f"--encoding_errors={encoding_errors!r}: expected 'strict' or 'replace'")
   options.validate()
-  if input_path != '-' and not os.path.isfile(input_path):
+  if input_path != '-' and not fileio.isfile(input_path):
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
   if output_path != '-':
     workdir_tools.check_output(output_path)

@@ -18,8 +18,6 @@ teacher's tokenizers/ (`adopt_tokenizers`, before the task is built).
 
 import dataclasses
 import json
-import os
-import shutil
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
@@ -29,6 +27,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
 from lmjax.train import checkpoint as ckpt_lib
@@ -84,19 +83,22 @@ def adopt_tokenizers(config, workdir: str) -> None:
   """
   if not enabled(config):
     return
-  source = os.path.join(config.train.kd_teacher_workdir, 'tokenizers')
-  target = os.path.join(workdir, 'tokenizers')
-  if os.path.isdir(source) and not os.path.exists(target):
-    shutil.copytree(source, target + '.tmp', dirs_exist_ok=True)
-    os.replace(target + '.tmp', target)
+  source = fileio.join(config.train.kd_teacher_workdir, 'tokenizers')
+  target = fileio.join(workdir, 'tokenizers')
+  if fileio.isdir(source) and not fileio.exists(target):
+    staging = target + '.tmp'  # moved into place whole: a killed copy is never half a folder
+    fileio.rmtree(staging)
+    for name in fileio.files_under(source):
+      fileio.makedirs(fileio.parent(fileio.join(staging, name)))
+      fileio.write_bytes(fileio.join(staging, name), fileio.read_bytes(fileio.join(source, name)))
+    fileio.move(staging, target)
 
 
 def read_teacher_config(workdir: str) -> ml_collections.ConfigDict:
   """TEACHER/config.json; ValueError naming config.train.kd_teacher_workdir if unreadable."""
-  path = os.path.join(workdir, 'config.json')
+  path = fileio.join(workdir, 'config.json')
   try:
-    with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
   except (OSError, ValueError) as e:
     raise ValueError(f'config.train.kd_teacher_workdir={workdir!r}: cannot read {path} ({e}); '
                      'give the --workdir of a trained run') from e
@@ -113,9 +115,9 @@ def read_teacher_params(workdir: str, checkpoint: str) -> Tuple[Any, int]:
     (params: the moving average when the run kept one, else params; the step).
   """
   slot = 'best' if checkpoint == 'best' else 'last'
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints', slot)
+  directory = fileio.join(fileio.resolve(workdir), 'checkpoints', slot)
   where = f'config.train.kd_teacher_workdir={workdir!r}'
-  if not os.path.isdir(directory):
+  if not fileio.isdir(directory):
     raise ValueError(f'{where}: no checkpoints in {directory}; train the teacher first')
   manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(create=False))
