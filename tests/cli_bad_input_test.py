@@ -1,4 +1,5 @@
-"""Bad input through the real command lines: train.py, evaluate.py, decode.py, launch.sh.
+"""Bad input through the real command lines: train.py, evaluate.py, decode.py, distill.py,
+launch.sh.
 
 Each case runs the script in a subprocess and checks: exit status != 0, no `Traceback`
 on stderr, a message naming the file, field or flag, and that what was already written
@@ -104,6 +105,11 @@ TRAIN_CASES = {
                              ['--workdir', 'is not writable']),
     'no --workdir': (['train.py', f'--config={CONFIG}'], ['--workdir']),
     'stray argument': (TRAIN + ['extra'], ["unexpected arguments: ['extra']"]),
+    'KD weight above 1': (TRAIN + ['--config.train.kd_weight=2'],
+                          ['config.train.kd_weight=2.0: expected a value in [0, 1]']),
+    'pruning steps off the schedule': (TRAIN + ['--config.train.pruning.sparsity=0.5',
+                                                '--config.train.pruning.update_every=3'],
+                                       ['config.train.pruning.end_step=0', 'update_every=3']),
     'another model in the workdir': (['train.py', f'--config={CONFIG}', '--workdir={w}',
                                       '--config.model.emb_dim=48'],
                                      ['checkpoints/last/4', 'could not be restored']),
@@ -127,6 +133,7 @@ EVALUATE_CASES = {
     'average more than kept': (EVALUATE + ['--average_last=9'], ['average the last 9 checkpoints']),
     'output is a folder': (['evaluate.py', '--workdir={w}', '--output={root}'],
                            ['--output={root} is a folder']),
+    'unknown quantization': (EVALUATE + ['--quantize=int4'], ["--quantize='int4': expected"]),
 }
 DECODE = ['decode.py', '--workdir={w}', '--input={root}/in.txt', '--output={out}']
 DECODE_CASES = {
@@ -147,6 +154,11 @@ DECODE_CASES = {
     'batch 0': (DECODE + ['--batch_size=0'], ['--batch_size=0']),
     'unknown flag': (DECODE + ['--beam=4'], ['beam']),
 }
+DISTILL_CASES = {
+    'student without parallel files': (['distill.py', '--teacher_workdir={w}', f'--config={CONFIG}',
+                                        '--workdir={root}/fresh'],
+                                       ["config.task.name='synthetic_dates'"]),
+}
 LAUNCH = ['launch.sh', 'local', CONFIG, '--workdir', '{root}/fresh']
 LAUNCH_CASES = {
     'no arguments': (['launch.sh'], ['local CONFIG']),
@@ -162,7 +174,8 @@ LAUNCH_CASES = {
 }
 CASES = [(f'{script} {name}', argv, needles)
          for script, cases in (('train', TRAIN_CASES), ('evaluate', EVALUATE_CASES),
-                               ('decode', DECODE_CASES), ('launch', LAUNCH_CASES))
+                               ('decode', DECODE_CASES), ('distill', DISTILL_CASES),
+                               ('launch', LAUNCH_CASES))
          for name, (argv, needles) in cases.items()]
 
 
