@@ -19,6 +19,7 @@ import pytest
 
 from configs import default
 from lmjax.config import configlib
+from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
 from lmjax.train import reporting
@@ -91,10 +92,11 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   result = soak.compare(straight, killed)
   print(soak.format_report(kills, result))
   assert not any(k.finished for k in kills), kills  # every kill landed in a live run
-  # A damage waits for a kill that finds a new complete checkpoint; on a loaded machine a
-  # later kill may find none, so at least one of the two is applied, each set aside.
+  # A damage waits for a kill that finds two complete checkpoints (one to fall back to); on a
+  # loaded machine every kill may land before step 20's save, and then none is applied.
   damaged = [k.damaged.split()[0] for k in kills if k.damaged]
-  assert damaged and set(damaged) <= {'manifest', 'truncate'}, kills
+  assert set(damaged) <= {'manifest', 'truncate'}, kills
+  assert damaged or all((k.checkpoint or 0) < 20 for k in kills), kills
   assert len(os.listdir(os.path.join(killed, 'checkpoints', 'damaged'))) == len(damaged)
   assert result['step'] == (steps, steps)
   assert result['params_identical'], result
@@ -352,7 +354,7 @@ def test_metrics_write_failure_is_clear_and_the_run_resumes(tmp_path, monkeypatc
         return _DiskFullFile(f)
     return f
 
-  monkeypatch.setattr(reporting, 'open', failing_open, raising=False)
+  monkeypatch.setattr(fileio, 'open', failing_open, raising=False)  # fileio.append_text's open
   with pytest.raises(guard.WriteError, match=r'metrics file .*metrics\.jsonl \(No space left on device\)'):
     loop.train_and_evaluate(config, str(tmp_path))
   with open(path) as f:

@@ -9,20 +9,16 @@ The float checkpoint is read as for float evaluation, quantized once (absmax wei
 one scale per output channel) and every decoder and eval step then runs the qwix model.
 """
 
-import json
-import sys
 from typing import Any, Callable, Dict, Optional
 
 import jax
 
-from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
 from lmjax.data import pipeline
 from lmjax.tools import param_report
 from lmjax.tools import workdir_tools
 from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
-from lmjax.train import evaluation
 from lmjax.train import quantization
 
 
@@ -89,26 +85,9 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   """`workdir_tools.evaluate_workdir` in int8 (no --ensemble); same arguments and report,
   written to WORKDIR/eval_<checkpoint>_<split>[_beamK][_outsideB]_<mode>.json by default."""
   check_mode(mode)
-  if output:
-    workdir_tools.check_output(output)
-  run = QuantizedRun(workdir, split, mode)
-  if outside_bias is not None:
-    try:
-      evaluation.outside_bias(run.task, outside_bias, '--outside_bias')
-    except ValueError as e:
-      raise ToolError(str(e)) from e
-    run.config.eval.outside_bias = outside_bias
-  params, info = run.restore(checkpoint, average_last)
-  report = run.evaluate(params, info, split, beam_size, alpha)
-  bias = run.config.eval.outside_bias
-  if bias:
-    report['outside_bias'] = bias
-  suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
-  output = output or fileio.join(workdir, f'eval_{info.label}_{split}{suffix}_{mode}.json')
-  report['output'] = fileio.resolve(output)
-  with workdir_tools._atomic_output(output) as f:  # pylint: disable=protected-access
-    json.dump(report, f, indent=2, ensure_ascii=False)
-  return report
+  return workdir_tools.evaluate_workdir(
+      workdir, checkpoint, average_last, split, beam_size, alpha, output, outside_bias,
+      run_factory=lambda w, s: QuantizedRun(w, s, mode), output_suffix=f'_{mode}')
 
 
 def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
@@ -117,26 +96,6 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
                 mode: str = 'int8') -> int:
   """`workdir_tools.decode_file` with the int8 model; same arguments. Returns lines written."""
   check_mode(mode)
-  if encoding_errors not in ('strict', 'replace'):
-    raise ToolError(f"--encoding_errors={encoding_errors!r}: expected 'strict' or 'replace'")
-  options.validate()
-  if input_path != '-' and not fileio.isfile(input_path):
-    raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
-  if output_path != '-':
-    workdir_tools.check_output(output_path)
-  run = QuantizedRun(workdir, 'eval', mode)
-  params, _ = run.restore(checkpoint)
-  outputs = run.decode_lines(params, workdir_tools.input_lines(input_path, encoding_errors),
-                             options, warn)
-  count = 0
-  if output_path == '-':
-    for out in outputs:
-      sys.stdout.write(out + '\n')
-      sys.stdout.flush()
-      count += 1
-    return count
-  with workdir_tools._atomic_output(output_path) as fout:  # pylint: disable=protected-access
-    for out in outputs:
-      fout.write(out + '\n')
-      count += 1
-  return count
+  return workdir_tools.decode_file(workdir, input_path, output_path, options, checkpoint, warn,
+                                   encoding_errors,
+                                   run_factory=lambda w, s: QuantizedRun(w, s, mode))

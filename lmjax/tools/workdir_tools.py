@@ -39,8 +39,9 @@ def format_report(report: Dict[str, Any]) -> str:
 def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int = 0,
                      split: str = 'eval', beam_size: int = 1, alpha: float = 0.6,
                      output: str = '', outside_bias: Optional[float] = None,
-                     ensemble: Sequence[str] = (), iw_samples: Optional[int] = None
-                     ) -> Dict[str, Any]:
+                     ensemble: Sequence[str] = (), iw_samples: Optional[int] = None,
+                     run_factory: Callable[[str, str], Run] = Run,
+                     output_suffix: str = '') -> Dict[str, Any]:
   """Restores a checkpoint of `workdir`, evaluates `split`, writes the JSON report.
 
   Args:
@@ -57,13 +58,15 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
       (or its `average_last` mean).
     iw_samples: VAE runs: importance samples per sentence for the IW bound (None = the
       run's config.eval.iw_samples; 0 = off).
+    run_factory: builds the Run from (workdir, split), e.g. an int8 one (tools/quantized.py).
+    output_suffix: appended to the default report name (e.g. '_int8').
 
   Returns:
     The report (also written to `report['output']`).
   """
   if output:
     check_output(output)
-  run = Run(workdir, split)
+  run = run_factory(workdir, split)
   if outside_bias is not None:
     try:
       evaluation.outside_bias(run.task, outside_bias, '--outside_bias')
@@ -85,7 +88,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   if bias:
     report['outside_bias'] = bias
   suffix = (f'_beam{beam_size}' if beam_size > 1 else '') + (f'_outside{bias:g}' if bias else '')
-  suffix += f'_ensemble{len(ensemble) + 1}' if ensemble else ''
+  suffix += (f'_ensemble{len(ensemble) + 1}' if ensemble else '') + output_suffix
   output = output or fileio.join(workdir, f'eval_{info.label}_{split}{suffix}.json')
   report['output'] = fileio.resolve(output)
   with _atomic_output(output) as f:
@@ -173,7 +176,8 @@ def _evaluate_ensemble(run: Run, primary, workdirs: Sequence[str], checkpoint: s
 
 def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
                 options: DecodeOptions = DecodeOptions(), checkpoint: str = 'latest',
-                warn: Callable[[str], None] = stderr_warning, encoding_errors: str = 'strict') -> int:
+                warn: Callable[[str], None] = stderr_warning, encoding_errors: str = 'strict',
+                run_factory: Callable[[str, str], Run] = Run) -> int:
   """Decodes every line of `input_path` ('-' = stdin) into `output_path` ('-' = stdout).
 
   Args:
@@ -184,6 +188,7 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
     checkpoint: 'latest', 'best', 'averaged' or a step.
     warn: receives warnings (truncated inputs).
     encoding_errors: 'strict' or 'replace' (see `input_lines`).
+    run_factory: builds the Run from (workdir, split), e.g. an int8 one (tools/quantized.py).
 
   Returns:
     Number of lines written. A file output appears only once complete (an earlier
@@ -196,7 +201,7 @@ def decode_file(workdir: str, input_path: str = '-', output_path: str = '-',
     raise ToolError(f'--input={input_path}: no such file (use - for stdin)')
   if output_path != '-':
     check_output(output_path)
-  run = Run(workdir)
+  run = run_factory(workdir, 'eval')
   params, _ = run.restore(checkpoint)
   lines = input_lines(input_path, encoding_errors)
   count = 0
