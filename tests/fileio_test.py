@@ -16,7 +16,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
 from lmjax import fileio
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
@@ -24,6 +23,7 @@ from lmjax.train import reporting
 from lmjax.tools import workdir_tools
 from tests import fake_gcs
 from tests import fileio_scan
+from tests import train_test
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,13 +84,8 @@ def test_file_operations_local_and_on_gs(tmp_path, gcs, remote):
 
 
 def _config():
-  config = default.get_config('runlocal')
-  config.train.num_train_steps = 8
-  config.train.log_every = 2
-  config.train.eval_every = 8
-  config.train.checkpoint_every = 4
-  config.train.async_checkpointing = True
-  config.eval.num_samples = 0
+  config = train_test.tiny_config(steps=8)
+  config.train.async_checkpointing = True  # background saves write to the bucket too
   return config
 
 
