@@ -12,6 +12,7 @@ on object stores the object is rewritten whole (metric files stay small).
 """
 
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -83,10 +84,17 @@ def check_url(path: PathLike, what: str = 'path', timeout: float = 5.0) -> None:
   if endpoint is None or (s == 'gs' and os.environ.get('STORAGE_EMULATOR_HOST')):
     return
   try:
-    socket.create_connection(endpoint, timeout=timeout).close()
+    _probe(endpoint, timeout)
   except OSError as e:
     raise PathError(f'{what}={text}: cannot reach {endpoint[0]} ({e.strerror or e}); {s}:// '
                     'needs a network connection (or use a local path)') from None
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(endpoint, timeout: float) -> None:
+  """Connects once to `endpoint`; a success is remembered for the process (every data file
+  of a run is checked, the host only once), a failure raises and is tried again next time."""
+  socket.create_connection(endpoint, timeout=timeout).close()
 
 
 def path(p: PathLike) -> epath.Path:
