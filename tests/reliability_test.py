@@ -475,3 +475,30 @@ def test_cli_lists_every_invalid_value_without_a_traceback(tmp_path):
   for field in ('train.batch_size=0', 'model.dropout_rate=1.5', "train.nonfinite='ignore'"):
     assert f'config.{field}' in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
+
+
+def test_failed_restore_noise_is_dropped_and_other_asyncio_errors_kept(tmp_path):
+  """asyncio's 'never retrieved' reports of a failed restore's reads (any future class) are
+  dropped; other asyncio errors still reach stderr."""
+  script = tmp_path / 'noise.py'
+  script.write_text(
+      'import asyncio, gc\n'
+      'from lmjax.train import checkpoint\n'
+      'checkpoint.silence_closed_loop_noise()\n'
+      'async def fail():\n'
+      '  raise ValueError("a read that failed")\n'
+      'async def main():\n'
+      '  loop = asyncio.get_running_loop()\n'
+      '  task = loop.create_task(fail())\n'
+      '  gathered = asyncio.gather(fail())\n'
+      '  future = loop.create_future(); future.set_exception(ValueError("plain"))\n'
+      '  await asyncio.sleep(0.05)\n'
+      '  del task, gathered, future\n'
+      '  gc.collect()\n'
+      '  loop.call_exception_handler({"message": "another asyncio error"})\n'
+      'asyncio.run(main())\n')
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr
+  assert 'never retrieved' not in out.stderr, out.stderr
+  assert 'another asyncio error' in out.stderr

@@ -68,8 +68,8 @@ def set_aside_incomplete(directory: str) -> List[str]:
 def silence_closed_loop_noise() -> None:
   """Drops the reports that the TensorStore reads of a failed restore leave behind: 'Event
   loop is closed' and 'error while reading array index' tracebacks of their threads and
-  coroutines (through sys.unraisablehook) and asyncio's
-  'Task exception was never retrieved' log records (one traceback per array). They would
+  coroutines (through sys.unraisablehook) and asyncio's 'Task/Future/_GatheringFuture
+  exception was never retrieved' log records (one traceback per array). They would
   bury the one message lmjax gives. Every other report goes through as before."""
   std_logging.getLogger('asyncio').addFilter(_drop_unretrieved_task_errors)
   previous = sys.unraisablehook
@@ -88,7 +88,9 @@ def silence_closed_loop_noise() -> None:
 
 
 def _drop_unretrieved_task_errors(record) -> bool:
-  return not str(record.msg).startswith('Task exception was never retrieved')
+  # asyncio names the class: 'Task', 'Future' or '_GatheringFuture exception was never retrieved'.
+  first_line = str(record.msg).split('\n', 1)[0]
+  return not first_line.endswith('exception was never retrieved')
 
 
 class Checkpointer:
