@@ -502,3 +502,35 @@ def test_failed_restore_noise_is_dropped_and_other_asyncio_errors_kept(tmp_path)
   assert out.returncode == 0, out.stderr
   assert 'never retrieved' not in out.stderr, out.stderr
   assert 'another asyncio error' in out.stderr
+
+
+def test_replicated_small_and_large_arrays_save_and_restore_exactly(tmp_path):
+  """Small replicated arrays are written by one replica, large ones split across the 8
+  (checkpoint.MIN_REPLICA_SLICE_BYTES); both restore bit-identically."""
+  from typing import NamedTuple
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  class State(NamedTuple):
+    step: jax.Array
+    params: dict
+
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+  replicated = NamedSharding(mesh, P())
+  rng = np.random.default_rng(0)
+  big_rows = 8 * ckpt_lib.MIN_REPLICA_SLICE_BYTES // (4 * 128) * 2  # 2 MiB per replica
+  params = {'bias': rng.normal(size=(7,)).astype(np.float32),
+            'norm': rng.normal(size=(128,)).astype(np.float32),
+            'big': rng.normal(size=(big_rows, 128)).astype(np.float32)}
+  state = State(jax.device_put(np.int32(3), replicated),
+                jax.tree.map(lambda x: jax.device_put(x, replicated), params))
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), keep=2, async_save=False)
+  checkpointer.save(state, {'note': 'x'})
+  checkpointer.wait()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state)
+  restored, meta = checkpointer.restore(abstract)
+  assert meta == {'note': 'x'}
+  assert int(restored.step) == 3
+  for name, value in params.items():
+    np.testing.assert_array_equal(np.asarray(restored.params[name]), value)
+    assert restored.params[name].sharding.is_equivalent_to(replicated, value.ndim)

@@ -22,6 +22,7 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store  # no public path in 0.12
 
 from lmjax import fileio
 from lmjax.train import guard
@@ -30,7 +31,29 @@ from lmjax.train import guard
 COMMIT_FILE = 'commit_success.txt'
 
 
+# Orbax splits every replicated array across its replicas so that each writes a part
+# ("replica parallel"): one device slice per replica and array, ~0.2 ms each. A
+# data-parallel state has hundreds of small arrays (biases, norms, their Adam moments)
+# where this costs more than the bytes it spreads (5 saves of a 1.4 M-parameter model on
+# 8 CPU devices: 1.51 s with it, 0.31 s without). Arrays whose per-replica part would be
+# under 1 MiB are written by one replica; large ones are still split.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def register_array_handler() -> None:
+  """Orbax's default jax.Array handler, with MIN_REPLICA_SLICE_BYTES (idempotent)."""
+  current = ocp.type_handlers.get_type_handler(jax.Array)
+  if getattr(current, 'lmjax_handler', False):
+    return
+  handler = ocp.type_handlers.ArrayHandler(
+      array_metadata_store=array_metadata_store.Store(),
+      min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)
+  handler.lmjax_handler = True
+  ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 def _manager(directory: str, max_to_keep: int, async_save: bool) -> ocp.CheckpointManager:
+  register_array_handler()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=async_save,
                                          cleanup_tmp_directories=True)
