@@ -32,6 +32,7 @@ from lmjax.train import soak
 from lmjax.train import state as state_lib
 from lmjax.train import stateful
 from lmjax.train import step as step_lib
+from tests import stream_test
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'default.py') + ':runlocal'
@@ -74,29 +75,37 @@ def train_steps_logged(workdir):
 
 
 def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
-  """3 SIGKILLs (seeded delays, landing in steps, async saves, metrics writes) vs no kill."""
-  # Compile time dominates on CPU: 80 steps and a checkpoint every 10 give each launch a few
-  # seconds of training (steps, background saves, metric writes) for the kill to land in.
+  """3 SIGKILLs (seeded delays, landing in steps, async saves, metrics writes, with two Grain
+  worker processes reading ArrayRecord shards) vs no kill; two kills also damage the newest
+  checkpoint."""
+  data = stream_test.write_corpus(str(tmp_path / 'data'), num_train=2000)
+  # 2,000 pairs in batches of 16 packed 32-token rows: ~30 steps an epoch, so checkpoints
+  # every 7 steps fall mid-epoch. Compile time dominates on CPU: 80 steps give each launch a
+  # few seconds of training (steps, background saves, metric writes) for the kill to land in.
   steps = 80
-  overrides = [f'--config.train.num_train_steps={steps}', '--config.train.log_every=1',
-               '--config.train.checkpoint_every=10', f'--config.train.eval_every={steps}',
-               '--config.eval.num_samples=0']
+  overrides = ['--config.task.tokenizer.type=word', '--config.task.tokenizer.vocab_size=0',
+               '--config.task.batching.workers=2', f'--config.train.num_train_steps={steps}',
+               '--config.train.log_every=1', '--config.train.checkpoint_every=7',
+               f'--config.train.eval_every={steps}', '--config.eval.num_samples=0']
+  spec = f'configs/multi30k_transformer.py:{data},runlocal'
   env = soak.subprocess_env(str(tmp_path / 'jax_cache'))
   straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
-  soak.run_to_completion(soak.train_command(CONFIG, straight, overrides), env, timeout=300)
+  soak.run_to_completion(soak.train_command(spec, straight, overrides), env, timeout=300)
   # After two of the kills the newest checkpoint is also damaged (an array file cut short,
   # then emptied manifests): train.checkpoint_fallback moves it aside and resumes earlier.
-  kills = soak.kill_and_resume(soak.train_command(CONFIG, killed, overrides), killed, kills=3,
-                               seed=0, max_delay=3.0, env=env, wait_for_progress=True, timeout=300,
+  kills = soak.kill_and_resume(soak.train_command(spec, killed, overrides), killed, kills=3,
+                               seed=1, max_delay=4.0, env=env, wait_for_progress=True, timeout=300,
                                damage={1: 'truncate', 2: 'manifest'})
   result = soak.compare(straight, killed)
   print(soak.format_report(kills, result))
   assert not any(k.finished for k in kills), kills  # every kill landed in a live run
+  resumed_at = [k.checkpoint for k in kills if k.checkpoint]
+  assert any(c % 30 for c in resumed_at), kills  # killed mid-epoch, after a checkpoint
   # A damage waits for a kill that finds two complete checkpoints (one to fall back to); on a
-  # loaded machine every kill may land before step 20's save, and then none is applied.
+  # loaded machine every kill may land before step 14's save, and then none is applied.
   damaged = [k.damaged.split()[0] for k in kills if k.damaged]
   assert set(damaged) <= {'manifest', 'truncate'}, kills
-  assert damaged or all((k.checkpoint or 0) < 20 for k in kills), kills
+  assert damaged or all((k.checkpoint or 0) < 14 for k in kills), kills
   assert len(os.listdir(os.path.join(killed, 'checkpoints', 'damaged'))) == len(damaged)
   assert result['step'] == (steps, steps)
   assert result['params_identical'], result

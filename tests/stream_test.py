@@ -246,28 +246,6 @@ def test_tfds_trains_from_data_source_without_a_list_of_the_split(tmp_path, monk
   assert batch['targets'].shape[0] % config.train.batch_size == 0 and batch['targets'].any()
 
 
-def test_sigkill_mid_epoch_with_grain_workers_resumes_bit_identically(tmp_path):
-  data = write_corpus(str(tmp_path / 'data'), num_train=2000)
-  steps = 80  # 2,000 pairs in batches of 16 packed 32-token rows: ~30 steps an epoch
-  overrides = ['--config.task.tokenizer.type=word', '--config.task.tokenizer.vocab_size=0',
-               '--config.task.batching.workers=2', f'--config.train.num_train_steps={steps}',
-               '--config.train.log_every=1', '--config.train.checkpoint_every=7',
-               f'--config.train.eval_every={steps}', '--config.eval.num_samples=0',
-               '--config.train.async_checkpointing=false']
-  spec = f'configs/multi30k_transformer.py:{data},runlocal'
-  env = soak.subprocess_env(str(tmp_path / 'jax_cache'))
-  straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
-  soak.run_to_completion(soak.train_command(spec, straight, overrides), env, timeout=300)
-  kills = soak.kill_and_resume(soak.train_command(spec, killed, overrides), killed, kills=2, seed=1,
-                               max_delay=5.0, env=env, wait_for_progress=True, timeout=300)
-  result = soak.compare(straight, killed)
-  print(soak.format_report(kills, result))
-  resumed_at = [k.checkpoint for k in kills if not k.finished and k.checkpoint]
-  assert any(c % 30 for c in resumed_at), kills  # killed mid-epoch, after a checkpoint
-  assert result['params_identical'], result
-  assert result['metrics_identical'], result
-
-
 def test_reservoir_sample_is_bounded_seeded_and_uniform():
   stream_of = lambda n: ((str(i),) for i in range(n))
   assert preprocess.reservoir_sample(stream_of(50), 0, 0) == [(str(i),) for i in range(50)]
