@@ -96,17 +96,15 @@ def test_invalid_decay_is_a_config_error():
     configlib.validate(config)
 
 
-def test_resume_equals_uninterrupted_and_tools_use_the_average(tmp_path):
+def test_tools_use_the_average(tmp_path):
+  """(Resume with an EMA: train_test.test_resume_equals_uninterrupted[transformer].)"""
   config = tiny_config()
   config.train.ema_decay = 0.8
-  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  straight = str(tmp_path / 'straight')
   loop.train_and_evaluate(config, straight)
-  loop.train_and_evaluate(config, resumed, stop_after_steps=4)
-  loop.train_and_evaluate(config, resumed)
   a, _ = averaging.read_checkpoint(straight, 'last', 8)
-  b, _ = averaging.read_checkpoint(resumed, 'last', 8)
-  assert_trees_equal(a['ema_params'], b['ema_params'])
-  assert_trees_equal(a['params'], b['params'])
+  assert not all(np.array_equal(x, y) for x, y in
+                 zip(jax.tree.leaves(a['ema_params']), jax.tree.leaves(a['params'])))
   # evaluate.py / decode.py load the moving average, and averaging averages it.
   run = inference.Run(straight)
   params, info = run.restore('latest')

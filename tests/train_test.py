@@ -18,6 +18,7 @@ from lmjax import models
 from lmjax import parallel
 from lmjax.train import reporting
 from lmjax.data import tasks
+from lmjax.tools import averaging
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
 from lmjax.train import optim
@@ -69,33 +70,36 @@ def test_loss_decreases_and_outputs_are_written(tmp_path, monkeypatch):
   assert os.listdir(tmp_path / 'tensorboard')
 
 
+def train_rows(workdir):
+  """The train rows of metrics.jsonl without the timing fields."""
+  return [{k: v for k, v in r.items() if k not in ('time', 'tokens_per_sec')}
+          for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if r['split'] == 'train']
+
+
 @pytest.mark.parametrize('family', ['transformer', 'lstm'])
 def test_resume_equals_uninterrupted(tmp_path, family):
+  """Stopped at step 5, inside a 4-step log window, and resumed by the same command: the
+  parameters (and, for the Transformer, the EMA of them) and every logged row (the step-8 row
+  averages steps 5-8 both ways) equal an uninterrupted run's."""
   config = tiny_config(family)
-  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  loop.train_and_evaluate(config, straight)
-  loop.train_and_evaluate(config, resumed, stop_after_steps=4)
-  assert ckpt_lib.load_params(resumed)[1] == 4
-  loop.train_and_evaluate(config, resumed)  # the same command again: resumes at 4
-  assert_trees_equal(params_of(straight), params_of(resumed))
-  hist = lambda d: [(r['step'], r['split'], r.get('loss')) for r in
-                    reporting.read_jsonl(os.path.join(d, 'metrics.jsonl'))]
-  assert hist(straight) == hist(resumed)
-
-
-def test_resume_inside_a_log_window_logs_the_same_averages(tmp_path):
-  """Checkpoint at step 5 of a 4-step log window: the step-8 row averages steps 5-8 both ways."""
-  config = tiny_config()
   config.train.log_every, config.train.checkpoint_every = 4, 5
+  if family == 'transformer':
+    config.train.ema_decay = 0.8
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   loop.train_and_evaluate(config, straight)
   loop.train_and_evaluate(config, resumed, stop_after_steps=5)
-  loop.train_and_evaluate(config, resumed)
-  rows = lambda d: [{k: v for k, v in r.items() if k not in ('time', 'tokens_per_sec')}
-                    for r in reporting.read_jsonl(os.path.join(d, 'metrics.jsonl'))
-                    if r['split'] == 'train']
-  assert [r['step'] for r in rows(straight)] == [4, 8]
-  assert rows(straight) == rows(resumed)
+  assert ckpt_lib.load_params(resumed)[1] == 5
+  loop.train_and_evaluate(config, resumed)  # the same command again: resumes at 5
+  assert_trees_equal(params_of(straight), params_of(resumed))
+  if family == 'transformer':
+    ema = lambda d: averaging.read_checkpoint(d, 'last', 8)[0]['ema_params']
+    assert_trees_equal(ema(straight), ema(resumed))
+  assert [r['step'] for r in train_rows(straight)] == [4, 8]
+  assert train_rows(straight) == train_rows(resumed)
+  hist = lambda d: [(r['step'], r['split'], r.get('loss')) for r in
+                    reporting.read_jsonl(os.path.join(d, 'metrics.jsonl'))]
+  assert hist(straight) == hist(resumed)
 
 
 @pytest.mark.parametrize('family', ['transformer', 'lstm'])
