@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dates_classify_lstm
 from lmjax.config import configlib
 from lmjax.tools import inference
 from lmjax.data import pipeline
@@ -192,23 +191,6 @@ def test_decode_cli_tags_one_tag_per_word(tagger):
   assert bad.returncode == 2 and "do not apply to a 'tag' run" in bad.stderr
 
 
-def test_decode_cli_classifies_like_the_evaluator(tmp_path):
-  config = dates_classify_lstm.get_config('runlocal')
-  config.train.async_checkpointing = False
-  config.eval.num_samples = 0
-  path = str(tmp_path / 'classify')
-  loop.train_and_evaluate(config, path)
-  run = inference.Run(path)
-  params, _ = run.restore('latest')
-  task = run.task
-  expected = [task.label_names[int(p)] for p in run.evaluator().predict_ids(params, task.eval_examples[:6])]
-  done = tool(f'--workdir={path}', stdin='\n'.join(task.eval_sources[:6]) + '\n\n')
-  assert done.returncode == 0, done.stderr
-  assert done.stdout.split('\n')[:-1] == expected + ['']
-  assert tasks.build_task(config.task, path).encode_input(task.eval_sources[0])['inputs'].tolist() \
-      == task.eval_examples[0]['inputs'].tolist()
-
-
 def test_config_validation_names_word_chars_when_the_model_reads_bytes():
   config = configlib.load_config_file(os.path.join(REPO, 'configs/wnut17_bilstm_crf.py') + ':runlocal')
   configlib.validate(config)
@@ -235,9 +217,12 @@ def z_sentences(rng, n):
   return out
 
 
-def test_char_cnn_classifies_sentences_by_spelling_alone(tmp_path):
-  """SST-2's format and config with every word <unk>: only the characters tell the labels."""
+@pytest.fixture(scope='module')
+def classifier(tmp_path_factory):
+  """SST-2's format and config with every word <unk>: only the characters tell the labels
+  (a sentence holds a word with a 'z' or not)."""
   rng = np.random.default_rng(1)
+  tmp_path = tmp_path_factory.mktemp('spelling')
   root = tmp_path / 'data'
   (root / 'sst2' / 'glue').mkdir(parents=True)
   (root / 'sst2' / 'stsa_binary').mkdir(parents=True)
@@ -259,15 +244,33 @@ def test_char_cnn_classifies_sentences_by_spelling_alone(tmp_path):
   path = str(tmp_path / 'run')
   task = tasks.build_task(config.task, path)
   batch = next(iter(task.train_iterator(config.train.batch_size, 0, 0, 1)))
+  metrics = loop.train_and_evaluate(config, path)
+  return config, path, task, batch, metrics
+
+
+def test_char_cnn_classifies_sentences_by_spelling_alone(classifier):
+  _, _, task, batch, metrics = classifier
   rows, length = batch['inputs'].shape
   assert batch['chars'].shape == (rows, length, 12)
   np.testing.assert_array_equal(batch['chars'][..., 0] > 0, batch['inputs'] > 0)
   assert (batch['inputs'][batch['inputs'] > 0] == tokenizers.UNK_ID).all()
-  metrics = loop.train_and_evaluate(config, path)
   assert metrics['accuracy'] > 95.0, metrics
   # decode.py's path: a raw line gets the same features as the evaluated example.
   ex = task.encode_input('abc zzz Defg')
   np.testing.assert_array_equal(ex['chars'], tokenizers.word_bytes(['abc', 'zzz', 'Defg'], 12))
+
+
+def test_decode_cli_classifies_like_the_evaluator(classifier):
+  config, path, _, _, _ = classifier
+  run = inference.Run(path)
+  params, _ = run.restore('latest')
+  task = run.task
+  expected = [task.label_names[int(p)] for p in run.evaluator().predict_ids(params, task.eval_examples[:6])]
+  done = tool(f'--workdir={path}', stdin='\n'.join(task.eval_sources[:6]) + '\n\n')
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split('\n')[:-1] == expected + ['']
+  assert tasks.build_task(config.task, path).encode_input(task.eval_sources[0])['inputs'].tolist() \
+      == task.eval_examples[0]['inputs'].tolist()
 
 
 def test_word_chars_need_the_word_tokenizer(tmp_path):
