@@ -5,7 +5,6 @@ and the FLOP formulas checked against independent counts (jaxpr matmuls, XLA, by
 import functools
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -20,6 +19,7 @@ from lmjax.bench import jax_train
 from lmjax.bench import shapes
 from lmjax.bench import suite
 from lmjax.bench import table
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = shapes.TRANSFORMER_SHAPES['tiny']
@@ -95,8 +95,8 @@ def test_readme_table_is_written_from_one_json_between_the_markers(report, tmp_p
   readme.write_text('# x\n\n<!-- perf-table:begin -->\nold table\n<!-- perf-table:end -->\n\nafter\n')
   script = os.path.join(REPO, 'experiments', 'readme_perf_table.py')
   env = dict(os.environ, PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
-                        capture_output=True, text=True, env=env, timeout=120)
+  proc = scripts.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
+                     text=True, env=env, timeout=120)
   assert proc.returncode == 0, proc.stderr
   text = readme.read_text()
   assert 'old table' not in text and text.startswith('# x\n') and text.endswith('\nafter\n')
@@ -107,8 +107,8 @@ def test_readme_table_is_written_from_one_json_between_the_markers(report, tmp_p
   assert len([l for l in text.splitlines() if l.startswith('| ')]) == len(report.rows) + 1
   before = readme.read_text()
   readme.write_text('no markers\n')
-  proc = subprocess.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
-                        capture_output=True, text=True, env=env, timeout=120)
+  proc = scripts.run([sys.executable, script, f'--json={bench}', f'--readme={readme}'],
+                     text=True, env=env, timeout=120)
   assert proc.returncode != 0 and 'perf-table:begin' in proc.stderr and 'Traceback' not in proc.stderr
   assert readme.read_text() == 'no markers\n' and before != 'no markers\n'
 

@@ -6,7 +6,6 @@ when it is capitalized.
 """
 
 import os
-import subprocess
 import sys
 
 import flax.linen as nn
@@ -23,6 +22,7 @@ from lmjax.data import tokenizers
 from lmjax.models import build_model
 from lmjax.models import heads
 from lmjax.train import loop
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,8 +166,8 @@ def test_char_cnn_tags_words_the_vocabulary_never_saw(tagger):
 def tool(*args, stdin):
   env = dict(os.environ, PYTHONPATH=REPO)
   env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
-  return subprocess.run([sys.executable, os.path.join(REPO, 'experiments/decode.py'), *args],
-                        input=stdin, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+  return scripts.run([sys.executable, os.path.join(REPO, 'experiments/decode.py'), *args],
+                     input=stdin, text=True, timeout=180, cwd=REPO, env=env)
 
 
 def test_decode_cli_tags_one_tag_per_word(tagger):

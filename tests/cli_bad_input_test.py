@@ -9,7 +9,6 @@ on stderr, a message naming the file, field or flag, and that what was already w
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from configs import default
 from lmjax.train import loop
 from lmjax.train import soak
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'configs/default.py:runlocal'
@@ -51,8 +51,7 @@ def cli(argv, stdin_bytes=b''):
     argv = [sys.executable, os.path.join('experiments', argv[0]), *argv[1:]]
   else:
     argv = ['bash', *argv]
-  proc = subprocess.run(argv, cwd=REPO, env=env, input=stdin_bytes, capture_output=True,
-                        timeout=300)
+  proc = scripts.run(argv, cwd=REPO, env=env, input=stdin_bytes, timeout=300)
   return proc.returncode, proc.stderr.decode('utf-8', 'replace')
 
 

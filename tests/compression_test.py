@@ -6,7 +6,6 @@ serves every test; its teacher is written at initialization (step 0), untrained.
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -31,6 +30,7 @@ from lmjax.train import pruning
 from lmjax.train import quantization
 from lmjax.train import soak
 from lmjax.train import step as step_lib
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EN = ['a man rides a horse .', 'two dogs play in the snow .', 'a woman reads a book .',
@@ -260,8 +260,7 @@ def test_distill_script_writes_the_corpus_and_trains_the_student(data, teacher, 
           '--config.train.num_train_steps=2',
           '--config.train.eval_every=2', '--config.train.checkpoint_every=2',
           '--config.optimizer.warmup_steps=1', '--config.eval.num_samples=0']
-  proc = subprocess.run(argv, cwd=REPO, env=soak.subprocess_env(), capture_output=True,
-                        timeout=600)
+  proc = scripts.run(argv, cwd=REPO, env=soak.subprocess_env(), timeout=600)
   assert proc.returncode == 0, proc.stderr.decode()[-3000:]
   config = json.load(open(workdir / 'config.json'))
   files = config['task']['source']['train_files']

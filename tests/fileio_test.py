@@ -9,7 +9,6 @@ evaluation and decoding outputs.
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -24,6 +23,7 @@ from lmjax.tools import workdir_tools
 from tests import fake_gcs
 from tests import fileio_scan
 from tests import train_test
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -175,11 +175,11 @@ def test_preprocessed_data_on_gs_is_built_once_and_fetched(tmp_path, gcs):
 
 
 def test_gs_workdir_without_network_is_one_clear_line(tmp_path):
-  proc = subprocess.run(
+  proc = scripts.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
        '--config=' + os.path.join(REPO, 'configs', 'default.py') + ':runlocal',
        '--workdir=gs://lmjax-test-no-such-bucket/run'],
-      cwd=tmp_path, capture_output=True, text=True, timeout=300,
+      cwd=str(tmp_path), text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=REPO, GCE_METADATA_HOST='127.0.0.1:9',
                GCE_METADATA_IP='127.0.0.1:9', NO_GCE_CHECK='True'))
   assert proc.returncode != 0

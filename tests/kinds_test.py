@@ -25,6 +25,7 @@ from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
 from lmjax.train import loop
 from lmjax.train import step as step_lib
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -278,13 +279,13 @@ def test_stateful_lm_trains_on_one_device_through_the_cli(tmp_path, extra):
 
   With a moving average the state holds two copies of the initial params (also donated).
   """
-  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   cmd = [sys.executable, os.path.join(repo, 'experiments', 'train.py'),
          '--config=' + os.path.join(repo, 'configs', 'dates_lm_lstm.py') + ':runlocal',
          f'--workdir={tmp_path}', '--config.train.num_train_steps=6', '--config.train.log_every=2',
          '--config.train.eval_every=6', '--config.train.checkpoint_every=6'] + extra
   env = dict(os.environ, PYTHONPATH=repo, XLA_FLAGS='')
-  proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  proc = scripts.run(cmd, cwd=repo, env=env, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert (tmp_path / 'checkpoints' / 'last' / '6').is_dir()

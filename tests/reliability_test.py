@@ -33,6 +33,7 @@ from lmjax.train import state as state_lib
 from lmjax.train import stateful
 from lmjax.train import step as step_lib
 from tests import stream_test
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'default.py') + ':runlocal'
@@ -290,11 +291,11 @@ def test_nonfinite_parameters_are_never_checkpointed(tmp_path):
 def test_cli_stops_on_nonfinite_with_a_message_and_no_traceback(tmp_path):
   # A learning rate that overflows float32: the first update makes the params NaN, the
   # second step's loss is NaN and nonfinite='stop' ends the run there.
-  proc = subprocess.run(
+  proc = scripts.run(
       soak.train_command(CONFIG, str(tmp_path), [
           '--config.optimizer.learning_rate=1e39', '--config.train.nonfinite=stop',
           '--config.train.checkpoint_every=5', '--config.eval.num_samples=0']),
-      capture_output=True, text=True, timeout=300, cwd=REPO, env=soak.subprocess_env())
+      text=True, timeout=300, cwd=REPO, env=soak.subprocess_env())
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert 'NonFiniteError' in proc.stderr and 'stopped at step 2' in proc.stderr
   assert "config.train.nonfinite='stop'" in proc.stderr and 'No checkpoint was written' in proc.stderr
@@ -475,11 +476,11 @@ def test_missing_data_files_are_config_errors(tmp_path):
 
 
 def test_cli_lists_every_invalid_value_without_a_traceback(tmp_path):
-  proc = subprocess.run(
+  proc = scripts.run(
       soak.train_command(CONFIG, str(tmp_path), ['--config.train.batch_size=0',
                                                  '--config.model.dropout_rate=1.5',
                                                  '--config.train.nonfinite=ignore']),
-      capture_output=True, text=True, timeout=120, cwd=REPO, env=soak.subprocess_env())
+      text=True, timeout=120, cwd=REPO, env=soak.subprocess_env())
   assert proc.returncode == 1, proc.stderr[-2000:]
   for field in ('train.batch_size=0', 'model.dropout_rate=1.5', "train.nonfinite='ignore'"):
     assert f'config.{field}' in proc.stderr, proc.stderr[-2000:]

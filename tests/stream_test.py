@@ -3,7 +3,6 @@ the cache, bad input, and TFDS through `tfds.data_source` without a list of the 
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +16,7 @@ from lmjax.data import stream
 from lmjax.data import tasks
 from lmjax.data import text_common
 from lmjax.train import soak
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = {'train': 'train.lc.norm.tok', 'val': 'val.lc.norm.tok', 'test_2016_flickr': 'test_2016_flickr.lc.norm.tok'}
@@ -222,8 +222,7 @@ def test_cli_on_damaged_data_prints_one_line_and_no_traceback(tmp_path):
          f'--workdir={tmp_path / "w"}', '--config.task.tokenizer.type=word',
          '--config.task.tokenizer.vocab_size=0', '--config.task.source.max_train_examples=0',
          f'--config.task.preprocessed_dir={cache}']
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env=soak.subprocess_env())
+  out = scripts.run(cmd, cwd=REPO, text=True, timeout=300, env=soak.subprocess_env())
   assert out.returncode != 0
   assert 'Traceback' not in out.stderr, out.stderr
   assert 'truncated' in out.stderr and 'experiments/preprocess.py' in out.stderr

@@ -27,6 +27,7 @@ from lmjax.tools import inference
 from lmjax.tools import workdir_tools
 from lmjax.train import reporting
 from lmjax.train import loop
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTENCE = 'twenty third of march nineteen ninety four'
@@ -83,10 +84,10 @@ def tool(script, *args, stdin=None, stdin_bytes=None):
   env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
   cmd = [sys.executable, os.path.join(REPO, 'experiments', script), *args]
   if stdin_bytes is not None:
-    proc = subprocess.run(cmd, input=stdin_bytes, capture_output=True, timeout=180, cwd=REPO, env=env)
+    proc = scripts.run(cmd, input=stdin_bytes, timeout=180, cwd=REPO, env=env)
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors='replace'),
                                        proc.stderr.decode(errors='replace'))
-  return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+  return scripts.run(cmd, input=stdin, text=True, timeout=180, cwd=REPO, env=env)
 
 
 def eval_record(workdir, step):

@@ -19,6 +19,7 @@ from lmjax.data import tasks
 from lmjax.data import tokenizers as tok_lib
 from lmjax.data import word_vectors
 from lmjax.train import loop
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 8
@@ -196,7 +197,6 @@ def test_corpus_lines_by_file_name(tmp_path):
 
 def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
   """word2vec on two topics whose words never share a line: topic words end up closer."""
-  import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   lines = [' '.join(rng.choice([f'{t}{i}' for i in range(6)], 8)) for t in 'ab' for _ in range(300)]
@@ -206,9 +206,9 @@ def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
   script = os.path.join(REPO, 'experiments', 'train_word_vectors.py')
 
   def train(out):
-    proc = subprocess.run([sys.executable, script, f'--input=words:{corpus}', f'--output={out}',
-                           '--dim=16', '--min_count=1', '--epochs=40', '--lowercase'],
-                          capture_output=True, text=True, timeout=300)
+    proc = scripts.run([sys.executable, script, f'--input=words:{corpus}', f'--output={out}',
+                        '--dim=16', '--min_count=1', '--epochs=40', '--lowercase'],
+                       text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out, 'rb') as f:
       return f.read()
@@ -224,8 +224,8 @@ def test_train_word_vectors_script_learns_cooccurrence(tmp_path):
   counts = collections.Counter(' '.join(['a0 a0'] + lines).split())
   order = [counts[w] for w in word_vectors.leading_words(str(out), 12)]
   assert order == sorted(order, reverse=True)  # most frequent first
-  proc = subprocess.run([sys.executable, script, f'--input={tmp_path}/nope.txt', f'--output={out}'],
-                        capture_output=True, text=True, timeout=300)
+  proc = scripts.run([sys.executable, script, f'--input={tmp_path}/nope.txt', f'--output={out}'],
+                     text=True, timeout=300)
   assert proc.returncode == 2 and 'error: --input: ' in proc.stderr and 'nope.txt: file not found' in proc.stderr
   assert word_vectors.read(str(out))[1] == 16  # the earlier file is untouched
 
