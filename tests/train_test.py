@@ -24,6 +24,7 @@ from lmjax.train import loop
 from lmjax.train import optim
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,6 +134,7 @@ def test_data_parallel_step_matches_single_device(family):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.long
 def test_default_config_builds_and_runs_one_step(tmp_path):
   config = default.get_config()
   config.train.async_checkpointing = False
@@ -198,6 +200,7 @@ def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
   assert {d: _digest(last / d) for d in ('4', '8')} == before
 
 
+@pytest.mark.long
 def test_fallback_moves_a_damaged_checkpoint_aside_and_resumes_from_the_previous(tmp_path, capsys):
   config = tiny_config()
   straight = str(tmp_path / 'straight')
@@ -278,6 +281,7 @@ def test_grad_accumulation_equals_one_big_batch():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.long
 def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
   steps = 60
   overrides = [f'--config.train.num_train_steps={steps}', '--config.train.log_every=2',
@@ -300,7 +304,7 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
   assert proc.returncode == 0, err.decode()[-2000:]
   stopped = ckpt_lib.load_params(str(workdir))[1]
   assert 2 <= stopped < steps, stopped
-  resumed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, timeout=300)
+  resumed = scripts.run(cmd, env=env, cwd=REPO, timeout=300)
   assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
 
   config = tiny_config(steps=steps)
