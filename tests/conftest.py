@@ -33,9 +33,3 @@ def pytest_unconfigure(config):
   if os.environ.get('LMJAX_TEST_OWNS_JAX_CACHE') and not os.environ.get('PYTEST_XDIST_WORKER'):
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
-
-def pytest_collection_modifyitems(items):
-  """Tests marked `long` (tens of seconds, no module-scoped fixture) run first: with the two
-  xdist workers stealing work, the last minute is then short tests on both workers instead
-  of one long test on one worker while the other idles."""
-  items.sort(key=lambda item: item.get_closest_marker('long') is None)  # stable

@@ -109,7 +109,6 @@ def _metrics(path):
           for r in reporting.read_jsonl(path)]
 
 
-@pytest.mark.long
 def test_train_resume_evaluate_decode_on_gs_match_a_local_disk(tmp_path, gcs, monkeypatch):
   cwd = tmp_path / 'cwd'
   cwd.mkdir()

@@ -7,8 +7,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch.sh')
 EVIL = "--config.task.name=x'; touch pwned; echo \"$HOME\" `id` $(id) \\"
@@ -58,7 +56,6 @@ def test_local_single_run_passes_overrides_intact(tmp_path):
   assert proc.returncode == 2 and 'unexpected argument' in proc.stderr
 
 
-@pytest.mark.long
 def test_local_sweep_writes_results_table(tmp_path):
   config = os.path.join(REPO, 'configs', 'default.py') + ':runlocal'
   tiny = ['--config.train.num_train_steps=2', '--config.train.log_every=1',

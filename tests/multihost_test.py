@@ -115,7 +115,6 @@ def train_losses(workdir):
   return [(r['step'], r['loss']) for r in records if r['split'] == 'train']
 
 
-@pytest.mark.long
 def test_two_processes_resume_and_match_one_process(tmp_path):
   assert jax.device_count() == 8
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')

@@ -75,7 +75,6 @@ def train_steps_logged(workdir):
 # --- Crashes ------------------------------------------------------------------------------
 
 
-@pytest.mark.long
 def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   """3 SIGKILLs (seeded delays, landing in steps, async saves, metrics writes, with two Grain
   worker processes reading ArrayRecord shards) vs no kill; two kills also damage the newest

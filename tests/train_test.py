@@ -134,7 +134,6 @@ def test_data_parallel_step_matches_single_device(family):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.long
 def test_default_config_builds_and_runs_one_step(tmp_path):
   config = default.get_config()
   config.train.async_checkpointing = False
@@ -200,7 +199,6 @@ def test_corrupted_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
   assert {d: _digest(last / d) for d in ('4', '8')} == before
 
 
-@pytest.mark.long
 def test_fallback_moves_a_damaged_checkpoint_aside_and_resumes_from_the_previous(tmp_path, capsys):
   config = tiny_config()
   straight = str(tmp_path / 'straight')
@@ -281,7 +279,6 @@ def test_grad_accumulation_equals_one_big_batch():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.long
 def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
   steps = 60
   overrides = [f'--config.train.num_train_steps={steps}', '--config.train.log_every=2',

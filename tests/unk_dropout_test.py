@@ -98,7 +98,6 @@ def novel_names(tmp_path_factory):
   return root
 
 
-@pytest.mark.long
 def test_entity_word_dropout_teaches_the_tagger_that_unseen_words_are_names(novel_names, tmp_path):
   config = tag_config(novel_names, entity_unk_rate=0.5)
   task = tasks.build_task(config.task, None)
