@@ -62,6 +62,16 @@ def test_kl_equals_the_closed_form_in_numpy():
   np.testing.assert_allclose(float(sums['nll']), float(sums['rec']) + closed, rtol=1e-5)
 
 
+def test_iw_log_weights_do_not_depend_on_the_padding():
+  """The IW pass pads each length bucket only to its own length (evaluation.IW_BUCKET)."""
+  model, params, batch = tiny_model_and_batch()
+  padded = {'targets': jnp.pad(batch['targets'], ((0, 0), (0, 9)))}  # (4, 16)
+  short, long = (np.asarray(vae_objective.iw_log_weights(params, b, jax.random.key(3),
+                                                         model=model, samples=8))
+                 for b in (batch, padded))
+  np.testing.assert_allclose(short, long, rtol=1e-5, atol=1e-4)
+
+
 def test_iw_bound_is_below_the_elbo_and_tightens_with_more_samples():
   model, params, batch = tiny_model_and_batch()
   total = 256
