@@ -95,7 +95,7 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   # After two of the kills the newest checkpoint is also damaged (an array file cut short,
   # then emptied manifests): train.checkpoint_fallback moves it aside and resumes earlier.
   kills = soak.kill_and_resume(soak.train_command(spec, killed, overrides), killed, kills=3,
-                               seed=1, max_delay=4.0, env=env, wait_for_progress=True, timeout=300,
+                               seed=1, max_delay=2.5, env=env, wait_for_progress=True, timeout=300,
                                damage={1: 'truncate', 2: 'manifest'})
   result = soak.compare(straight, killed)
   print(soak.format_report(kills, result))
