@@ -19,7 +19,6 @@ import runpy
 import subprocess
 import sys
 import tempfile
-import threading
 import traceback
 from typing import Dict, Optional, Sequence, Union
 
@@ -29,17 +28,14 @@ PRELOAD = ['numpy', 'jax', 'jax.numpy', 'flax.linen', 'optax', 'orbax.checkpoint
            'lmjax.tools.workdir_tools', 'lmjax.tools.inference']
 _context = None
 _server_env: Dict[str, str] = {}  # the environment the server imported the modules in
-_lock = threading.Lock()
 
 
 def _forkserver():
   global _context, _server_env
-  with _lock:
-    if _context is None:
-      context = multiprocessing.get_context('forkserver')
-      context.set_forkserver_preload(PRELOAD)
-      _server_env = dict(os.environ)
-      _context = context
+  if _context is None:
+    _context = multiprocessing.get_context('forkserver')
+    _context.set_forkserver_preload(PRELOAD)
+    _server_env = dict(os.environ)
   return _context
 
 

@@ -205,10 +205,7 @@ class Evaluator:
     k, chunk = self.iw_samples, self.iw_chunk
     calls = -(-k // chunk)
     total = tokens = sentences = 0.0
-    batches = ((lengths, local) for lengths, group in self._length_buckets(self.task.eval_examples)
-               for local in pipeline.eval_batches(group, self.config.eval.batch_size, lengths,
-                                                  jax.process_index(), jax.process_count()))
-    for i, (_, local) in enumerate(batches):
+    for i, local in enumerate(self._length_bucketed_batches(self.task.eval_examples)):
       batch = parallel.to_global(local, self.batch_sharding)
       weights = np.concatenate([_gather(self.iw_step(
           params, batch, jax.random.fold_in(jax.random.key(vae_objective.EVAL_SEED + 1),
@@ -221,16 +218,18 @@ class Evaluator:
     return {'iw_nll': total / max(sentences, 1.0),
             'iw_perplexity': float(np.exp(min(total / max(tokens, 1.0), 50.0)))}
 
-  def _length_buckets(self, examples):
-    """Yields (lengths, examples): the examples whose targets fit the next multiple of
-    IW_BUCKET (at most the task's target length), in order, with those lengths."""
+  def _length_bucketed_batches(self, examples):
+    """Eval batches of the examples whose targets fit the same multiple of IW_BUCKET (at
+    most the task's target length), each padded to that length, shortest bucket first."""
     limit = self.task.lengths['targets']
     groups = {}
     for ex in examples:
       bucket = min(-(-max(len(ex['targets']), 1) // IW_BUCKET) * IW_BUCKET, limit)
       groups.setdefault(bucket, []).append(ex)
     for bucket in sorted(groups):
-      yield dict(self.task.lengths, targets=bucket), groups[bucket]
+      yield from pipeline.eval_batches(groups[bucket], self.config.eval.batch_size,
+                                       dict(self.task.lengths, targets=bucket),
+                                       jax.process_index(), jax.process_count())
 
   def position_nll(self, params) -> Tuple[np.ndarray, np.ndarray]:
     """NLL sums and target counts at each target position over the eval split, ((T,), (T,))."""
