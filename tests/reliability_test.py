@@ -507,8 +507,9 @@ def test_failed_restore_noise_is_dropped_and_other_asyncio_errors_kept(tmp_path)
       '  gc.collect()\n'
       '  loop.call_exception_handler({"message": "another asyncio error"})\n'
       'asyncio.run(main())\n')
-  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=repo,
+                       env=dict(os.environ, PYTHONPATH=repo))
   assert out.returncode == 0, out.stderr
   assert 'never retrieved' not in out.stderr, out.stderr
   assert 'another asyncio error' in out.stderr
