@@ -166,6 +166,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.train.kd_teacher_workdir = ''
   # Teacher checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
   c.train.kd_teacher_checkpoint = 'latest'
+  # Warm start (lmjax/train/source_run.py): a fresh run begins from the parameters of this
+  # trained run's checkpoint (its moving average when it kept one) and copies its tokenizers;
+  # the optimizer, step and data position start fresh ('' = off; a resume ignores it).
+  c.train.init_from = ''
+  # Its checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
+  c.train.init_checkpoint = 'latest'
   # Quantization-aware training with qwix (lmjax/train/quantization.py): '' = off, 'int8'
   # (int8 weights and activations, fake-quantized; straight-through gradients) or
   # 'int8_weights'. Checkpoints stay float; evaluate.py --quantize=int8 runs them in int8.

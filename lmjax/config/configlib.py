@@ -278,6 +278,9 @@ def _check_compression(config, need) -> None:
          'distribution to distil (config.train.kd_weight > 0)')
   need('train.kd_teacher_checkpoint', lambda x: x in ('latest', 'best') or str(x).isdigit(),
        "'latest', 'best' or a step number")
+  need('train.init_from', lambda x: isinstance(x, str), "a trained run's --workdir or '' (off)")
+  need('train.init_checkpoint', lambda x: x in ('latest', 'best') or str(x).isdigit(),
+       "'latest', 'best' or a step number")
   need('train.quantization', lambda x: x in ('', 'int8', 'int8_weights'),
        "'' (off), 'int8' or 'int8_weights'")
   if 'pruning' not in t:

@@ -13,25 +13,19 @@ logical-axis rules, and passed to every train step as an argument (not a constan
 compiled step); no gradient reaches them.
 
 Both models must share one vocabulary: a fresh student workdir gets a copy of the
-teacher's tokenizers/ (`adopt_tokenizers`, before the task is built).
+teacher's tokenizers/ (`adopt_tokenizers`, before the task is built; lmjax/train/source_run.py).
 """
 
 import dataclasses
-import json
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import orbax.checkpoint as ocp
-
-from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
-from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import losses
+from lmjax.train import source_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,67 +69,9 @@ def enabled(config) -> bool:
 
 
 def adopt_tokenizers(config, workdir: str) -> None:
-  """Copies the teacher's tokenizers/ into a student workdir that has none (KD only).
-
-  The task then loads them instead of building its own, so teacher and student share
-  one vocabulary; a student whose config.task.tokenizer differs is stopped by the
-  task's own check.
-  """
-  if not enabled(config):
-    return
-  source = fileio.join(config.train.kd_teacher_workdir, 'tokenizers')
-  target = fileio.join(workdir, 'tokenizers')
-  if fileio.isdir(source) and not fileio.exists(target):
-    staging = target + '.tmp'  # moved into place whole: a killed copy is never half a folder
-    fileio.rmtree(staging)
-    for name in fileio.files_under(source):
-      fileio.makedirs(fileio.parent(fileio.join(staging, name)))
-      fileio.write_bytes(fileio.join(staging, name), fileio.read_bytes(fileio.join(source, name)))
-    fileio.move(staging, target)
-
-
-def read_teacher_config(workdir: str) -> ml_collections.ConfigDict:
-  """TEACHER/config.json; ValueError naming config.train.kd_teacher_workdir if unreadable."""
-  path = fileio.join(workdir, 'config.json')
-  try:
-    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
-  except (OSError, ValueError) as e:
-    raise ValueError(f'config.train.kd_teacher_workdir={workdir!r}: cannot read {path} ({e}); '
-                     'give the --workdir of a trained run') from e
-
-
-def read_teacher_params(workdir: str, checkpoint: str) -> Tuple[Any, int]:
-  """The teacher's evaluation parameters as host arrays.
-
-  Args:
-    workdir: the teacher's run directory.
-    checkpoint: 'latest', 'best' or a step number of checkpoints/last.
-
-  Returns:
-    (params: the moving average when the run kept one, else params; the step).
-  """
-  slot = 'best' if checkpoint == 'best' else 'last'
-  directory = fileio.join(fileio.resolve(workdir), 'checkpoints', slot)
-  where = f'config.train.kd_teacher_workdir={workdir!r}'
-  if not fileio.isdir(directory):
-    raise ValueError(f'{where}: no checkpoints in {directory}; train the teacher first')
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    incomplete = {int(n) for n in ckpt_lib.incomplete_steps(directory)}
-    steps = sorted(s for s in manager.all_steps() if s not in incomplete)
-    if checkpoint in ('latest', 'best'):
-      step = steps[-1] if steps else None
-    else:
-      step = int(checkpoint) if checkpoint.isdigit() and int(checkpoint) in steps else None
-    if step is None:
-      raise ValueError(f'{where}: no checkpoint {checkpoint!r} in {directory} (steps: {steps}); '
-                       "set config.train.kd_teacher_checkpoint to 'latest', 'best' or one of them")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
-  finally:
-    manager.close()
-  params = state.get('ema_params') or state['params']
-  return params, step
+  """Copies the teacher's tokenizers/ into a student workdir that has none (KD only)."""
+  if enabled(config):
+    source_run.copy_tokenizers(config.train.kd_teacher_workdir, workdir)
 
 
 def load_teacher(config, task, dummy_batch, mesh, rules) -> Optional[Tuple[KD, Any, Any]]:
@@ -157,25 +93,18 @@ def load_teacher(config, task, dummy_batch, mesh, rules) -> Optional[Tuple[KD, A
   if not enabled(config):
     return None
   workdir = config.train.kd_teacher_workdir
-  tconfig = read_teacher_config(workdir)
+  field = 'config.train.kd_teacher_workdir'
+  tconfig = source_run.read_config(workdir, field)
   try:
     teacher = models.build_model(tconfig.model, **task.model_sizes())
   except ValueError as e:
-    raise ValueError(f'config.train.kd_teacher_workdir={workdir!r}: its config.json does not '
-                     f'build a model: {e}') from e
+    raise ValueError(f'{field}={workdir!r}: its config.json does not build a model: {e}') from e
   rng = jax.random.key(0)
   boxed = jax.eval_shape(lambda: teacher.init({'params': rng, 'dropout': rng}, dummy_batch,
                                               train=False))['params']
-  host, step = read_teacher_params(workdir, config.train.kd_teacher_checkpoint)
-  got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(host)}
-  want = {jax.tree_util.keystr(p): x.shape
-          for p, x in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(boxed))}
-  if got != want:
-    diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:2]
-    detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs {want.get(k)}' for k in diff)
-    raise ValueError(f'config.train.kd_teacher_workdir={workdir!r}: the teacher (step {step}) '
-                     f'does not fit the vocabulary of this task ({detail}); the student must '
-                     "use the teacher's tokenizers: start it in a fresh --workdir")
+  host, step = source_run.read_params(workdir, config.train.kd_teacher_checkpoint, field,
+                                      'config.train.kd_teacher_checkpoint')
+  source_run.check_fits(host, nn.meta.unbox(boxed), f'{field}={workdir!r}', step)
   shardings = parallel.logical_shardings(boxed, mesh, rules)
   params = jax.device_put(host, shardings)
   spec = KD(teacher, float(config.train.kd_weight), float(config.train.kd_temperature))

@@ -25,6 +25,7 @@ from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import evaluation
 from lmjax.train import guard
 from lmjax.train import kd
+from lmjax.train import source_run
 from lmjax.train import optim
 from lmjax.train import pretrained
 from lmjax.train import pruning
@@ -126,6 +127,9 @@ class Trainer:
     parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
     kd.adopt_tokenizers(config, workdir)  # word-level KD: the teacher's vocabulary
+    if config.train.get('init_from', '') and not fileio.exists(fileio.join(workdir, 'checkpoints')):
+      source_run.copy_tokenizers(source_run.check_run(config.train.init_from, 'config.train.init_from'),
+                                 workdir)  # a warm start shares its source run's vocabulary
     self.task = tasks.build_task(config.task, workdir)
     self.model = models.build_model(config.model, **self.task.model_sizes())
     if config.train.quantization:  # quantization-aware training: qwix fake-quantized int8
@@ -178,13 +182,18 @@ class Trainer:
   def restore_latest(self) -> int:
     """Resumes from the latest complete checkpoint if there is one. Returns the step.
 
-    A fresh run (no checkpoint) instead gets its pretrained word vectors, if configured.
+    A fresh run (no checkpoint) instead starts from config.train.init_from's parameters, or
+    else gets its pretrained word vectors, if configured.
     """
     abstract = ckpt_lib.abstract_like(self.state, self.shardings)
     latest, state, meta = self.checkpointer.restore_newest_good(
         abstract, self.config.train.checkpoint_fallback)
     if latest is None:
-      if self.config.task.get('tokenizer', {}).get('vectors', ''):
+      self.state, warm = source_run.warm_start(self.state, self.shardings, self.config)
+      if warm:
+        if self.is_main:
+          print(warm, flush=True)
+      elif self.config.task.get('tokenizer', {}).get('vectors', ''):
         self.state, found = pretrained.load_word_vectors(self.state, self.task, self.config.task)
         if self.is_main:
           print(f'Word vectors {self.config.task.tokenizer.vectors}: {found} of '

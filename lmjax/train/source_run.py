@@ -1,0 +1,140 @@
+"""Another trained run as a starting point: its tokenizers, config and parameters.
+
+Two features read a finished workdir besides the run's own: word-level KD's teacher
+(config.train.kd_teacher_workdir, lmjax/train/kd.py) and warm starts
+(config.train.init_from): a fresh run whose parameters begin as another run's trained
+ones, for fine-tuning, pruning a trained model (docs/COMPRESSION.md) or a new schedule,
+as t5x's `initial_checkpoint_path` and fairseq's `--restore-file --reset-optimizer` do.
+A warm start takes the parameters only: the optimizer state, step counter, data position
+and best-checkpoint record start fresh. A resumed run restores its own checkpoint and
+never reads the source again. Either way the fresh workdir first gets a copy of the
+source's tokenizers/, so both runs share one vocabulary.
+"""
+
+import json
+from typing import Any, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lmjax import fileio
+from lmjax.train import checkpoint as ckpt_lib
+
+
+def copy_tokenizers(source: str, workdir: str) -> None:
+  """Copies SOURCE/tokenizers/ into `workdir` when it has none (whole, or not at all).
+
+  The task then loads them instead of building its own; a config whose
+  config.task.tokenizer differs is stopped by the task's own check.
+  """
+  origin = fileio.join(source, 'tokenizers')
+  target = fileio.join(workdir, 'tokenizers')
+  if fileio.isdir(origin) and not fileio.exists(target):
+    staging = target + '.tmp'  # moved into place whole: a killed copy is never half a folder
+    fileio.rmtree(staging)
+    for name in fileio.files_under(origin):
+      fileio.makedirs(fileio.parent(fileio.join(staging, name)))
+      fileio.write_bytes(fileio.join(staging, name), fileio.read_bytes(fileio.join(origin, name)))
+    fileio.move(staging, target)
+
+
+def check_run(workdir: str, field: str) -> str:
+  """Returns `workdir`; ValueError naming `field` unless it holds a run's checkpoints."""
+  if not fileio.isdir(fileio.join(workdir, 'checkpoints')):
+    raise ValueError(f'{field}={workdir!r}: no checkpoints there; give the --workdir of a '
+                     'trained run')
+  return workdir
+
+
+def read_config(workdir: str, field: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json; ValueError naming `field` (the config field that named it)."""
+  path = fileio.join(workdir, 'config.json')
+  try:
+    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{field}={workdir!r}: cannot read {path} ({e}); '
+                     'give the --workdir of a trained run') from e
+
+
+def read_params(workdir: str, checkpoint: str, field: str, checkpoint_field: str) -> Tuple[Any, int]:
+  """A run's evaluation parameters as host arrays.
+
+  Args:
+    workdir: the run directory.
+    checkpoint: 'latest', 'best' or a step number of checkpoints/last.
+    field, checkpoint_field: the config fields that named them (for error messages).
+
+  Returns:
+    (params: the moving average when the run kept one, else params; the step).
+
+  Raises:
+    ValueError: no checkpoint there, or none by that name.
+  """
+  slot = 'best' if checkpoint == 'best' else 'last'
+  directory = fileio.join(fileio.resolve(workdir), 'checkpoints', slot)
+  where = f'{field}={workdir!r}'
+  if not fileio.isdir(directory):
+    raise ValueError(f'{where}: no checkpoints in {directory}; train that run first')
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    incomplete = {int(n) for n in ckpt_lib.incomplete_steps(directory)}
+    steps = sorted(s for s in manager.all_steps() if s not in incomplete)
+    if checkpoint in ('latest', 'best'):
+      step = steps[-1] if steps else None
+    else:
+      step = int(checkpoint) if str(checkpoint).isdigit() and int(checkpoint) in steps else None
+    if step is None:
+      raise ValueError(f'{where}: no checkpoint {checkpoint!r} in {directory} (steps: {steps}); '
+                       f"set {checkpoint_field} to 'latest', 'best' or one of them")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  finally:
+    manager.close()
+  params = state.get('ema_params') or state['params']
+  return params, step
+
+
+def check_fits(host, target, where: str, step: int) -> None:
+  """Raises ValueError when `host` params differ from `target`'s names or shapes.
+
+  Args:
+    host: the source's parameters.
+    target: a tree of arrays or ShapeDtypeStructs with the names and shapes wanted.
+    where: 'config.FIELD=VALUE' of the source, for the message.
+    step: the source checkpoint's step, for the message.
+  """
+  got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(host)}
+  want = {jax.tree_util.keystr(p): tuple(x.shape)
+          for p, x in jax.tree_util.tree_leaves_with_path(target)}
+  if got != want:
+    diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:2]
+    detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs {want.get(k)}' for k in diff)
+    raise ValueError(f'{where}: its parameters (step {step}) do not fit this model and '
+                     f'vocabulary ({detail}); the model config must match that run\'s, and a '
+                     'fresh --workdir takes its tokenizers')
+
+
+def warm_start(state, shardings, config):
+  """The fresh TrainState with config.train.init_from's parameters (unchanged when unset).
+
+  Args:
+    state: the freshly initialised TrainState (step 0).
+    shardings: its shardings.
+    config: the run's config.
+
+  Returns:
+    (state, a one-line description or '' when config.train.init_from is empty).
+  """
+  source = config.train.get('init_from', '')
+  if not source:
+    return state, ''
+  field = 'config.train.init_from'
+  host, step = read_params(source, str(config.train.get('init_checkpoint', 'latest')), field,
+                           'config.train.init_checkpoint')
+  check_fits(host, state.params, f'{field}={source!r}', step)
+  host = jax.tree.map(lambda h, p: np.asarray(h, p.dtype), host, state.params)
+  params = jax.device_put(host, shardings.params)
+  ema = None if state.ema_params is None else jax.device_put(host, shardings.ema_params)
+  return state.replace(params=params, ema_params=ema), f'Warm start: parameters of {source} step {step}'
