@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from lmjax import models
 from lmjax import parallel
 from lmjax.train import losses
