@@ -296,25 +296,41 @@ def abstract_like(state, shardings):
                       state, shardings)
 
 
-def load_params(workdir: str, step: Optional[int] = None, which: str = 'last'):
+def complete_steps(workdir: str, which: str = 'last') -> List[int]:
+  """Sorted steps of WORKDIR/checkpoints/WHICH that Orbax committed ([] when none)."""
+  directory = fileio.join(fileio.resolve(workdir), 'checkpoints', which)
+  if not fileio.isdir(directory):
+    return []
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    incomplete = {int(n) for n in incomplete_steps(directory)}
+    return sorted(s for s in manager.all_steps() if s not in incomplete)
+  finally:
+    manager.close()
+
+
+def load_params(workdir: str, step: Optional[int] = None, which: str = 'last',
+                prefer_ema: bool = False):
   """Reads the params of a checkpoint as host numpy arrays (no model or mesh needed).
 
   Args:
     workdir: run directory.
     step: checkpoint step (default: latest).
     which: 'last' or 'best'.
+    prefer_ema: return the parameters' moving average when the run kept one.
 
   Returns:
     (params, step).
   """
   directory = fileio.join(fileio.resolve(workdir), 'checkpoints', which)
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  incomplete = {int(n) for n in incomplete_steps(directory)}
-  complete = [s for s in manager.all_steps() if s not in incomplete]
-  step = max(complete, default=None) if step is None else step
+  step = max(complete_steps(workdir, which), default=None) if step is None else step
   if step is None:
     raise ValueError(f'no checkpoint in {directory}')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  return restored['state']['params'], step
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  finally:
+    manager.close()
+  return (state.get('ema_params') if prefer_ema else None) or state['params'], step

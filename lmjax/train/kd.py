@@ -13,7 +13,7 @@ logical-axis rules, and passed to every train step as an argument (not a constan
 compiled step); no gradient reaches them.
 
 Both models must share one vocabulary: a fresh student workdir gets a copy of the
-teacher's tokenizers/ (`adopt_tokenizers`, before the task is built; lmjax/train/source_run.py).
+teacher's tokenizers/ (`source_run.adopt_tokenizers`, before the task is built).
 """
 
 import dataclasses
@@ -67,12 +67,6 @@ class KD:
 
 def enabled(config) -> bool:
   return config.train.kd_weight > 0
-
-
-def adopt_tokenizers(config, workdir: str) -> None:
-  """Copies the teacher's tokenizers/ into a student workdir that has none (KD only)."""
-  if enabled(config):
-    source_run.copy_tokenizers(config.train.kd_teacher_workdir, workdir)
 
 
 def load_teacher(config, task, dummy_batch, mesh, rules) -> Optional[Tuple[KD, Any, Any]]:

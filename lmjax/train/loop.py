@@ -126,10 +126,7 @@ class Trainer:
     self.rules = parallel.rules_from_config(config)
     parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
-    kd.adopt_tokenizers(config, workdir)  # word-level KD: the teacher's vocabulary
-    if config.train.get('init_from', '') and not fileio.exists(fileio.join(workdir, 'checkpoints')):
-      source_run.copy_tokenizers(source_run.check_run(config.train.init_from, 'config.train.init_from'),
-                                 workdir)  # a warm start shares its source run's vocabulary
+    source_run.adopt_tokenizers(config, workdir)  # KD teacher's or warm-start source's vocabulary
     self.task = tasks.build_task(config.task, workdir)
     self.model = models.build_model(config.model, **self.task.model_sizes())
     if config.train.quantization:  # quantization-aware training: qwix fake-quantized int8

@@ -17,7 +17,6 @@ from typing import Any, Tuple
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lmjax import fileio
 from lmjax.train import checkpoint as ckpt_lib
@@ -38,6 +37,16 @@ def copy_tokenizers(source: str, workdir: str) -> None:
       fileio.makedirs(fileio.parent(fileio.join(staging, name)))
       fileio.write_bytes(fileio.join(staging, name), fileio.read_bytes(fileio.join(origin, name)))
     fileio.move(staging, target)
+
+
+def adopt_tokenizers(config, workdir: str) -> None:
+  """Before the task is built: a fresh workdir takes the vocabulary of the run it distils
+  from (config.train.kd_weight > 0: the teacher) or starts from (config.train.init_from)."""
+  if config.train.kd_weight > 0:
+    copy_tokenizers(config.train.kd_teacher_workdir, workdir)
+  source = config.train.get('init_from', '')
+  if source and not fileio.exists(fileio.join(workdir, 'checkpoints')):  # not on a resume
+    copy_tokenizers(check_run(source, 'config.train.init_from'), workdir)
 
 
 def check_run(workdir: str, field: str) -> str:
@@ -74,26 +83,17 @@ def read_params(workdir: str, checkpoint: str, field: str, checkpoint_field: str
   """
   slot = 'best' if checkpoint == 'best' else 'last'
   directory = fileio.join(fileio.resolve(workdir), 'checkpoints', slot)
-  where = f'{field}={workdir!r}'
   if not fileio.isdir(directory):
-    raise ValueError(f'{where}: no checkpoints in {directory}; train that run first')
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    incomplete = {int(n) for n in ckpt_lib.incomplete_steps(directory)}
-    steps = sorted(s for s in manager.all_steps() if s not in incomplete)
-    if checkpoint in ('latest', 'best'):
-      step = steps[-1] if steps else None
-    else:
-      step = int(checkpoint) if str(checkpoint).isdigit() and int(checkpoint) in steps else None
-    if step is None:
-      raise ValueError(f'{where}: no checkpoint {checkpoint!r} in {directory} (steps: {steps}); '
-                       f"set {checkpoint_field} to 'latest', 'best' or one of them")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
-  finally:
-    manager.close()
-  params = state.get('ema_params') or state['params']
-  return params, step
+    raise ValueError(f'{field}={workdir!r}: no checkpoints in {directory}; train that run first')
+  steps = ckpt_lib.complete_steps(workdir, slot)
+  if checkpoint in ('latest', 'best'):
+    step = steps[-1] if steps else None
+  else:
+    step = int(checkpoint) if str(checkpoint).isdigit() and int(checkpoint) in steps else None
+  if step is None:
+    raise ValueError(f'{field}={workdir!r}: no checkpoint {checkpoint!r} in {directory} '
+                     f"(steps: {steps}); set {checkpoint_field} to 'latest', 'best' or one of them")
+  return ckpt_lib.load_params(workdir, step, slot, prefer_ema=True)
 
 
 def check_fits(host, target, where: str, step: int) -> None:
