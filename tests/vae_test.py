@@ -196,13 +196,15 @@ def test_decode_prior_samples_reconstructions_and_interpolation(trained, tmp_pat
     vae_decode.decode_file(workdir, str(src), out, inference.DecodeOptions(beam_size=2))
 
 
-def test_evaluate_iw_samples_flag_sets_the_bound(trained, tmp_path):
+def test_evaluate_iw_samples_flag_sets_the_bound(trained, tmp_path, capsys):
   from lmjax.tools import workdir_tools  # pylint: disable=g-import-not-at-top
   from lmjax.tools.workdir import ToolError  # pylint: disable=g-import-not-at-top
   workdir, _ = trained
   report = workdir_tools.evaluate_workdir(workdir, iw_samples=4, output=str(tmp_path / 'a.json'))
   m = report['metrics']
   assert m['iw_nll'] <= m['rec'] + m['kl'] + 1e-3 and m['iw_perplexity'] > 1
+  bar = capsys.readouterr().err  # the IW pass's progress bar counts every eval sentence
+  assert 'IW bound (K=4): 100%' in bar and f'{report["num_examples"]}/{report["num_examples"]}' in bar
   off = workdir_tools.evaluate_workdir(workdir, iw_samples=0, output=str(tmp_path / 'b.json'))
   assert 'iw_nll' not in off['metrics']
   with pytest.raises(ToolError, match='--iw_samples=-1'):

@@ -26,6 +26,7 @@ from typing import Dict, List, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from jax.experimental import multihost_utils
 
 from lmjax import metrics as metrics_lib
@@ -205,6 +206,10 @@ class Evaluator:
     k, chunk = self.iw_samples, self.iw_chunk
     calls = -(-k // chunk)
     total = tokens = sentences = 0.0
+    # K = 500 on PTB's test split takes over an hour on a CPU host: show sentences done.
+    bar = tqdm.tqdm(total=len(self.task.eval_examples), unit=' sentences',
+                    desc=f'IW bound (K={k})', disable=jax.process_index() != 0,
+                    dynamic_ncols=True, mininterval=2.0)
     for i, local in enumerate(self._length_bucketed_batches(self.task.eval_examples)):
       batch = parallel.to_global(local, self.batch_sharding)
       weights = np.concatenate([_gather(self.iw_step(
@@ -215,6 +220,8 @@ class Evaluator:
       total += float(np.sum(nll[lengths > 0]))
       tokens += float(np.sum(lengths))
       sentences += float(np.sum(lengths > 0))
+      bar.update(int(np.sum(lengths > 0)))
+    bar.close()
     return {'iw_nll': total / max(sentences, 1.0),
             'iw_perplexity': float(np.exp(min(total / max(tokens, 1.0), 50.0)))}
 
