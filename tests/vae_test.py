@@ -204,7 +204,8 @@ def test_evaluate_iw_samples_flag_sets_the_bound(trained, tmp_path, capsys):
   m = report['metrics']
   assert m['iw_nll'] <= m['rec'] + m['kl'] + 1e-3 and m['iw_perplexity'] > 1
   bar = capsys.readouterr().err  # the IW pass's progress bar counts every eval sentence
-  assert 'IW bound (K=4): 100%' in bar and f'{report["num_examples"]}/{report["num_examples"]}' in bar
+  n = report['num_examples']
+  assert 'IW bound (K=4): 100%' in bar and f'{n}/{n}' in bar
   off = workdir_tools.evaluate_workdir(workdir, iw_samples=0, output=str(tmp_path / 'b.json'))
   assert 'iw_nll' not in off['metrics']
   with pytest.raises(ToolError, match='--iw_samples=-1'):
