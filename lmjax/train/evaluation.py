@@ -219,8 +219,9 @@ class Evaluator:
       nll = vae_objective.iw_nll(weights)
       total += float(np.sum(nll[lengths > 0]))
       tokens += float(np.sum(lengths))
-      sentences += float(np.sum(lengths > 0))
-      bar.update(int(np.sum(lengths > 0)))
+      real = int(np.sum(lengths > 0))  # padding rows have no tokens
+      sentences += real
+      bar.update(real)
     bar.close()
     return {'iw_nll': total / max(sentences, 1.0),
             'iw_perplexity': float(np.exp(min(total / max(tokens, 1.0), 50.0)))}
