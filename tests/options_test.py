@@ -10,6 +10,7 @@ import pytest
 
 from configs import default
 from lmjax.models import build_model
+from lmjax.models import dropout_mask
 from lmjax.models import layers
 from lmjax.train import optim
 
@@ -68,7 +69,7 @@ def test_decoder_inputs_replace_the_shifted_targets():
 @pytest.mark.parametrize('rate', [0.1, 0.3, 0.5])
 def test_keep_mask_rate_and_independence(rate):
   """16-bit dropout masks keep each element with probability 1 - rate, independently."""
-  keep = np.asarray(layers.keep_mask(jax.random.key(0), (64, 250, 7), rate))  # odd last axis
+  keep = np.asarray(dropout_mask.keep_mask(jax.random.key(0), (64, 250, 7), rate))  # odd last axis
   n = keep.size
   assert keep.shape == (64, 250, 7)
   assert abs(keep.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / n)
@@ -76,8 +77,51 @@ def test_keep_mask_rate_and_independence(rate):
   flat = keep.reshape(-1, 7).astype(float)
   for a, b in ((0, 1), (3, 4), (5, 6)):
     assert abs(np.corrcoef(flat[:, a], flat[:, b])[0, 1]) < 0.02
-  other = np.asarray(layers.keep_mask(jax.random.key(1), (64, 250, 7), rate))
+  other = np.asarray(dropout_mask.keep_mask(jax.random.key(1), (64, 250, 7), rate))
   assert (keep != other).mean() > 0.1
+
+
+HUGE = (1024, 2048, 4096)  # 2^33 elements: only chosen coordinates are ever hashed
+
+
+def test_keep_mask_hash_inputs_are_exact_beyond_2_to_the_32_elements():
+  """Elements 2^32 apart in row-major order get different hash inputs; below 2^32 elements
+  the input is the plain row-major index, and the masks are the ones earlier versions drew.
+
+  Fails on the code before the fix, which hashed the row-major index mod 2^32: in a
+  (1024, 2048, 4096) activation, rows 0 and 512 of the first axis had identical masks.
+  """
+  # Row-major indices 5 * 4096 + 7 and 2^32 + 5 * 4096 + 7.
+  coords = [np.array([0, 512]), np.array([5, 5]), np.array([7, 7])]
+  inner, outer = dropout_mask._index_words(HUGE, coords)
+  assert outer is not None
+  words = [(int(i), int(o)) for i, o in zip(np.asarray(inner), np.asarray(outer))]
+  assert words[0] != words[1], words
+  shape = (3, 1000, 1000, 1000)  # 3e9 elements: past int32, still one uint32 word
+  coords = [np.random.default_rng(0).integers(0, d, 1000) for d in shape]
+  inner, outer = dropout_mask._index_words(shape, coords)
+  assert outer is None
+  expected = np.ravel_multi_index(coords, shape).astype(np.int64) % 2**32
+  np.testing.assert_array_equal(np.asarray(inner, np.int64), expected)
+  # Pinned bits of a small mask, drawn with the code before the fix (resumed runs rely on them).
+  keep = np.asarray(dropout_mask.keep_mask(jax.random.key(0), (4, 8, 9), 0.5))
+  assert np.packbits(keep).tobytes().hex() == (
+      '5aba40383bb4f4c51d5672b01b0ecd531b3e5d552d69b4ec73466b1bb3d5394116ab751d')
+
+
+def test_keep_mask_beyond_2_to_the_32_elements_keeps_rate_and_independence():
+  """Random elements of a 2^33-element mask and their partners 2^32 further on: each set
+  keeps 1 - rate of its elements, and the two are uncorrelated. Fails on the code before
+  the fix, where partners had equal bits (correlation 1)."""
+  rng = np.random.default_rng(1)
+  n, rate, key = 20000, 0.3, jax.random.key(3)
+  coords = [rng.integers(0, 512, n), rng.integers(0, 2048, n), rng.integers(0, 4096, n)]
+  partners = [coords[0] + 512, coords[1], coords[2]]
+  keep, keep2 = (np.asarray(dropout_mask._keep_from_index(
+      key, dropout_mask._index_words(HUGE, c), rate)) for c in (coords, partners))
+  for k in (keep, keep2):
+    assert abs(k.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / n)
+  assert abs(np.corrcoef(keep, keep2)[0, 1]) < 0.04
 
 
 def test_dropout_module_rescales_and_is_identity_when_deterministic():

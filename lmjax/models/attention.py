@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lmjax import platforms
 from lmjax.models import attention_impls
+from lmjax.models import dropout_mask
 from lmjax.models import layers
 
 
@@ -47,7 +48,7 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
   q = q * (q.shape[-1] ** -0.5)
   weights = masked_softmax(jnp.einsum('bqhd,bkhd->bhqk', q, k), mask, dtype)  # (B, H, Lq, Lk)
   if not deterministic and dropout_rate > 0.0:
-    keep = layers.keep_mask(dropout_rng, weights.shape, dropout_rate)
+    keep = dropout_mask.keep_mask(dropout_rng, weights.shape, dropout_rate)
     weights = jnp.where(keep, weights * (1.0 / (1.0 - dropout_rate)), 0.0).astype(dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
 

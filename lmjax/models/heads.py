@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lmjax import platforms
 from lmjax.models import crf
+from lmjax.models import dropout_mask
 from lmjax.models import layers
 from lmjax.models import lstm
 from lmjax.models import transformer
@@ -102,7 +103,7 @@ def replace_by_unk(model: nn.Module, inputs, rate: float, train: bool, permille=
   if not train or (rate == 0.0 and permille is None):
     return inputs
   if permille is None:
-    drop = ~layers.keep_mask(model.make_rng('dropout'), inputs.shape, rate)  # (B, S)
+    drop = ~dropout_mask.keep_mask(model.make_rng('dropout'), inputs.shape, rate)  # (B, S)
   else:
     keep = (1.0 - rate) * (1.0 - permille.astype(jnp.float32) / 1000.0)  # (B, S)
     drop = jax.random.uniform(model.make_rng('dropout'), inputs.shape) >= keep

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.models import norms
+from lmjax.models import dropout_mask
 
 Dtype = Any
 PAD_ID = 0
@@ -292,49 +293,8 @@ def _bf16_matmul_bwd(residuals, g):
 _bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
-def _mix32(x: jnp.ndarray) -> jnp.ndarray:
-  """lowbias32 integer hash (C. Wellons): a bijection of uint32 with strong avalanche."""
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x7FEB352D)
-  x = x ^ (x >> 15)
-  x = x * jnp.uint32(0x846CA68B)
-  return x ^ (x >> 16)
-
-
-def keep_mask(rng: jax.Array, shape, rate: float) -> jnp.ndarray:
-  """Bernoulli(1 − rate) keep mask, hashed from each element's index and a random seed.
-
-  `jax.random.bernoulli` runs threefry over a materialised array of random words,
-  ~14 % of a small Transformer's CPU training step. Here the bits are a function of
-  (seed, global element index) only, so XLA fuses them into the dropout's elementwise
-  op, and they do not depend on how the array is sharded. The seed is the last two
-  32-bit words of the key `rng`; `rate` is rounded to a multiple of 2^-24.
-
-  Args:
-    rng: PRNG key.
-    shape: mask shape.
-    rate: drop probability in [0, 1).
-
-  Returns:
-    bool array of `shape`, True = keep.
-  """
-  # The key's own words are the seed: they are already threefry output (flax's make_rng
-  # folds the module path in), and drawing bits from it would add a threefry loop per
-  # dropout site to the compiled step (~15 % of base's compile time on CPU).
-  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-    rng = jax.random.key_data(rng)
-  seeds = rng.reshape(-1)[-2:].astype(jnp.uint32)
-  index = jnp.zeros(shape, jnp.uint32)
-  stride = 1
-  for dim in reversed(range(len(shape))):  # row-major linear index (mod 2^32)
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * jnp.uint32(stride % 2**32)
-    stride *= shape[dim]
-  bits = _mix32(_mix32(index * jnp.uint32(0x9E3779B9) + seeds[0]) ^ seeds[1])
-  return (bits >> 8) >= jnp.uint32(round(rate * 2**24))
-
-
 class Dropout(nn.Module):
-  """nn.Dropout with the fused, sharding-invariant `keep_mask`; same interface.
+  """nn.Dropout with the fused, sharding-invariant `dropout_mask.keep_mask`; same interface.
 
   Attributes:
     rate: drop probability.
@@ -346,7 +306,7 @@ class Dropout(nn.Module):
     """Args: x any shape; deterministic: identity when True. Returns x masked and rescaled."""
     if deterministic or self.rate == 0.0:
       return x
-    keep = keep_mask(self.make_rng('dropout'), x.shape, self.rate)
+    keep = dropout_mask.keep_mask(self.make_rng('dropout'), x.shape, self.rate)
     return jnp.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0).astype(x.dtype)
 
 
