@@ -41,7 +41,8 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Delete an earlier soak in --
 _DAMAGE = flags.DEFINE_string(
     'damage', '', 'After these kills, damage the newest checkpoint, e.g. "3:truncate,7:manifest" '
     '(truncate: an array file cut to half; manifest: the OCDBT manifests emptied); the run must '
-    'fall back (train.checkpoint_fallback) and still end bit-identical.')
+    'fall back (train.checkpoint_fallback) and still end bit-identical. Such a launch counts '
+    'its delay from when, after its first train row, two checkpoints are complete.')
 flags.mark_flags_as_required(['workdir'])
 
 

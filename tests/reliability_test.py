@@ -102,11 +102,10 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   assert not any(k.finished for k in kills), kills  # every kill landed in a live run
   resumed_at = [k.checkpoint for k in kills if k.checkpoint]
   assert any(c % 30 for c in resumed_at), kills  # killed mid-epoch, after a checkpoint
-  # A damage waits for a kill that finds two complete checkpoints (one to fall back to); on a
-  # loaded machine every kill may land before step 14's save, and then none is applied.
+  # A launch with a damage due waits for two complete checkpoints (one to fall back to), so
+  # both damages land, whatever the machine's speed, and both were set aside on resume.
   damaged = [k.damaged.split()[0] for k in kills if k.damaged]
-  assert set(damaged) <= {'manifest', 'truncate'}, kills
-  assert damaged or all((k.checkpoint or 0) < 14 for k in kills), kills
+  assert damaged == ['truncate', 'manifest'], kills
   assert len(os.listdir(os.path.join(killed, 'checkpoints', 'damaged'))) == len(damaged)
   assert result['step'] == (steps, steps)
   assert result['params_identical'], result

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -33,7 +33,8 @@ class Kill:
   Attributes:
     index: 1-based.
     delay: seconds between the launch (or, with wait_for_progress, the launch's first
-      train row) and the SIGKILL.
+      train row; for a launch with a damage pending, the moment after its first train row
+      when the run had two complete checkpoints) and the SIGKILL.
     seen_step: newest step in metrics.jsonl when the signal was sent.
     checkpoint: newest complete checkpoint afterwards (None: none yet).
     partial: partial checkpoint directories the kill left (Orbax tmp dirs, incomplete steps).
@@ -87,14 +88,23 @@ def run_to_completion(cmd: Sequence[str], env: Dict[str, str], timeout: float) -
                        f'{proc.stderr.decode(errors="replace")[-3000:]}')
 
 
-def latest_complete_checkpoint(workdir: str) -> Optional[int]:
-  """Newest step in WORKDIR/checkpoints/last that Orbax committed (None: none)."""
+def _complete_steps(workdir: str) -> List[str]:
+  """Step directory names in WORKDIR/checkpoints/last that Orbax committed, oldest first.
+
+  A plain listing, unlike ckpt_lib.complete_steps (an Orbax manager per call): kill_and_resume
+  polls it while a launch runs.
+  """
   directory = os.path.join(workdir, 'checkpoints', 'last')
   if not os.path.isdir(directory):
-    return None
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit() and
-           os.path.exists(os.path.join(directory, n, ckpt_lib.COMMIT_FILE))]
-  return max(steps, default=None)
+    return []
+  return sorted((n for n in os.listdir(directory) if n.isdigit() and
+                 os.path.exists(os.path.join(directory, n, ckpt_lib.COMMIT_FILE))), key=int)
+
+
+def latest_complete_checkpoint(workdir: str) -> Optional[int]:
+  """Newest step in WORKDIR/checkpoints/last that Orbax committed (None: none)."""
+  steps = _complete_steps(workdir)
+  return int(steps[-1]) if steps else None
 
 
 def partial_checkpoints(workdir: str) -> List[str]:
@@ -111,6 +121,12 @@ def partial_checkpoints(workdir: str) -> List[str]:
 def _train_rows_since(workdir: str, since: float) -> List[Dict]:
   return [r for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
           if r.get('split') == 'train' and r.get('time', 0) >= since]
+
+
+def _wait_while_running(proc: subprocess.Popen, until: Callable[[], bool], deadline: float) -> None:
+  """Polls `until()` while `proc` runs, until it holds or `deadline` (time.time()) passes."""
+  while proc.poll() is None and time.time() < deadline and not until():
+    time.sleep(0.02)
 
 
 def _newest_step(workdir: str) -> int:
@@ -163,11 +179,15 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
     env: environment of the launches.
     wait_for_progress: count the delay from the launch's first train row (so the kill
       lands in training) instead of from the launch (anywhere: start-up, compile, ...).
+      Launches with a damage pending always wait, see `damage`.
     min_delay: see max_delay.
     timeout: seconds any one launch may take.
     damage: kill index → damage kind: after that kill, the newest complete checkpoint is
-      damaged (`damage_checkpoint`) when an older one exists for the run to fall back to
-      (train.checkpoint_fallback); otherwise the next kill that has one takes it.
+      damaged (`damage_checkpoint`), and the run must fall back to an older one
+      (train.checkpoint_fallback). So that one exists, the launch counts its delay from
+      the moment, after its first train row (when any earlier damage has been set
+      aside), that WORKDIR/checkpoints/last holds two complete checkpoints. Only a launch
+      that ends on its own before then leaves its damage to the next kill.
 
   Returns:
     One Kill per launch killed.
@@ -185,12 +205,14 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     delay = rng.uniform(min_delay, max_delay)
+    damage_due = any(k <= index for k in damage)
     t = launched
-    while wait_for_progress and proc.poll() is None and time.time() < launched + timeout:
-      if _train_rows_since(workdir, launched):
-        t = time.time()
-        break
-      time.sleep(0.02)
+    if wait_for_progress or damage_due:
+      _wait_while_running(proc, lambda: bool(_train_rows_since(workdir, launched)),
+                          launched + timeout)
+      if damage_due:
+        _wait_while_running(proc, lambda: len(_complete_steps(workdir)) >= 2, launched + timeout)
+      t = time.time()
     while proc.poll() is None and time.time() < t + delay:
       time.sleep(0.01)
     finished = proc.poll() is not None
@@ -201,15 +223,12 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
       raise RuntimeError(f'launch {index} failed (exit {proc.returncode}):\n'
                          f'{err.decode(errors="replace")[-3000:]}')
     done = ''
-    pending = sorted(k for k in (damage or {}) if k <= index)
-    last_dir = os.path.join(workdir, 'checkpoints', 'last')
-    complete = [n for n in os.listdir(last_dir) if n.isdigit() and n not in
-                ckpt_lib.incomplete_steps(last_dir)] if os.path.isdir(last_dir) else []
+    pending = sorted(k for k in damage if k <= index)
+    complete = _complete_steps(workdir)
     if pending and len(complete) >= 2 and not finished:
-      newest = max(complete, key=int)
       kind = damage.pop(pending[0])
-      damage_checkpoint(os.path.join(last_dir, newest), kind)
-      done = f'{kind} step {newest}'
+      damage_checkpoint(os.path.join(workdir, 'checkpoints', 'last', complete[-1]), kind)
+      done = f'{kind} step {complete[-1]}'
     record.append(Kill(index, round(delay, 2), _newest_step(workdir),
                        latest_complete_checkpoint(workdir), len(partial_checkpoints(workdir)),
                        finished, done))
