@@ -14,10 +14,10 @@ import textwrap
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
+from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import reporting
 from lmjax.train import loop
 
@@ -93,23 +93,6 @@ def run_two_processes(workdir, tmp_path):
           for out in outputs]
 
 
-def load_params(workdir):
-  """Params of the latest checkpoint onto one local device, whatever topology saved it.
-
-  (`checkpoint.load_params` restores without a target, which Orbax refuses for a
-  checkpoint written by another number of processes.)
-  """
-  directory = os.path.join(workdir, 'checkpoints', 'last')
-  handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
-  with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
-    step = manager.latest_step()
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          manager.item_metadata(step)['state'])
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  return jax.device_get(state['state']['params']), step
-
-
 def train_losses(workdir):
   records = reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   return [(r['step'], r['loss']) for r in records if r['split'] == 'train']
@@ -127,7 +110,7 @@ def test_two_processes_resume_and_match_one_process(tmp_path):
   (s_multi, l_multi), (s_single, l_single) = zip(*train_losses(multi)), zip(*train_losses(single))
   assert s_multi == s_single == (1, 2, 3)  # written once (process 0), history kept over the resume
   np.testing.assert_allclose(l_multi, l_single, rtol=1e-5, atol=1e-5)
-  params_multi, step = load_params(multi)
+  params_multi, step = ckpt_lib.load_params(multi)
   assert step == 3
-  for a, b in zip(jax.tree.leaves(params_multi), jax.tree.leaves(load_params(single)[0])):
+  for a, b in zip(jax.tree.leaves(params_multi), jax.tree.leaves(ckpt_lib.load_params(single)[0])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

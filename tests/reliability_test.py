@@ -538,7 +538,8 @@ def test_replicated_small_and_large_arrays_save_and_restore_exactly(tmp_path):
   checkpointer.wait()
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           state)
-  restored, meta = checkpointer.restore(abstract)
+  restored, meta, data = checkpointer.restore(abstract)
+  assert data == [None]  # no data position given: one (empty) per process
   assert meta == {'note': 'x'}
   assert int(restored.step) == 3
   for name, value in params.items():

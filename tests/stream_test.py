@@ -139,6 +139,40 @@ def test_hosts_read_disjoint_halves_of_every_epoch():
     assert halves[0] | halves[1] == set(range(64))
 
 
+@pytest.mark.parametrize('mode', ['plain', 'bucket', 'pack'])
+def test_positions_of_two_processes_carry_over_to_one_or_four_exactly(mode):
+  """Two hosts' checkpointed positions, resumed by 1 and by 4 hosts: plain and bucket
+  continue with exactly the global rows the two would have read next; pack (each host
+  packs its own examples) is one clear error."""
+  data = examples()
+  make = lambda p, n: stream.from_examples(
+      data, global_batch_size=8, lengths={'inputs': 32, 'targets': 32}, seed=3,
+      process_index=p, process_count=n, batching=dict(BATCHING, mode=mode))
+  two = [make(p, 2) for p in range(2)]
+  for it in two:
+    for _ in range(13):
+      next(it)
+  states = [json.loads(json.dumps(it.get_state())) for it in two]
+  want = [np.concatenate([next(it)['targets'] for it in two]) for _ in range(5)]
+  for n in (1, 4):
+    hosts = [make(p, n) for p in range(n)]
+    if mode == 'pack':
+      with pytest.raises(ValueError, match=r"config.task.batching.mode='pack' keeps a data "
+                                           rf'position per process.*by 2 processes and this run has {n}'):
+        hosts[0].restore_states(states)
+      continue
+    for it in hosts:
+      it.restore_states(states)
+    got = [np.concatenate([next(it)['targets'] for it in hosts]) for _ in range(5)]
+    for a, b in zip(want, got):
+      np.testing.assert_array_equal(a, b)
+  local = len(want[0]) // 2
+  for p in range(2):  # the same count: each host continues from its own position
+    again = make(p, 2)
+    again.restore_states(states)
+    np.testing.assert_array_equal(next(again)['targets'], want[0][p * local:(p + 1) * local])
+
+
 def test_preprocessed_records_equal_the_in_memory_examples_and_are_reused(tmp_path, capsys):
   config = corpus_config(write_corpus(str(tmp_path / 'data')), length_handling='filter')
   config.task.max_input_length = config.task.max_target_length = 12  # some are filtered

@@ -12,9 +12,11 @@ over. Every batch also has `reset` (B,) int32: 1 on the first window of an epoch
 where the carried state must restart from zeros.
 """
 
-from typing import Dict, Iterator, List, Mapping
+from typing import Dict, Iterator, List, Mapping, Sequence
 
 import numpy as np
+
+from lmjax.data import pipeline
 
 Batch = Dict[str, np.ndarray]
 
@@ -63,12 +65,13 @@ class _StreamPosition:
     self.stream = np.asarray(stream, np.int32)
     self.global_batch_size, self.seq_len, self.seed = global_batch_size, seq_len, seed
     self.local_batch_size = global_batch_size // process_count
-    self.process_index = process_index
+    self.process_index, self.process_count = process_index, process_count
 
   def get_state(self) -> Dict[str, int]:
     """Position to save in a checkpoint (JSON-serializable)."""
     return {'mode': self.MODE, 'epoch': int(self.epoch), 'index': int(self.index),
-            'seed': int(self.seed), 'num_tokens': int(len(self.stream))}
+            'seed': int(self.seed), 'num_tokens': int(len(self.stream)),
+            'batch_size': int(self.global_batch_size)}
 
   def set_state(self, state: Mapping[str, int]) -> None:
     """Continues from a position returned by `get_state` (same stream, batch size and seed)."""
@@ -80,7 +83,19 @@ class _StreamPosition:
       raise ValueError(f"checkpointed data position is for a stream of {state['num_tokens']} "
                        f'tokens but the training stream now has {len(self.stream)}: the data '
                        'changed since the checkpoint was written')
+    if state.get('batch_size', self.global_batch_size) != self.global_batch_size:
+      raise ValueError(f"checkpointed data position is for config.train.batch_size="
+                       f"{state['batch_size']} but this run has {self.global_batch_size}: resume "
+                       'with the batch size the checkpoint was written with')
     self.epoch, self.index = int(state['epoch']), int(state['index'])
+
+  def restore_states(self, states: Sequence[Mapping[str, int]]) -> None:
+    """Continues from a checkpoint's per-process positions (one per saving process). The
+    position counts global batches, the same on every process, so it carries over to
+    any process count that divides the batch."""
+    self.set_state(pipeline.state_for_process(
+        states, self.process_index, self.process_count, f'batching {self.MODE!r}',
+        remap=lambda state, saved: state))
 
 
 class LMStreamIterator(_StreamPosition):

@@ -131,3 +131,39 @@ def bucket_shapes(bucket_lengths: Sequence[int], max_tokens: int, row_multiple: 
                        f'({row_multiple} rows, the batch-axis multiple)')
     shapes[length] = rows
   return shapes
+
+
+def state_for_process(states: Sequence, process_index: int, process_count: int, what: str,
+                      remap=None):
+  """The saved iterator position this process continues from.
+
+  Args:
+    states: the positions a checkpoint holds, one per process of the run that saved it.
+    process_index: this process.
+    process_count: processes of this run.
+    what: the batching, for messages (e.g. "config.task.batching.mode='pack'").
+    remap: None when a position is only valid for the process that saved it; else
+      `remap(state, saved_count) -> state` for `process_count` processes, applied when
+      the process count changed (the positions of all saving processes must then agree).
+
+  Returns:
+    The position to pass to the iterator's `set_state`.
+
+  Raises:
+    ValueError: the process count changed and the positions cannot be mapped (one line:
+      the mode, both counts and what to do).
+  """
+  saved = len(states)
+  if saved == process_count:
+    return states[process_index]
+  fresh = ('resume with the process count that wrote it, or start a fresh --workdir '
+           '(--config.train.init_from=THAT_WORKDIR starts from its parameters)')
+  if remap is None:
+    raise ValueError(f'{what} keeps a data position per process (each host batches its own '
+                     f'examples): the checkpoint was written by {saved} processes and this run '
+                     f'has {process_count}, so the position cannot be carried over; {fresh}')
+  if any(s != states[0] for s in states[1:]):
+    raise ValueError(f'{what}: the {saved} processes that wrote the checkpoint saved different '
+                     f'data positions, which cannot be mapped to {process_count} processes; '
+                     f'{fresh}')
+  return remap(states[0], saved)

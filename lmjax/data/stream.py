@@ -121,6 +121,8 @@ class StreamIterator:
     if len(source) == 0:  # pylint: disable=g-explicit-length-test
       raise ValueError('the training split is empty')
     self.num_examples, self.seed, self.workers = len(source), int(seed), int(workers)
+    self.global_batch_size = global_batch_size
+    self.process_index, self.process_count = process_index, process_count
     local = global_batch_size // process_count
     ds = grain.MapDataset.source(source).shuffle(seed=self.seed % (1 << 32)).repeat()
     if self.mode in ('plain', 'pack'):
@@ -172,20 +174,56 @@ class StreamIterator:
   def get_state(self) -> Dict[str, Any]:
     """Position to save in a checkpoint (JSON-serializable)."""
     return {'mode': f'stream-{self.mode}', 'num_examples': self.num_examples, 'seed': self.seed,
-            'workers': self.workers, 'grain': json.dumps(self._it.get_state())}
+            'workers': self.workers, 'batch_size': self.global_batch_size,
+            'grain': json.dumps(self._it.get_state())}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     """Continues from a position returned by `get_state` (same data, seed, mode, workers)."""
     checks = (('mode', f'stream-{self.mode}', 'config.task.batching.mode'),
               ('num_examples', self.num_examples, 'the training data (it changed since)'),
               ('workers', self.workers, 'config.task.batching.workers'),
-              ('seed', self.seed, 'config.data_seed'))
+              ('seed', self.seed, 'config.data_seed'),
+              ('batch_size', self.global_batch_size, 'config.train.batch_size'))
     for key, now, where in checks:
-      if state.get(key) != now:
+      if key in state and state[key] != now:  # (older checkpoints lack 'batch_size')
         raise ValueError(f'the checkpointed data position is for {key}={state.get(key)!r} but '
                          f'this run has {now!r} ({where}): resume with the settings the '
                          'checkpoint was written with, or start a fresh --workdir')
     self._it.set_state(json.loads(state['grain']))
+
+  def restore_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+    """Continues from a checkpoint's per-process positions (one per saving process).
+
+    With the same process count each process takes its own. With another count: bucket
+    positions are the same on every process (each reads the whole stream) and carry
+    over; plain positions count this host's rows and are rescaled exactly (without
+    Grain workers); pack positions are per host and cannot be carried over.
+
+    Raises:
+      ValueError: a position that does not fit this run (see `set_state`,
+        `pipeline.state_for_process`).
+    """
+    remap = None
+    if self.mode == 'bucket':
+      remap = lambda state, saved: state
+    elif self.mode == 'plain' and not self.workers:
+      remap = self._rescale_plain
+    what = f'config.task.batching.mode={self.mode!r}'
+    if self.workers and self.mode == 'plain':
+      what += f' with config.task.batching.workers={self.workers}'
+    self.set_state(pipeline.state_for_process(states, self.process_index, self.process_count,
+                                              what, remap))
+
+  def _rescale_plain(self, state: Mapping[str, Any], saved_count: int) -> Dict[str, Any]:
+    """A plain-mode position of `saved_count` processes for this run's process count: the
+    Grain index counts this host's rows, B / P of each global batch."""
+    grain_state = json.loads(state['grain'])
+    rows = grain_state['next_index'] * saved_count  # global rows read
+    if rows % self.process_count:
+      raise ValueError(f'the checkpointed data position ({rows} rows) is not a whole number of '
+                       f'rows for {self.process_count} processes: resume with {saved_count}')
+    grain_state['next_index'] = rows // self.process_count
+    return dict(state, grain=json.dumps(grain_state))
 
   def close(self) -> None:
     """Stops worker processes (if any)."""

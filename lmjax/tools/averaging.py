@@ -11,7 +11,6 @@ with slots 'last' (periodic), 'best' and 'averaged' (written here, never overwri
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -41,14 +40,8 @@ def _manager(directory: str, create: bool = False) -> ocp.CheckpointManager:
 
 def list_steps(workdir: str, slot: str = 'last') -> List[int]:
   """Complete checkpoints of a slot, oldest first ([] when the slot does not exist)."""
-  directory = slot_dir(workdir, slot)
-  if not fileio.isdir(directory):
-    return []
-  manager = _manager(directory)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  slot_dir(workdir, slot)  # checks the slot name
+  return checkpoint.complete_steps(workdir, slot)
 
 
 def read_checkpoint(workdir: str, slot: str, step: int,
@@ -74,24 +67,14 @@ def read_checkpoint(workdir: str, slot: str, step: int,
   if step not in available:
     raise CheckpointError(f'no checkpoint {path}; {slot} checkpoints of {workdir}: '
                           f'{available or "none"}')
-  manager = _manager(slot_dir(workdir, slot))
-  checkpoint.silence_closed_loop_noise()  # a damaged checkpoint's reads fail from other threads
   try:
-    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path) / 'state').tree
-    if params_only:
-      tree = {k: tree[k] for k in ('params', 'ema_params') if tree.get(k) is not None}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args,
-                                     partial_restore=params_only),
-        meta=ocp.args.JsonRestore()))
+    state = checkpoint.read_state(path, keys=('params', 'ema_params') if params_only else None)
+    meta = checkpoint.read_meta(path)
   except Exception as e:  # Orbax raises many types for damaged files.
     raise CheckpointError(f'checkpoint {path} could not be read ({type(e).__name__}: '
                           f'{str(e)[:300]}); pick another checkpoint (evaluate.py/decode.py: --checkpoint=STEP; '
                           'average_checkpoints.py: --steps=S1,S2)') from e
-  finally:
-    manager.close()
-  return dict(restored['state']), dict(restored['meta'] or {})
+  return state, meta
 
 
 def average_trees(trees: Sequence[Any]) -> Any:

@@ -1,8 +1,18 @@
 """Orbax checkpoints: last K in WORKDIR/checkpoints/last, the best one in .../best.
 
-A checkpoint holds the TrainState (params, optimizer state, step, RNG) and a JSON
-item with the data-pipeline position and the loop's bookkeeping (best metric,
-early-stopping counter), which is everything an exact resume needs.
+A checkpoint step directory holds three items, everything an exact resume needs:
+
+    state/   the TrainState (params, optimizer state, step, RNG): Orbax PyTree, sharded
+    meta/    JSON bookkeeping every process agrees on (best metric, early-stopping counter)
+    data/    process_<i>-of-<n>.json: each process's own data-pipeline position (Grain's
+             layout: in pack mode every host packs its own examples)
+
+One reader (`read_state`) restores any checkpoint onto the current mesh's shardings, or
+as host numpy arrays, whatever topology wrote it: resume, warm start, the KD teacher and
+the tools all go through it. Decisions about checkpoints are collective: every process
+tries the same step and the newest step that every process can read wins
+(`Checkpointer.restore_newest_good`), so a read error on one host never leaves hosts on
+different steps or waiting for each other.
 
 Crash safety: Orbax writes each step to `<step>.orbax-checkpoint-tmp`, writes
 `commit_success.txt` and renames it when complete, so a save cut short (SIGKILL, full
@@ -13,14 +23,19 @@ A failed write raises `guard.WriteError` naming the path; parameters that are no
 finite are never saved (`guard.NonFiniteError`).
 """
 
+import dataclasses
+import json
 import logging as std_logging
+import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store  # no public path in 0.12
 
@@ -52,12 +67,81 @@ def register_array_handler() -> None:
   ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
+class DataStateHandler(ocp.CheckpointHandler):
+  """Orbax handler of the `data` item: every process writes its own iterator state.
+
+  The file layout is Grain's (`process_<i>-of-<n>.json`), so the positions of all
+  processes are kept, and a resume with another process count can see all of them.
+  """
+
+  def save(self, directory: epath.Path, args: 'DataStateSave') -> None:
+    """Writes this process's state (JSON) into the item directory."""
+    name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    fileio.write_text(fileio.join(str(directory), name), json.dumps(args.state))
+
+  def restore(self, directory: epath.Path, args: Any = None) -> List[Any]:
+    """Returns every saving process's state, in process order."""
+    del args
+    return read_data_states(str(directory))
+
+  def metadata(self, directory: epath.Path) -> None:
+    del directory
+    return None
+
+  def finalize(self, directory: epath.Path) -> None:
+    del directory
+
+  def close(self) -> None:
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  """Args of `DataStateHandler.save`: `state`, this process's JSON-serializable position."""
+  state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  """Args of `DataStateHandler.restore` (none)."""
+
+
+_DATA_FILE = re.compile(r'process_(\d+)-of-(\d+)\.json$')
+
+
+def read_data_states(item_dir: str) -> List[Any]:
+  """The per-process data positions of a checkpoint's `data` item.
+
+  Args:
+    item_dir: STEP_DIR/data.
+
+  Returns:
+    One state per process of the run that wrote it, in process order.
+
+  Raises:
+    ValueError: files missing or of different process counts (names the directory).
+  """
+  found = {}
+  for name in fileio.listdir(item_dir):
+    m = _DATA_FILE.match(name)
+    if m:
+      found[(int(m.group(1)), int(m.group(2)))] = name
+  counts = {n for _, n in found}
+  if len(counts) != 1 or {i for i, _ in found} != set(range(next(iter(counts)))):
+    raise ValueError(f'{item_dir}: expected one process_<i>-of-<n>.json per process of the run '
+                     f'that wrote it, found {sorted(found.values())}')
+  return [json.loads(fileio.read_text(fileio.join(item_dir, found[(i, n)])))
+          for i, n in sorted(found)]
+
+
 def _manager(directory: str, max_to_keep: int, async_save: bool) -> ocp.CheckpointManager:
   register_array_handler()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=async_save,
                                          cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
+  return ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta', 'data'))
 
 
 def incomplete_steps(directory: str) -> List[str]:
@@ -137,8 +221,15 @@ class Checkpointer:
     self.last = _manager(fileio.join(self.directory, 'last'), keep, async_save)
     self.best = _manager(fileio.join(self.directory, 'best'), 1, async_save)
 
-  def save(self, state, meta: Dict[str, Any], best: bool = False) -> None:
+  def save(self, state, meta: Dict[str, Any], data_state: Any = None, best: bool = False) -> None:
     """Saves `state` at its step (in the best slot when `best`).
+
+    Args:
+      state: the TrainState (global arrays).
+      meta: JSON bookkeeping, the same on every process (written by the primary one).
+      data_state: this process's data-pipeline position (JSON-serializable; every
+        process writes its own).
+      best: save into the best slot.
 
     Raises:
       guard.NonFiniteError: the parameters are not all finite (nothing is written).
@@ -156,7 +247,8 @@ class Checkpointer:
           f'{self.latest_path() or "none"}. ' + guard.LIKELY_CAUSES)
     with _WriteErrors(fileio.join(str(manager.directory), str(step))):
       manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 meta=ocp.args.JsonSave(meta)))
+                                                 meta=ocp.args.JsonSave(meta),
+                                                 data=DataStateSave(data_state)))
 
   def latest_path(self, which: str = 'last') -> Optional[str]:
     """Directory of the newest complete checkpoint of a slot, or None."""
@@ -168,8 +260,8 @@ class Checkpointer:
     return (self.best if which == 'best' else self.last).latest_step()
 
   def restore(self, abstract_state, step: Optional[int] = None,
-              which: str = 'last') -> Tuple[Any, Dict[str, Any]]:
-    """Restores a checkpoint into the shardings of `abstract_state`.
+              which: str = 'last') -> Tuple[Any, Dict[str, Any], List[Any]]:
+    """Restores a checkpoint onto the shardings of `abstract_state` (this process only).
 
     Args:
       abstract_state: TrainState of jax.ShapeDtypeStruct with shardings.
@@ -177,7 +269,8 @@ class Checkpointer:
       which: 'last' or 'best'.
 
     Returns:
-      (state, meta).
+      (state, meta, data_states): data_states holds one position per process of the
+      run that saved it (see `read_data_states`).
 
     Raises:
       ValueError: nothing to restore, or an unreadable checkpoint (the message names
@@ -188,52 +281,71 @@ class Checkpointer:
     if step is None or step not in manager.all_steps():
       raise ValueError(f'no checkpoint {step if step is not None else ""} in '
                        f'{manager.directory}; available: {list(manager.all_steps())}')
-    silence_closed_loop_noise()  # a damaged checkpoint's reads fail from other threads
+    path = fileio.join(str(manager.directory), str(step))
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      state = read_state(path, abstract_state)
+      meta = read_meta(path)
+      data_dir = fileio.join(path, 'data')
+      # Checkpoints written before the per-process `data` item kept one position in meta.
+      data = (read_data_states(data_dir) if fileio.isdir(data_dir)
+              else [meta.pop('data', None)] * jax.process_count())
     except Exception as e:  # Orbax raises many types for damaged files.
-      path = fileio.join(str(manager.directory), str(step))
       raise ValueError(
           f'checkpoint {path} is damaged or incompatible with this config and could not be '
           f'restored ({type(e).__name__}: {str(e)[:300]}). Nothing was deleted. Move that '
           'directory away to resume from the previous checkpoint, or use another --workdir.') from e
-    return restored['state'], dict(restored['meta'])
+    return state, meta, data
 
-  def restore_newest_good(self, abstract_state, fallback: bool) -> Tuple[Optional[int], Any, Dict]:
-    """Restores the newest periodic checkpoint that restores.
+  def restore_newest_good(self, abstract_state,
+                          fallback: bool) -> Tuple[Optional[int], Any, Dict, List[Any]]:
+    """Restores the newest periodic checkpoint that every process can restore.
+
+    A collective decision: all processes try the same step in the same order (process
+    0's listing) and report whether it restored; the newest step that restored on every
+    process wins. A read error on one process therefore never leaves processes on
+    different steps, and never leaves one waiting for the others.
 
     Args:
       abstract_state: restore target (see `restore`).
-      fallback: when the newest cannot be restored but an older one can, move the newer
-        ones to checkpoints/damaged/ and use the older; False: raise for the newest.
+      fallback: when the newest cannot be restored (on any process) but an older one
+        can, move the newer ones to checkpoints/damaged/ and use the older; False: raise
+        for the newest, on every process.
 
     Returns:
-      (step, state, meta); (None, None, {}) when there is no checkpoint.
+      (step, state, meta, data_states); (None, None, {}, []) when there is no checkpoint.
 
     Raises:
       ValueError: the newest checkpoint cannot be restored and (with fallback) neither can
         any older one, e.g. a config that changed the model (nothing is moved then).
     """
-    steps = sorted(self.last.all_steps(), reverse=True)
+    steps = _agreed_steps(sorted(self.last.all_steps(), reverse=True))
     if not steps:
-      return None, None, {}
+      return None, None, {}, []
     first_error = None
     for i, step in enumerate(steps):
       try:
-        state, meta = self.restore(abstract_state, step)
+        restored, error = self.restore(abstract_state, step), None
       except ValueError as e:
+        restored, error = None, e
+      failed = _failed_processes(error is not None)
+      if failed:
+        if error is None:  # read here, not on another process: the same decision everywhere
+          error = ValueError(f'checkpoint {fileio.join(str(self.last.directory), str(step))} '
+                             f'could not be restored on process(es) {failed} (see their '
+                             'output); nothing was deleted. Move that directory away to '
+                             'resume from the previous checkpoint.')
         if not fallback:
-          raise
-        first_error = first_error or e
+          raise error
+        first_error = first_error or error
         continue
       for bad in steps[:i]:
         moved = self.set_aside_damaged(bad)
         logging.warning('checkpoint %d could not be restored: moved to %s', bad, moved)
-        print(f'WARNING: checkpoint {bad} could not be restored; moved it to {moved} '
-              f'(train.checkpoint_fallback) and resumed from step {step}. First error: '
-              f'{first_error}', flush=True)
-      return step, state, meta
+        if jax.process_index() == 0:
+          print(f'WARNING: checkpoint {bad} could not be restored; moved it to {moved} '
+                f'(train.checkpoint_fallback) and resumed from step {step}. First error: '
+                f'{first_error}', flush=True)
+      return (step, *restored)
     raise first_error
 
   def set_aside_damaged(self, step: int) -> str:
@@ -310,9 +422,55 @@ def complete_steps(workdir: str, which: str = 'last') -> List[int]:
     manager.close()
 
 
+def read_meta(step_dir: str) -> Dict[str, Any]:
+  """The `meta` JSON item of a checkpoint step directory ({} when it holds none)."""
+  meta = ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / 'meta')
+  return dict(meta or {})
+
+
+def read_state(step_dir: str, target: Any = None, keys: Optional[Tuple[str, ...]] = None) -> Any:
+  """The one checkpoint reader: a TrainState item onto any mesh, whatever topology saved it.
+
+  Reads only this process's shards with no barrier, so a caller can decide collectively
+  what to do when one process fails (see `Checkpointer.restore_newest_good`).
+
+  Args:
+    step_dir: WORKDIR/checkpoints/<slot>/<step>.
+    target: a tree of jax.ShapeDtypeStruct with shardings (e.g. `abstract_like`): the
+      arrays are restored onto those shardings, from a checkpoint written on any number of
+      devices or processes. None: host numpy arrays, with the tree structure of the
+      checkpoint's own metadata (no model or mesh needed).
+    keys: with target None, read only these top-level entries (e.g. ('params',)); entries
+      the checkpoint lacks are left out.
+
+  Returns:
+    The restored tree (the structure of `target`, or nested dicts for None).
+  """
+  silence_closed_loop_noise()  # a damaged checkpoint's reads fail from other threads
+  register_array_handler()
+  path = epath.Path(step_dir) / 'state'
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    if target is not None:
+      args = ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+      return handler.restore(path, args=args)
+    tree = handler.metadata(path).tree
+    partial = keys is not None
+    if partial:
+      tree = {k: tree[k] for k in keys if tree.get(k) is not None}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return dict(handler.restore(path, args=ocp.args.PyTreeRestore(
+        item=tree, restore_args=restore_args, partial_restore=partial)))
+  finally:
+    handler.close()
+
+
 def load_params(workdir: str, step: Optional[int] = None, which: str = 'last',
                 prefer_ema: bool = False):
   """Reads the params of a checkpoint as host numpy arrays (no model or mesh needed).
+
+  Any saving topology (devices, processes) reads on any current one (`read_state`).
 
   Args:
     workdir: run directory.
@@ -327,10 +485,23 @@ def load_params(workdir: str, step: Optional[int] = None, which: str = 'last',
   step = max(complete_steps(workdir, which), default=None) if step is None else step
   if step is None:
     raise ValueError(f'no checkpoint in {directory}')
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
-  finally:
-    manager.close()
+  state = read_state(fileio.join(directory, str(step)), keys=('params', 'ema_params'))
   return (state.get('ema_params') if prefer_ema else None) or state['params'], step
+
+
+def _agreed_steps(steps: List[int]) -> List[int]:
+  """Process 0's list of steps, on every process (one listing decides the order)."""
+  if jax.process_count() == 1:
+    return steps
+  count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+  padded = np.zeros(max(count, 1), np.int64)
+  padded[:min(count, len(steps))] = steps[:count]
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(padded)[:count]]
+
+
+def _failed_processes(failed_here: bool) -> List[int]:
+  """Indices of the processes that report a failure (collective over all processes)."""
+  if jax.process_count() == 1:
+    return [0] if failed_here else []
+  flags = multihost_utils.process_allgather(np.int32(failed_here))
+  return [int(i) for i in np.flatnonzero(np.asarray(flags).reshape(-1))]

@@ -183,7 +183,7 @@ class Trainer:
     else gets its pretrained word vectors, if configured.
     """
     abstract = ckpt_lib.abstract_like(self.state, self.shardings)
-    latest, state, meta = self.checkpointer.restore_newest_good(
+    latest, state, meta, data_states = self.checkpointer.restore_newest_good(
         abstract, self.config.train.checkpoint_fallback)
     if latest is None:
       self.state, warm = source_run.warm_start(self.state, self.shardings, self.config)
@@ -197,7 +197,8 @@ class Trainer:
                 f'{self.task.model_sizes()["vocab_size"]} vocabulary words', flush=True)
       return 0
     self.state = state
-    self.train_iter.set_state(meta['data'])
+    # Each process continues from its own position (or a mapped one: another process count).
+    self.train_iter.restore_states(data_states)
     self.meta = {k: meta[k] for k in ('best', 'best_step', 'bad_evals')}
     # Checkpoints written before the non-finite guard existed lack the count.
     self.meta['nonfinite_run'] = int(meta.get('nonfinite_run', 0))
@@ -213,8 +214,8 @@ class Trainer:
     a resumed run logs the same window averages as an uninterrupted one.
     """
     self.meta['nonfinite_run'] = self.guard.run
-    meta = dict(self.meta, data=self.train_iter.get_state(), log_window=encode_sums(log_window))
-    self.checkpointer.save(self.state, meta, best=best)
+    meta = dict(self.meta, log_window=encode_sums(log_window))
+    self.checkpointer.save(self.state, meta, self.train_iter.get_state(), best=best)
 
   def check_finite(self, boundary: bool) -> None:
     """Reads the steps' `skipped` flags; raises guard.NonFiniteError past the limit.
@@ -288,14 +289,16 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
   logging.info('Devices: %d (%s); mesh %s; steps %d → %d', jax.device_count(),
                jax.devices()[0].platform, dict(trainer.mesh.shape), start, total)
   bar = reporting.progress(cfg.num_train_steps, start, trainer.is_main)
-  sums, tokens, t_log, stopped_early = trainer.log_window, 0, time.time(), False
+  sums, t_log, stopped_early = trainer.log_window, time.time(), False
+  # Scored tokens of the log window, over all processes: the step's global `weight` sum
+  # (less what a restored partial window already held).
+  weight_before = 0.0 if sums is None else float(sums['weight'])
   eval_metrics: Dict[str, float] = {}
   step = start
   preemption, preempted = PreemptionWatcher(), False
   try:
     while step < total:
       local = next(trainer.train_iter)
-      tokens += int(np.sum(local[step_lib.label_key(local)] > 0))
       batch = parallel.to_global(local, trainer.batch_sharding)
       trainer.state, m = trainer.train_step(trainer.state, batch, *trainer.teacher_args)
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
@@ -308,14 +311,15 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
       trainer.guard.observe(step, m['skipped'])
       trainer.check_finite(boundary=at_log or at_eval or at_checkpoint)
       if at_log:
-        summary = step_lib.summarize(jax.device_get(sums))
+        host_sums = jax.device_get(sums)
+        summary = step_lib.summarize(host_sums)
         summary['grad_norm'] = float(m['grad_norm'])
         elapsed = time.time() - t_log
-        summary['tokens_per_sec'] = tokens / max(elapsed, 1e-9)
+        summary['tokens_per_sec'] = (float(host_sums['weight']) - weight_before) / max(elapsed, 1e-9)
         summary['learning_rate'] = float(optim.make_schedule(config.optimizer, cfg.num_train_steps)(step - 1))
         writer.write(step, 'train', summary)
         bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
-        sums, tokens, t_log = None, 0, time.time()
+        sums, weight_before, t_log = None, 0.0, time.time()
       if at_eval:
         eval_metrics = trainer.evaluator.evaluate(trainer.state.eval_params,
                                                   iw=step >= cfg.num_train_steps)
