@@ -1,7 +1,7 @@
 """A simulated pod resumes exactly: 2 `jax.distributed` processes × 4 CPU devices (gloo).
 
-For each batching mode that keeps a data position (pack, bucket, and the stateful LSTM
-LM's token stream with its TBPTT carry), one run is stopped twice and resumed each time
+For each batching mode (plain, pack, bucket, and the stateful LSTM LM's token stream
+with its TBPTT carry), one run is stopped twice and resumed each time
 in two new processes, from the checkpoints on disk:
 
     launch 1: the uninterrupted run (12 steps) | the run, SIGTERM at step 5 (saves at 6)
@@ -16,15 +16,17 @@ per-process data positions, pack mode fails both (process 1 resumed with process
 position and pending example).
 
 The same checkpoints then serve the process-count checks: pack refuses a resume on one
-process with one line; bucket and the LM stream restore onto one process (8 devices)
-the parameters and optimizer state the two processes saved, bit for bit, and carry
-their data position over exactly (its rows equal the two processes' rows together).
+process with one line; the other modes restore onto one process (8 devices) the
+parameters and optimizer state the two processes saved, bit for bit, carry their data
+position over exactly (its rows equal the two processes' rows together) and end where
+the two processes ended (N processes equal one).
 """
 
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +36,6 @@ import numpy as np
 import pytest
 
 from lmjax.train import checkpoint as ckpt_lib
-from tests import multihost_test
 from tests import pod_worker
 from tests import stream_test
 
@@ -56,6 +57,9 @@ def common_overrides():
 def mode_config(mode, data):
   """The job config of a mode (see tests/pod_worker.py)."""
   overrides = common_overrides()
+  if mode == 'plain':  # the built-in dates task (in-memory examples)
+    overrides.update({'task.num_train': 400, 'task.num_eval': 16, 'eval.batch_size': 16})
+    return {'base': 'default', 'overrides': overrides}
   if mode == 'lm':
     overrides.update({'task.num_train': 400, 'task.num_eval': 40})
     return {'base': 'lm', 'overrides': overrides}
@@ -66,6 +70,12 @@ def mode_config(mode, data):
   return {'base': 'corpus', 'data': data, 'overrides': overrides}
 
 
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
 def launch(jobs, tmp_path, name, processes=2, devices=4, expect_ok=True):
   """Runs tests/pod_worker.py in `processes` processes; returns [(returncode, output)].
 
@@ -73,7 +83,7 @@ def launch(jobs, tmp_path, name, processes=2, devices=4, expect_ok=True):
   pod's scheduler would: they may be waiting for it in a collective.
   """
   spec = tmp_path / f'{name}.json'
-  spec.write_text(json.dumps({'port': multihost_test.free_port(), 'num_processes': processes,
+  spec.write_text(json.dumps({'port': free_port(), 'num_processes': processes,
                               'jobs': jobs}))
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {WORKER_XLA_FLAGS}')
@@ -136,7 +146,7 @@ def corpus(tmp_path_factory):
   return stream_test.write_corpus(str(tmp_path_factory.mktemp('pod_data')), num_train=600)
 
 
-@pytest.mark.parametrize('mode', ['pack', 'bucket', 'lm'])
+@pytest.mark.parametrize('mode', ['plain', 'pack', 'bucket', 'lm'])
 def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpus, tmp_path):
   config = mode_config(mode, corpus)
   ref, run = str(tmp_path / 'ref'), str(tmp_path / 'run')
@@ -192,6 +202,11 @@ def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpu
   assert sorted(got) == list(range(7, STEPS + 1))
   for step in got:  # one process draws exactly what the two drew together
     assert got[step] == read_record(ref, 0)[step] + read_record(ref, 1)[step], step
+  # ... and computes what they computed (N processes equal one, to float32 reduction order).
+  one, _ = ckpt_lib.load_params(after_sigterm)
+  two, _ = ckpt_lib.load_params(ref)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_with_fallback_off_a_read_failure_on_one_process_stops_every_process(corpus, tmp_path):

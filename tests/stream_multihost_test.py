@@ -3,7 +3,7 @@
 Each process reads its rows of every global batch: over two epochs the two processes'
 examples are disjoint halves of each epoch whose union is the whole epoch, and an
 iterator resumed from a checkpointed state (pack mode, in both processes) continues
-exactly as the uninterrupted one. (tests/multihost_test.py resumes the whole trainer
+exactly as the uninterrupted one. (tests/pod_test.py resumes the whole trainer
 with two processes.)
 """
 
@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 
 from lmjax.data import records
-from tests import multihost_test
+from tests import pod_test
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES, GLOBAL_BATCH = 96, 8
@@ -66,13 +66,13 @@ def test_two_processes_split_each_epoch_and_resume_exactly(tmp_path):
   script = tmp_path / 'worker.py'
   script.write_text(WORKER)
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  port = str(multihost_test.free_port())
+  port = str(pod_test.free_port())
   procs = [subprocess.Popen([sys.executable, str(script), str(i), port, folder], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   results = []
   for p in procs:
-    out, _ = p.communicate(timeout=multihost_test.TIMEOUT_S)
+    out, _ = p.communicate(timeout=pod_test.TIMEOUT_S)
     assert p.returncode == 0, out[-3000:]
     results.append(json.loads(out.split('RESULT ', 1)[1].splitlines()[0]))
   half = NUM_EXAMPLES // 2

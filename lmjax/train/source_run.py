@@ -15,6 +15,7 @@ import json
 from typing import Any, Tuple
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -41,12 +42,22 @@ def copy_tokenizers(source: str, workdir: str) -> None:
 
 def adopt_tokenizers(config, workdir: str) -> None:
   """Before the task is built: a fresh workdir takes the vocabulary of the run it distils
-  from (config.train.kd_weight > 0: the teacher) or starts from (config.train.init_from)."""
-  if config.train.kd_weight > 0:
-    copy_tokenizers(config.train.kd_teacher_workdir, workdir)
+  from (config.train.kd_weight > 0: the teacher) or starts from (config.train.init_from).
+
+  The workdir is shared by every process: process 0 copies, the others wait for it (two
+  processes copying into one staging folder would remove each other's files).
+  """
   source = config.train.get('init_from', '')
-  if source and not fileio.exists(fileio.join(workdir, 'checkpoints')):  # not on a resume
-    copy_tokenizers(check_run(source, 'config.train.init_from'), workdir)
+  warm = source and not fileio.exists(fileio.join(workdir, 'checkpoints'))  # not on a resume
+  if warm:
+    check_run(source, 'config.train.init_from')  # on every process: all stop alike
+  if jax.process_index() == 0:
+    if config.train.kd_weight > 0:
+      copy_tokenizers(config.train.kd_teacher_workdir, workdir)
+    if warm:
+      copy_tokenizers(source, workdir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('lmjax_adopt_tokenizers')
 
 
 def check_run(workdir: str, field: str) -> str:
