@@ -27,6 +27,7 @@ flags.mark_flags_as_required(['config', 'output'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from lmjax.data import preprocess  # pylint: disable=g-import-not-at-top
   from lmjax.data import sources  # pylint: disable=g-import-not-at-top
   from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -37,6 +38,9 @@ def main(argv):
     source = tasks.preprocess_task(config.task, _OUTPUT.value)
   except configlib.ConfigError as e:
     sys.exit(f'{e}\n(config file: {flags.FLAGS["config"].config_filename})')
+  except preprocess.NothingToPreprocess as e:
+    print(e)  # not an error: train.py builds such a task at start-up
+    return
   except (sources.DataError, ValueError) as e:
     sys.exit(f'error: {e}')
   index = source.index

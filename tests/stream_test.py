@@ -262,6 +262,18 @@ def test_cli_on_damaged_data_prints_one_line_and_no_traceback(tmp_path):
   assert 'truncated' in out.stderr and 'experiments/preprocess.py' in out.stderr
 
 
+def test_preprocess_cli_on_a_built_in_task_says_there_is_nothing_to_do(tmp_path):
+  """The README's default config generates its data: one line, exit 0, nothing written
+  (it used to end in a KeyError traceback)."""
+  out = scripts.run([sys.executable, 'experiments/preprocess.py', '--config=configs/default.py',
+                     f'--output={tmp_path / "out"}'], cwd=REPO, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert 'Traceback' not in out.stderr + out.stdout
+  lines = [l for l in out.stdout.splitlines() if l.strip()]
+  assert len(lines) == 1 and "config.task.name='synthetic_dates' has nothing to preprocess" in lines[0]
+  assert not os.path.exists(tmp_path / 'out')
+
+
 def test_tfds_trains_from_data_source_without_a_list_of_the_split(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
   from configs import tfds_wmt14_de_en  # pylint: disable=g-import-not-at-top

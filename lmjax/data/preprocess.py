@@ -31,9 +31,15 @@ from lmjax.data import tokenizers as tok_lib
 CHUNK = 2048  # raw records per worker task
 
 
+class NothingToPreprocess(ValueError):
+  """The task builds or tokenizes its examples in memory: there are no records to write."""
+
+
 def streamable(cfg: Mapping) -> bool:
   """Whether `config.task` trains from preprocessed records (seq2seq / line LM on files or TFDS)."""
-  src = cfg['source']
+  src = cfg.get('source')
+  if src is None:  # a built-in task: it generates its examples at start-up
+    return False
   kind = src.get('train_type') or src['type']
   if cfg['name'] == 'text_seq2seq':
     return kind in ('parallel', 'tfds')

@@ -75,10 +75,12 @@ def preprocess_task(cfg: Mapping, root: str) -> records.RecordSource:
   Runs then pass `--config.task.preprocessed_dir=root` and adopt its tokenizers.
   """
   if not preprocess.streamable(cfg):
-    raise ValueError(f"config.task.name={cfg['name']!r} with source.type="
-                     f"{cfg['source']['type']!r} tokenizes in memory at start-up; preprocessing "
-                     "applies to text_seq2seq (parallel, tfds) and text_lm (monolingual or tfds, "
-                     "lm_mode='line')")
+    source = cfg.get('source')
+    what = 'builds its examples' if source is None else f"with source.type={source['type']!r} tokenizes"
+    raise preprocess.NothingToPreprocess(
+        f"config.task.name={cfg['name']!r} has nothing to preprocess: it {what} in memory at "
+        "start-up (preprocessing applies to text_seq2seq with parallel or tfds sources and "
+        "text_lm with monolingual or tfds sources and lm_mode='line')")
   cfg = dict(cfg, preprocessed_dir=root)
   make = lambda texts: build_tokenizers(cfg, None, texts, cfg['tokenizer_seed'])
   source, _ = preprocess.prepare(cfg, root, make, lambda toks: toks, None)
