@@ -6,7 +6,9 @@ setuptools.setup(
     name='lmjax',
     version='0.1.0',
     description='JAX/Flax research codebase for Transformer and LSTM sequence models.',
-    packages=setuptools.find_packages(include=['lmjax', 'lmjax.*', 'configs']),
+    # configs/ stays in the repository (config files name other config files by path):
+    # installed, a top-level `configs` package would collide with other projects'.
+    packages=setuptools.find_packages(include=['lmjax', 'lmjax.*']),
     package_data={'lmjax.models': ['CONTRACT.md']},
     python_requires='>=3.10',
     install_requires=[

@@ -8,6 +8,8 @@ Arg `runlocal` (configs/default.py:runlocal) shrinks everything for a smoke test
 
 import ml_collections
 
+from lmjax.config import defaults
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """Returns the config; `arg` is a comma-separated list of options ('runlocal')."""
@@ -88,154 +90,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # faster than xla there; docs/DEVICES.md). Decoding steps always run 'reference'.
   c.model.attention_impl = 'auto'
 
-  c.optimizer = ml_collections.ConfigDict()
-  # 'adamw', 'adam', 'adafactor' or 'sgd'.
-  c.optimizer.name = 'adamw'
-  # Peak learning rate.
-  c.optimizer.learning_rate = 2e-3
-  # 'constant', 'rsqrt', 'cosine', 'linear' or 'step'.
-  c.optimizer.schedule = 'cosine'
-  # Linear warmup steps.
-  c.optimizer.warmup_steps = 200
-  # Final learning rate as a fraction of the peak (cosine/linear).
-  c.optimizer.end_learning_rate_factor = 0.05
-  # 'step' schedule: × decay_rate at step decay_begin, then again every decay_every steps.
-  c.optimizer.decay_rate = 0.5
-  c.optimizer.decay_every = 1000
-  c.optimizer.decay_begin = 1000
-  # Adam beta1 (momentum for sgd).
-  c.optimizer.b1 = 0.9
-  # Adam beta2.
-  c.optimizer.b2 = 0.98
-  # Adam epsilon.
-  c.optimizer.eps = 1e-9
-  # Decoupled weight decay.
-  c.optimizer.weight_decay = 1e-4
-  # adamw: decay only kernels and embeddings (ndim >= 2), not biases or norm scales.
-  c.optimizer.decay_matrices_only = False
-  # Global-norm gradient clipping (0 = off).
-  c.optimizer.grad_clip_norm = 1.0
-
-  c.train = ml_collections.ConfigDict()
-  # Global batch size (sentences), divisible by the batch mesh axes.
-  c.train.batch_size = 64
-  # Total optimizer steps.
-  c.train.num_train_steps = 2_000
-  # Micro-batches per step (gradients summed; same update as one big batch, less memory).
-  c.train.grad_accum_steps = 1
-  # Label-smoothing epsilon.
-  c.train.label_smoothing = 0.1
-  # Exponential moving average of the parameters (0 = off; e.g. 0.999): evaluation, the
-  # best checkpoint, evaluate.py and decode.py then use the average (Polyak averaging).
-  c.train.ema_decay = 0.0
-  # Steps between train-metric logs.
-  c.train.log_every = 100
-  # Steps between evaluations.
-  c.train.eval_every = 500
-  # Steps between periodic checkpoints.
-  c.train.checkpoint_every = 500
-  # Periodic checkpoints kept (the best is kept separately).
-  c.train.keep_checkpoints = 3
-  # Let Orbax write checkpoints in the background.
-  c.train.async_checkpointing = True
-  # When the newest checkpoint cannot be restored (damaged files) but an older one can:
-  # move it to checkpoints/damaged/ and resume from the older (a preempted VM's job loop
-  # needs no one to step in). False: stop with a message naming it.
-  c.train.checkpoint_fallback = True
-  # Eval metric that selects the best checkpoint and drives early stopping.
-  c.train.best_metric = 'exact_match'
-  # 'max' if larger is better for best_metric, else 'min'.
-  c.train.best_mode = 'max'
-  # Stop after this many evals without improvement (0 = never).
-  c.train.early_stopping_patience = 0
-  # Carry the LSTM LM state across batches (truncated BPTT over a token stream; lm tasks only).
-  c.train.stateful = False
-  # A step whose loss or gradient norm is NaN/Inf is never applied; then 'skip' goes on
-  # (stopping after max_nonfinite_steps in a row) or 'stop' stops the run at once.
-  c.train.nonfinite = 'skip'
-  # Consecutive non-finite steps after which the run stops with an error (nonfinite='skip').
-  c.train.max_nonfinite_steps = 10
-  # Word-level knowledge distillation (lmjax/train/kd.py; docs/COMPRESSION.md): loss =
-  # (1 - kd_weight)·CE + kd_weight·T²·KL(teacher_T ‖ student_T) over the target tokens
-  # (0 = off). Sequence-level KD is experiments/distill.py.
-  c.train.kd_weight = 0.0
-  # Softmax temperature T of both distributions in the KD term.
-  c.train.kd_temperature = 1.0
-  # Workdir of the trained teacher (its config.json builds the teacher; a fresh student
-  # workdir gets a copy of its tokenizers/, so both share one vocabulary).
-  c.train.kd_teacher_workdir = ''
-  # Teacher checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
-  c.train.kd_teacher_checkpoint = 'latest'
-  # Warm start (lmjax/train/source_run.py): a fresh run begins from the parameters of this
-  # trained run's checkpoint (its moving average when it kept one) and copies its tokenizers;
-  # the optimizer, step and data position start fresh ('' = off; a resume ignores it).
-  c.train.init_from = ''
-  # Its checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
-  c.train.init_checkpoint = 'latest'
-  # Quantization-aware training with qwix (lmjax/train/quantization.py): '' = off, 'int8'
-  # (int8 weights and activations, fake-quantized; straight-through gradients) or
-  # 'int8_weights'. Checkpoints stay float; evaluate.py --quantize=int8 runs them in int8.
-  c.train.quantization = ''
-  c.train.pruning = ml_collections.ConfigDict()
-  # Gradual magnitude pruning (Zhu & Gupta 2017; lmjax/train/pruning.py): final fraction of
-  # zeros of every weight matrix (kernels, embeddings), in [0, 1); 0 = off.
-  c.train.pruning.sparsity = 0.0
-  # First step of the cubic schedule (sparsity 0 there).
-  c.train.pruning.begin_step = 0
-  # Step that reaches the final sparsity (0 = train.num_train_steps); end - begin must be a
-  # multiple of update_every.
-  c.train.pruning.end_step = 0
-  # Steps between mask updates (masks are optimizer state: in every checkpoint).
-  c.train.pruning.update_every = 100
-
-  c.eval = ml_collections.ConfigDict()
-  # Eval batch size (sentences).
-  c.eval.batch_size = 256
-  # Greedy-decode length for decode metrics (0 = task target length).
-  c.eval.decode_max_length = 0
-  # Decoded samples printed at the end.
-  c.eval.num_samples = 5
-  # Taggers: added to the outside tag 'O''s score at prediction (Viterbi or argmax); < 0
-  # trades precision for recall (Minkov et al., 2006). Tune it on the eval split.
-  c.eval.outside_bias = 0.0
-
-  # Named mesh axes and sizes; -1 = all remaining devices.
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})
-  # Logical axis → mesh axis (None = replicated). Data parallelism by default.
-  c.logical_axis_rules = [('batch', ('data', 'fsdp')), ('length', None), ('embed', None),
-                          ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
-                          ('hidden', None), ('hidden_in', None), ('classes', None),
-                          ('layers', None)]
-  # Sharding strategy: a key of config.sharding_rules, or 'custom' = config.logical_axis_rules.
-  c.sharding = 'dp'
-  # Named rule tables (logical axis → mesh axes; the first rule whose mesh axes are free wins).
-  c.sharding_rules = ml_collections.ConfigDict({
-      # Data parallelism: params and optimizer state replicated.
-      'dp': list(c.logical_axis_rules),
-      # FSDP (ZeRO-3): params and optimizer state split over 'fsdp' along embed/hidden;
-      # activations keep 'fsdp' on the batch, so those rules do not apply to them.
-      'fsdp': [('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('hidden', 'fsdp'),
-               ('length', None), ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
-               ('hidden_in', None), ('classes', None), ('layers', None)],
-      # FSDP + tensor parallelism: mlp/heads/hidden over 'model', embed over 'fsdp'.
-      'fsdp_tp': [('batch', ('data', 'fsdp')), ('mlp', 'model'), ('heads', 'model'),
-                  ('hidden', 'model'), ('embed', 'fsdp'), ('length', None), ('kv', None),
-                  ('vocab', None), ('hidden_in', None), ('classes', None), ('layers', None)],
-  })
-
-  # JAX's persistent compilation cache folder, set at process start-up (lmjax/runtime.py);
-  # reruns of the same shapes then skip compiling. '' = off.
-  c.compilation_cache_dir = ''
-
-  c.distributed = ml_collections.ConfigDict()
-  # Call jax.distributed.initialize (multi-host: one process per host).
-  c.distributed.enabled = False
-  # Coordinator 'host:port' ('' = auto-detect on Cloud TPU / SLURM).
-  c.distributed.coordinator_address = ''
-  # Number of processes (-1 = auto).
-  c.distributed.num_processes = -1
-  # This process's id (-1 = auto).
-  c.distributed.process_id = -1
+  # The trainer's sections (every field commented in lmjax/config/defaults.py).
+  c.optimizer = defaults.optimizer()
+  c.train = defaults.train()
+  c.eval = defaults.eval()
+  defaults.add_parallelism(c)
+  defaults.add_runtime(c)
 
   if 'runlocal' in options:
     c.task.num_train, c.task.num_eval = 2_000, 100

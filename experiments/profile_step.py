@@ -13,7 +13,6 @@ import sys
 from absl import app
 from absl import flags
 
-from configs import default
 from lmjax import runtime
 from lmjax.bench import profile
 from lmjax.bench import shapes
@@ -43,7 +42,7 @@ def main(argv):
       raise ValueError(f'--calls must be >= 1, got {_CALLS.value}')
   except ValueError as e:
     sys.exit(f'profile_step: {e}')
-  runtime.setup(default.get_config())  # the process set-up of experiments/train.py
+  runtime.setup(config)  # the process set-up of experiments/train.py
   sizes = {'vocab_size': shape.vocab_size, 'target_vocab_size': shape.vocab_size}
   breakdown = profile.profile_train_step(config, sizes, batch, _CALLS.value)
   print(f'train step, shape {name}')

@@ -92,3 +92,18 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path):
   assert _upward(graph) == ['lmjax.data.c imports lmjax.train.loop (layer 3 >= 1)']
   assert _upward({'lmjax.models.x': {'lmjax.data.y'}, 'lmjax.data.y': set()}) == [
       'lmjax.models.x imports lmjax.data.y (layer 1 >= 1)']
+
+
+def _imports_configs(path):
+  import ast  # pylint: disable=g-import-not-at-top
+  with open(path, encoding='utf-8') as fh:
+    tree = ast.parse(fh.read(), path)
+  return any((isinstance(n, ast.Import) and any(a.name.split('.')[0] == 'configs' for a in n.names))
+             or (isinstance(n, ast.ImportFrom) and (n.module or '').split('.')[0] == 'configs')
+             for n in ast.walk(tree))
+
+
+def test_the_library_imports_no_experiment_config():
+  """configs/ is not installed with lmjax: the library takes defaults from
+  lmjax/config/defaults.py and config files by path (configlib.repo_config)."""
+  assert [m for m, p in _modules().items() if _imports_configs(p)] == []

@@ -23,9 +23,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 
-from configs import default
 from lmjax import platforms
 from lmjax import runtime
+from lmjax.config import configlib
 from lmjax.bench import decode
 from lmjax.bench import jax_train
 from lmjax.bench import shapes
@@ -152,7 +152,7 @@ def train_run(setting: Setting) -> Tuple[table.Row, float]:
   # pylint: disable=g-import-not-at-top  (the trainer, only for this section)
   from lmjax.train import loop
   from lmjax.train import reporting
-  config = default.get_config(setting.train_config)
+  config = configlib.repo_config('default.py', setting.train_config)
   t = config.train
   t.num_train_steps = t.eval_every = t.checkpoint_every = setting.train_steps
   t.log_every = max(1, setting.train_steps // 3)
@@ -205,7 +205,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> Result:
     The Result.
   """
   check_options(options)
-  runtime.setup(default.get_config())  # the process set-up of experiments/train.py
+  runtime.setup(configlib.repo_config('default.py'))  # the process set-up of experiments/train.py
   platform = platforms.backend()
   setting = setting_for(options.mode, platform)
   mode = options.mode if options.mode != 'auto' else ('quick' if platform == 'cpu' else 'full')

@@ -341,7 +341,6 @@ def run(scale_dir: str, pairs: Sequence[int], lines: int, workers: Sequence[int]
     The results (also written to SCALE_DIR/scale_results.json), for `format_table`.
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from configs import text_task  # pylint: disable=g-import-not-at-top
   from lmjax.config import configlib  # pylint: disable=g-import-not-at-top
   bank = load_bank(shared_data_dir(), seed)
   corpora = make_corpora(scale_dir, pairs, lines, seed, bank)
@@ -361,6 +360,7 @@ def run(scale_dir: str, pairs: Sequence[int], lines: int, workers: Sequence[int]
     config = configlib.load_config_file(f'{CONFIG}:{corpora["pairs"][n]}')
     configs.append((config, n, 2, f'{n:,} pairs'))
   if lines:
+    text_task = configlib.config_module(os.path.join(REPO, 'configs', 'text_task.py'))
     config = ml_collections.ConfigDict({'task': text_task.task_config('text_lm', ''),
                                         'model': {'max_len': 256}})
     config.task.source.type, config.task.source.train_files = 'monolingual', [corpora['lines']]

@@ -10,8 +10,6 @@ from typing import Any, Dict, Mapping, Optional
 import ml_collections
 import numpy as np
 
-from configs import default
-from configs import ptb_lstm
 from lmjax.config import configlib
 
 
@@ -200,7 +198,7 @@ def transformer_config(shape: TransformerShape,
   Returns:
     A validated config with a 1-device mesh.
   """
-  c = default.get_config()
+  c = configlib.repo_config('default.py')
   m = c.model
   m.emb_dim = m.qkv_dim = shape.emb_dim
   m.num_heads, m.mlp_dim = shape.num_heads, shape.mlp_dim
@@ -228,7 +226,7 @@ def lstm_config(shape: LSTMShape) -> ml_collections.ConfigDict:
   Returns:
     A validated config with a 1-device mesh (its task needs data and is not built).
   """
-  c = ptb_lstm.get_config('')
+  c = configlib.repo_config('ptb_lstm.py')
   c.model.emb_dim, c.model.hidden_dim, c.model.num_layers = (shape.emb_dim, shape.hidden_dim,
                                                              shape.num_layers)
   c.model.dtype = 'float32'  # as transformer_config: the rows are float32 on every platform

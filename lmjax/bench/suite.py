@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Mapping, Sequence
 
 import jax
 
-from configs import default
 from lmjax import runtime
+from lmjax.config import configlib
 from lmjax.bench import decode
 from lmjax.bench import flops
 from lmjax.bench import jax_train
@@ -160,7 +160,7 @@ def run(options: Options, log: Callable[[str], None] = lambda s: print(s, file=s
     The Report (device info, matmul ceiling, rows).
   """
   check_options(options)
-  config = default.get_config(options.pipeline_config)
+  config = configlib.repo_config('default.py', options.pipeline_config)
   runtime.setup(config)  # the process set-up of experiments/train.py
   sections = set(options.sections)
   precisions = [p for p in timing.PRECISIONS if p in options.precisions]

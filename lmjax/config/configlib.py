@@ -43,12 +43,13 @@ def flags_parser(argv: Sequence[str], flag_name: str = 'config') -> List[str]:
   Returns:
     Remaining positional arguments (as absl's default parser).
   """
-  if '--debug' not in argv:  # --debug: let the loader's own traceback through
-    try:
-      spec = _flag_value(argv, flag_name)
-    except ValueError:  # not given: absl reports the required flag
-      spec = None
-    if spec is not None:
+  try:
+    spec = _flag_value(argv, flag_name)
+  except ValueError:  # not given: absl reports the required flag
+    spec = None
+  if spec is not None:
+    add_config_root(spec.partition(':')[0])
+    if '--debug' not in argv:  # --debug: let the loader's own traceback through
       _check_config_file(spec, flag_name)
   try:
     return flags.FLAGS(argv)
@@ -95,14 +96,52 @@ def _flag_value(argv: Sequence[str], flag_name: str) -> str:
   raise ValueError(f'--{flag_name} not given')
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads 'path/to/config.py[:arg]' the way ml_collections' config flag does."""
-  path, _, arg = spec.partition(':')
+def add_config_root(path: str) -> None:
+  """Lets a config file import its siblings (`from configs import text_task`).
+
+  Config files live in a `configs/` package beside `lmjax/`, which is not installed
+  with the library (a site-packages `configs` would collide with other projects'): the
+  folder above the file's package goes on sys.path, whatever the working directory.
+
+  Args:
+    path: a config file's path.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isfile(os.path.join(folder, '__init__.py')):
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+      sys.path.insert(0, root)
+
+
+def config_module(path: str):
+  """Imports a config file (any name, any folder) as a module; its siblings importable."""
+  add_config_root(path)
   loader = importlib.machinery.SourceFileLoader('_lmjax_config', path)  # any file name
   module_spec = importlib.util.spec_from_loader('_lmjax_config', loader)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:arg]' the way ml_collections' config flag does."""
+  path, _, arg = spec.partition(':')
+  module = config_module(path)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def repo_config(name: str, arg: str = '') -> ml_collections.ConfigDict:
+  """A config of the repository's configs/ folder, for tools that run from its root
+  (benchmarks, the device check): `repo_config('default.py', 'runlocal')`.
+
+  Raises:
+    ValueError: no configs/NAME under the working directory (names the folder).
+  """
+  path = os.path.join('configs', name)
+  if not os.path.isfile(path):
+    raise ValueError(f'{path} not found in {os.getcwd()}: run this from the root of the lmjax '
+                     'repository (the config files are not installed with the package)')
+  return load_config_file(f'{path}:{arg}' if arg else path)
 
 
 def _has_path(config, dotted: str) -> bool:

@@ -11,7 +11,6 @@ rerun resumes every unfinished trial from its checkpoints.
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from lmjax import fileio
+from lmjax.config import configlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # local disk: this checkout
 TRAIN = os.path.join(REPO, 'experiments', 'train.py')
@@ -40,9 +40,7 @@ def load_sweep(config_spec: str, name: str) -> List[Dict[str, Any]]:
     ValueError: the file has no get_sweep, or it returns no trials.
   """
   path = config_spec.partition(':')[0]
-  spec = importlib.util.spec_from_file_location('_lmjax_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = configlib.config_module(path)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(f'{path} defines no get_sweep(name): add one returning a list of '
                      'override dicts to use --sweep')

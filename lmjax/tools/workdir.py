@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import default
+from lmjax.config import defaults
 from lmjax.tools import averaging
 from lmjax import fileio
 from lmjax import parallel
@@ -72,13 +72,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def _backfill(config: ml_collections.ConfigDict, path: str) -> None:
   """Gives trainer fields added after the run was written (train.*, eval.*) their defaults."""
-  base, added = default.get_config(), []
+  base, added = ml_collections.ConfigDict(), []
+  defaults.add_parallelism(base)
   for key in ('sharding', 'sharding_rules'):
     if key not in config:
       config[key] = base[key]
       added.append(key)
-  for section in ('train', 'eval'):
-    for key, value in base[section].items():
+  for section, fields in (('train', defaults.train()), ('eval', defaults.eval())):
+    for key, value in fields.items():
       if key not in config[section]:
         config[section][key] = value
         added.append(f'{section}.{key}={value!r}')
