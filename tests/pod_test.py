@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 from lmjax.train import checkpoint as ckpt_lib
+from lmjax.train import loop
 from tests import pod_worker
 from tests import stream_test
 
@@ -183,7 +184,6 @@ def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpu
   assert read_record(ref, 0)[1] != read_record(ref, 1)[1]
 
   # The same checkpoint (step 6, written by 2 processes) resumed by one process.
-  from lmjax.train import loop  # pylint: disable=g-import-not-at-top
   with pod_worker.hooks({'record': str(tmp_path / 'one')}):
     if mode == 'pack':
       with pytest.raises(ValueError, match=r"batching.mode='pack' keeps a data position per "
@@ -214,12 +214,12 @@ def test_with_fallback_off_a_read_failure_on_one_process_stops_every_process(cor
   config['overrides'].update({'train.num_train_steps': 4, 'train.checkpoint_every': 2,
                               'train.eval_every': 4})
   run = str(tmp_path / 'run')
-  launch([dict(kind='train', config=config, workdir=run)], tmp_path, 'launch1')
+  loop.train_and_evaluate(pod_worker.build_config(config), run)  # here: 1 process, 8 devices
   config['overrides'].update({'train.num_train_steps': 6, 'train.checkpoint_fallback': False})
   before = sorted(os.listdir(os.path.join(run, 'checkpoints', 'last')))
   start = time.time()
   outs = launch([dict(kind='train', config=config, workdir=run, fault_step=4,
-                      error_file=str(tmp_path / 'error'))], tmp_path, 'launch2', expect_ok=False)
+                      error_file=str(tmp_path / 'error'))], tmp_path, 'resume', expect_ok=False)
   assert time.time() - start < 120  # nobody waits for the others
   for i, (code, out) in enumerate(outs):
     assert code == 1, out[-3000:]

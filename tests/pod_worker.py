@@ -41,12 +41,7 @@ def build_config(spec):
   else:
     from configs import default  # pylint: disable=g-import-not-at-top
     config = default.get_config('runlocal')
-  for key, value in spec.get('overrides', {}).items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(spec.get('overrides', {}))
   return config
 
 
