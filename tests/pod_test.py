@@ -1,13 +1,13 @@
 """A simulated pod resumes exactly: 2 `jax.distributed` processes × 4 CPU devices (gloo).
 
 For each batching mode (plain, pack, bucket, and the stateful LSTM LM's token stream
-with its TBPTT carry), one run is stopped twice and resumed each time
-in two new processes, from the checkpoints on disk:
+with its TBPTT carry), one run is stopped and resumed in two new processes, from the
+checkpoints on disk:
 
     launch 1: the uninterrupted run (12 steps) | the run, SIGTERM at step 5 (saves at 6)
     launch 2: resumes (pack: process 1 alone fails to read step 6, so both fall back to
-              step 4) and is SIGKILLed at step 9 (newest checkpoint: 8)
-    launch 3: resumes to step 12
+              step 4); pack and bucket: SIGKILLed at step 9 (newest checkpoint: 8)
+    launch 3: (pack and bucket) resumes to step 12
 
 Its final parameters must be bit-identical to the uninterrupted run's, and every
 process must have drawn, at every step, the same rows (example digests logged by
@@ -16,10 +16,10 @@ per-process data positions, pack mode fails both (process 1 resumed with process
 position and pending example).
 
 The same checkpoints then serve the process-count checks: pack refuses a resume on one
-process with one line; the other modes restore onto one process (8 devices) the
-parameters and optimizer state the two processes saved, bit for bit, carry their data
-position over exactly (its rows equal the two processes' rows together) and end where
-the two processes ended (N processes equal one).
+process with one line; the other modes resume on one process (8 devices): bucket restores
+the parameters and optimizer state the two processes saved bit for bit, and every mode
+carries its data position over exactly (the rows equal the two processes' rows together)
+and ends where the two processes ended (N processes equal one).
 """
 
 import json
@@ -152,8 +152,11 @@ def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpu
   config = mode_config(mode, corpus)
   ref, run = str(tmp_path / 'ref'), str(tmp_path / 'run')
   fault = 6 if mode == 'pack' else None  # process 1 alone cannot read the newest checkpoint
+  # pack and bucket: SIGTERM, then SIGKILL. plain and the LM stream (positions the same on
+  # every host, as bucket's): SIGTERM only, to keep the suite short.
+  kill = mode in ('pack', 'bucket')
 
-  dump = [] if mode == 'pack' else [  # the state as the saving topology restores it
+  dump = [] if mode != 'bucket' else [  # the state as the saving topology restores it
       dict(kind='dump', config=config, workdir=ref, what='state', path=str(tmp_path / 'ref.npz'))]
   launch([dict(kind='train', config=config, workdir=ref, record=ref), *dump,
           dict(kind='train', config=config, workdir=run, record=run, signal_at=5, signal='TERM')],
@@ -162,17 +165,20 @@ def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpu
   after_sigterm = str(tmp_path / 'after_sigterm')
   shutil.copytree(run, after_sigterm)
 
-  outs = launch([dict(kind='train', config=config, workdir=run, record=run, signal_at=9,
-                      signal='KILL', fault_step=fault)], tmp_path, 'launch2', expect_ok=False)
+  second = dict(kind='train', config=config, workdir=run, record=run, fault_step=fault)
+  if kill:
+    second.update(signal_at=9, signal='KILL')
+  outs = launch([second], tmp_path, 'launch2', expect_ok=not kill)
   for _, out in outs:  # every process resumed from the same step
     assert resumed_at(out) == [4 if fault else 6], out[-3000:]
-  assert ckpt_lib.complete_steps(run)[-1] == 8  # the SIGKILL came after step 8's save
   if fault:
     assert len(os.listdir(os.path.join(run, 'checkpoints', 'damaged'))) == 1
-
-  outs = launch([dict(kind='train', config=config, workdir=run, record=run)], tmp_path, 'launch3')
-  for _, out in outs:
-    assert resumed_at(out) == [8], out[-3000:]
+  if kill:
+    assert ckpt_lib.complete_steps(run)[-1] == 8  # the SIGKILL came after step 8's save
+    outs = launch([dict(kind='train', config=config, workdir=run, record=run)], tmp_path,
+                  'launch3')
+    for _, out in outs:
+      assert resumed_at(out) == [8], out[-3000:]
 
   assert_params_identical(ref, run)
   for process in range(2):
@@ -190,13 +196,14 @@ def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpu
                                            r'process .* written by 2 processes and this run has 1'):
         loop.train_and_evaluate(pod_worker.build_config(config), after_sigterm)
       return
-    trainer = loop.Trainer(pod_worker.build_config(config), ref)
-    trainer.restore_latest()  # parameters and optimizer state exactly as 2 processes saved them
-    saved = np.load(tmp_path / 'ref.npz')
-    restored = pod_worker.restored_arrays(trainer, 'state')
-    assert sorted(restored) == sorted(saved)
-    for name, value in restored.items():
-      np.testing.assert_array_equal(np.asarray(value), saved[name], err_msg=name)
+    if dump:
+      trainer = loop.Trainer(pod_worker.build_config(config), ref)
+      trainer.restore_latest()  # parameters and optimizer state exactly as 2 processes saved them
+      saved = np.load(tmp_path / 'ref.npz')
+      restored = pod_worker.restored_arrays(trainer, 'state')
+      assert sorted(restored) == sorted(saved)
+      for name, value in restored.items():
+        np.testing.assert_array_equal(np.asarray(value), saved[name], err_msg=name)
     loop.train_and_evaluate(pod_worker.build_config(config), after_sigterm)
   got = read_record(str(tmp_path / 'one'), 0)
   assert sorted(got) == list(range(7, STEPS + 1))
