@@ -43,7 +43,7 @@ class ReferenceStack(nn.Module):
     final = []
     for i in range(self.num_layers):
       if i > 0:
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = layers.Dropout(self.dropout_rate)(x, deterministic=deterministic)
       outputs, states = [], []
       for d, reverse in enumerate(directions):
         cell = reference_cell(self.hidden_dim, 'embed' if i == 0 else 'hidden_in', self.dtype)
@@ -69,7 +69,7 @@ class ReferenceOutputLayer(nn.Module):
   @nn.compact
   def __call__(self, x, embedding: Optional[nn.Embed], *, deterministic: bool):
     cfg = self.config
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     if embedding is None:
       logits = layers.dense(cfg.target_vocab_size, ('hidden', 'vocab'), cfg.jnp_dtype,
                             name='logits')(x)

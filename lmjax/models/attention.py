@@ -25,7 +25,7 @@ Dtype = Any
 def masked_softmax(logits, mask, dtype):
   """Softmax over the last axis (in float32, for stability under bf16) where `mask` is True."""
   if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    logits = jnp.where(mask, logits, layers.NEG_INF)
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 

@@ -5,7 +5,7 @@ The score of tags y_1..y_n on the n real positions of a row is
     start[y_1] + Σ_t emissions[t, y_t] + Σ_{t>1} transitions[y_{t-1}, y_t] + end[y_n].
 
 Tag id 0 is padding: it is never allowed on a real position (its emission is
-replaced by NEG_INF), so the partition function and Viterbi range over the real
+replaced by layers.NEG_INF), so the partition function and Viterbi range over the real
 tags 1..C-1 only, and Viterbi writes 0 on padding. A gold tag 0 on a real
 position therefore gets a huge NLL (~1e9): tags must be > 0 wherever inputs > 0.
 Padded positions (mask False) are skipped wherever they are: the chain links
@@ -15,12 +15,13 @@ consecutive real positions. A row without real positions has NLL 0.
 import jax
 import jax.numpy as jnp
 
-NEG_INF = -1e9  # finite: exp underflows to 0 without inf - inf = NaN
+from lmjax.models import layers
+
 
 
 def _real_tags_only(emissions: jnp.ndarray) -> jnp.ndarray:
   """(B, S, C) float32 emissions with the padding tag 0 forbidden."""
-  return emissions.astype(jnp.float32).at[..., 0].set(NEG_INF)
+  return emissions.astype(jnp.float32).at[..., 0].set(layers.NEG_INF)
 
 
 def log_partition(emissions, mask, transitions, start, end) -> jnp.ndarray:

@@ -139,7 +139,7 @@ class CharCNN(nn.Module):
                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('hidden',)))
     y = conv(x.reshape(b * s, w, self.dim)).reshape(b, s, w, self.filters)  # (B, S, W, F)
     real = (chars > 0)[..., None]  # (B, S, W, 1)
-    pooled = jnp.max(jnp.where(real, y, lstm.NEG_INF), axis=2)  # (B, S, F)
+    pooled = jnp.max(jnp.where(real, y, layers.NEG_INF), axis=2)  # (B, S, F)
     return jnp.where(jnp.any(real, axis=2), pooled, 0.0).astype(self.dtype)
 
 
@@ -183,14 +183,13 @@ class Head(nn.Module):
     elif self.pooling == 'mean':
       pooled = jnp.sum(features * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)  # (B, D)
     elif self.pooling == 'max':
-      lowest = jnp.finfo(features.dtype).min
-      pooled = jnp.max(jnp.where(mask[..., None], features, lowest), 1)  # (B, D)
+      pooled = jnp.max(jnp.where(mask[..., None], features, layers.NEG_INF), 1)  # (B, D)
       pooled = jnp.where(jnp.any(mask, 1, keepdims=True), pooled, 0.0)  # an empty row: zeros
     else:  # additive self-attention pooling (Yang et al., 2016)
       d = features.shape[-1]
       u = jnp.tanh(layers.dense(d, ('hidden_in', 'hidden'), self.dtype, name='pool_hidden')(features))
       scores = layers.dense(1, ('hidden', None), self.dtype, name='pool_score')(u)[..., 0]  # (B, S)
-      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), lstm.NEG_INF), -1)
+      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), layers.NEG_INF), -1)
       weights = jnp.where(mask, weights, 0.0)
       self.sow('intermediates', 'pooling_weights', weights)
       pooled = jnp.einsum('bs,bsd->bd', weights.astype(features.dtype), features)  # (B, D)

@@ -13,6 +13,9 @@ from lmjax.models import dropout_mask
 
 Dtype = Any
 PAD_ID = 0
+# The one mask value (attention, pooling, CRF): finite, so an all-padding row gives uniform
+# weights instead of NaN and exp underflows to 0 without inf - inf.
+NEG_INF = -1e9
 EOS_ID = 1
 
 

@@ -19,7 +19,6 @@ from lmjax.models import layers
 from lmjax.models import lstm_layers
 
 ATTENTIONS = ('bahdanau', 'luong_dot', 'luong_general', 'none')
-NEG_INF = -1e9  # finite, so an all-padding row gives uniform weights instead of NaN
 
 # Per-layer states: a tuple over layers of (c, h), each (B, H).
 LayerStates = Tuple[Tuple[jnp.ndarray, jnp.ndarray], ...]
@@ -158,7 +157,7 @@ class DecoderCell(nn.Module):
     new_states = []
     for i in range(cfg.num_decoder_layers):
       if i > 0:
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
       state, x = lstm_cell(cfg.hidden_dim, 'embed' if i == 0 else 'hidden_in', dt, name=f'layer_{i}')(
           states[i], x)  # x: (B, H)
       new_states.append(state)
@@ -173,7 +172,7 @@ class DecoderCell(nn.Module):
         scores = jnp.einsum('bsh,h->bs', jnp.tanh(keys + query[:, None]), v.astype(dt))  # (B, S)
       else:  # Luong dot / general: keys are memory or W_a·memory
         scores = jnp.einsum('bsh,bh->bs', keys, x)  # (B, S)
-      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), NEG_INF), axis=-1)
+      weights = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), layers.NEG_INF), axis=-1)
       weights = jnp.where(mask, weights, 0.0)  # (B, S)
       context = jnp.einsum('bs,bsd->bd', weights.astype(dt), memory)  # (B, He)
       out = jnp.tanh(layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt, name='attention_out',
@@ -196,7 +195,7 @@ class OutputLayer(nn.Module):
     """Args: x (B, T, H); embedding to tie with, or None. Returns float32 (B, T, V)."""
     cfg = self.config
     dt = cfg.jnp_dtype
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     b, t = x.shape[:2]
     # On (B·T, H) rows autodiff's d(kernel) = xᵀ·dlogits contracts over the rows with
     # dlogits in place; on (B, T, H) XLA:CPU first copies dlogits (B·T, V) to (V, B·T).
@@ -240,7 +239,7 @@ class LSTMEncoderDecoder(nn.Module):
     if cfg.attention in ('bahdanau', 'luong_general'):
       self.attention_keys = layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt,
                                          use_bias=cfg.attention == 'bahdanau')
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = layers.Dropout(cfg.dropout_rate)
     self.decoder = ScannedDecoder(cfg)
     self.output = OutputLayer(cfg)
     self.cache = StateCache()
@@ -330,7 +329,7 @@ class LSTMLanguageModel(nn.Module):
     check_encoder_only_fields(cfg)
     check(cfg.target_vocab_size > 0, 'target_vocab_size', 'must be > 0 (passed by the trainer)')
     self.embed = embed(cfg.target_vocab_size, cfg.emb_dim, dt)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = layers.Dropout(cfg.dropout_rate)
     self.lstm = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, False, dt)
     self.output = OutputLayer(cfg)
     self.cache = StateCache()

@@ -26,6 +26,8 @@ from flax.linen import recurrent
 import jax
 import jax.numpy as jnp
 
+from lmjax.models import layers
+
 GATES = 'ifgo'  # gate order of nn.OptimizedLSTMCell's concatenated kernels
 
 Carry = Tuple[jnp.ndarray, jnp.ndarray]  # (c, h), each (B, H) float32
@@ -242,7 +244,7 @@ class LSTMStack(nn.Module):
     final = []
     for i in range(self.num_layers):
       if i > 0:
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = layers.Dropout(self.dropout_rate)(x, deterministic=deterministic)
       outputs, states = [], []
       for d, reverse in enumerate(directions):
         layer = LSTMLayer(self.hidden_dim, 'embed' if i == 0 else 'hidden_in', reverse, self.dtype,

@@ -100,7 +100,7 @@ class LSTMVAE(nn.Module):
     dt = cfg.jnp_dtype
     check_config(cfg)
     self.embed = lstm.embed(cfg.target_vocab_size, cfg.emb_dim, dt)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = layers.Dropout(cfg.dropout_rate)
     self.encoder = lstm.LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate,
                                   cfg.bidirectional, dt)
     self.to_mean = layers.dense(cfg.latent_dim, ('hidden_in', 'hidden'), dt)
