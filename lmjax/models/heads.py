@@ -219,7 +219,7 @@ class EncoderModelBase(nn.Module):
 
   def features(self, batch, *, train: bool):
     """Returns features (B, S, D) and last-position summary (B, D)."""
-    raise NotImplementedError
+    raise NotImplementedError  # abstract
 
   def __call__(self, batch, *, train: bool):
     """Class logits (B, C) or tag emissions (B, S, C) for batch['inputs'] (B, S)."""
