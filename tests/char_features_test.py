@@ -176,7 +176,7 @@ def test_decode_cli_tags_one_tag_per_word(tagger):
   params, _ = run.restore('latest')
   lines = [' '.join(run.task.eval_sources[i].split()) for i in range(5)]
   expected = [' '.join(run.task.label_names[t] for t in row[:len(line.split())])
-              for row, line in zip(run.evaluator().predict_ids(params, run.task.eval_examples[:5]),
+              for row, line in zip(run.evaluator().predict(params, run.task.eval_examples[:5]),
                                    lines)]
   long_line = ' '.join(['Zed'] + ['word'] * 70)  # 71 words > max_input_length 64
   done = tool(f'--workdir={path}', '--batch_size=2', stdin='\n'.join(lines[:2] + [''] + lines[2:]
@@ -265,7 +265,7 @@ def test_decode_cli_classifies_like_the_evaluator(classifier):
   run = inference.Run(path)
   params, _ = run.restore('latest')
   task = run.task
-  expected = [task.label_names[int(p)] for p in run.evaluator().predict_ids(params, task.eval_examples[:6])]
+  expected = [task.label_names[int(p)] for p in run.evaluator().predict(params, task.eval_examples[:6])]
   done = tool(f'--workdir={path}', stdin='\n'.join(task.eval_sources[:6]) + '\n\n')
   assert done.returncode == 0, done.stderr
   assert done.stdout.split('\n')[:-1] == expected + ['']

@@ -23,13 +23,13 @@ from lmjax.tools import distill_data
 from lmjax.tools import inference
 from lmjax.tools import quantized
 from lmjax.train import checkpoint as ckpt_lib
-from lmjax.train import kd as kd_lib
+from lmjax.objectives import cross_entropy
+from lmjax.objectives import kd as kd_lib
 from lmjax.train import loop
-from lmjax.train import losses
+from lmjax.objectives import losses
 from lmjax.train import pruning
 from lmjax.train import quantization
 from lmjax.train import soak
-from lmjax.train import step as step_lib
 from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,14 +84,20 @@ def teacher(data, tmp_path_factory):
 def test_kd_loss_and_gradient_equal_a_numpy_reference():
   rng = np.random.default_rng(0)
   student, teacher = rng.normal(size=(2, 3, 7, 11)).astype(np.float32) * 3
-  labels = rng.integers(1, 11, size=(3, 7)).astype(np.int32)
   weights = (rng.random((3, 7)) > 0.3).astype(np.float32)
+  labels = (rng.integers(1, 11, size=(3, 7)) * weights).astype(np.int32)  # 0 = padding
   w, t = 0.7, 2.5
-  spec = kd_lib.KD(teacher=None, weight=w, temperature=t)
+
+  class Logits:  # a "model" whose logits are its parameters
+    def apply(self, variables, inputs, **kwargs):
+      del inputs, kwargs
+      return variables['params']
+
+  spec = kd_lib.Distillation(cross_entropy.TokenCrossEntropy(Logits(), 'targets'), Logits(),
+                             None, None, w, t)
 
   def loss(s):
-    sums = step_lib.cross_entropy_sums(s, labels, weights, 0.0)
-    return spec.mix(sums, s, teacher, weights)['loss']
+    return spec.loss_and_metrics(s, {'targets': labels}, (teacher,), train=True)[0]
 
   def log_softmax(x):
     x = x.astype(np.float64) - x.max(-1, keepdims=True)

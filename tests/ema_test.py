@@ -18,8 +18,10 @@ from lmjax.train import loop
 from lmjax.train import optim
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
+from tests.train_test import smoothed_ce
 from tests.train_test import assert_trees_equal
 from tests.train_test import tiny_config
+
 
 
 def _numpy_ema(param_history, decay):
@@ -53,7 +55,7 @@ def test_train_step_keeps_the_moving_average_of_the_params():
   state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules, ema=True)
   assert_trees_equal(state.ema_params, state.params)
   bsh = parallel.batch_sharding(mesh, rules)
-  step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1,
+  step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx,
                                    ema_decay=0.6),
                  in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
   history = [jax.tree.leaves(jax.device_get(state.params))]
@@ -72,7 +74,7 @@ def test_skipped_step_leaves_the_average_alone():
   config = tiny_config()
   model, tx, rules, mesh, batches = _setup(config)
   state, _ = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules, ema=True)
-  step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1,
+  step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx,
                                    ema_decay=0.9))
   state, _ = step(state, batches[0])
   before = jax.device_get(state.ema_params)

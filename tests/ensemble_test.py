@@ -19,9 +19,9 @@ from lmjax.tools import ensemble
 from lmjax.tools import workdir_tools
 from lmjax.data import pipeline
 from lmjax.models import build_model
-from lmjax.train import evaluation
+from lmjax.objectives import crf as crf_objective
+from lmjax.objectives import cross_entropy
 from lmjax.train import loop
-from lmjax.train import step as step_lib
 from tests.outside_bias_test import (C, V, _cfg, crf_batch, crf_model, exhaustive_best,
                                      init_params, tagger)
 
@@ -44,18 +44,19 @@ def test_crf_ensemble_is_the_exhaustive_best_of_the_mean_scores():
   model = crf_model()
   inputs, batch = crf_batch()
   members = [init_params(model, batch, seed, crf_scale=2.0) for seed in (0, 1, 2)]
+  objective = crf_objective.CRFNegLogLikelihood(model)
   emissions, tables = _mean_scores(model, members, batch)
   for bias in (0.0, -2.0):
     score_bias = np.asarray([0.0, bias, 0.0, 0.0], np.float32)
-    got = np.asarray(ensemble.predict_step(members, batch, model=model,
+    got = np.asarray(ensemble.predict_step(members, batch, objective=objective,
                                            score_bias=jnp.asarray(score_bias)))
     for row in range(inputs.shape[0]):
       n = int((inputs[row] > 0).sum())
       assert list(got[row, :n]) == exhaustive_best(emissions[row, :n] + score_bias, *tables)
       assert np.all(got[row, n:] == 0)
   # One member is the single model.
-  one = ensemble.predict_step(members[:1], batch, model=model)
-  np.testing.assert_array_equal(one, step_lib.predict_step(members[0], batch, model=model))
+  one = ensemble.predict_step(members[:1], batch, objective=objective)
+  np.testing.assert_array_equal(one, objective.predict_labels(members[0], batch))
 
 
 @pytest.mark.parametrize('head', ['tag', 'classify'])
@@ -70,7 +71,8 @@ def test_argmax_ensemble_averages_log_probabilities(head):
   members[1] = jax.tree.map(lambda x: x * 3.0, members[1])
   logp = np.mean([_log_softmax(np.asarray(model.apply({'params': p}, batch, train=False),
                                           np.float64)) for p in members], 0)
-  got = np.asarray(ensemble.predict_step(members, batch, model=model))
+  objective = cross_entropy.TokenCrossEntropy(model, 'label' if head == 'classify' else 'tags')
+  got = np.asarray(ensemble.predict_step(members, batch, objective=objective))
   if head == 'classify':
     np.testing.assert_array_equal(got, np.argmax(logp, -1))
   else:
@@ -113,16 +115,14 @@ def test_evaluate_ensemble_of_workdirs_and_errors(tmp_path):
   # Reference: mean emissions and CRF tables of the two trainers' parameters, numpy Viterbi.
   examples = task.eval_examples
   batch = pipeline.pad_batch(examples, task.lengths, len(examples))
-  inputs = step_lib.model_inputs(batch)
+  inputs = {k: v for k, v in batch.items() if k != 'reset'}
   params = [jax.device_get(t.state.params) for t in (trainer_a, trainer_b)]
   emissions, tables = _mean_scores(model, params, inputs)
   want = []
   for row, ex in enumerate(examples):
     n = int((np.asarray(batch['inputs'][row]) > 0).sum())
     want.append(np.asarray(_numpy_viterbi(emissions[row, :n], *tables)))
-  ev = evaluation.Evaluator(task, model, trainer_a.config, trainer_a.mesh,
-                            trainer_a.batch_sharding, trainer_a.shardings.params)
-  expected = ev.prediction_metrics(want)
+  expected = trainer_a.objective.predictor.score(want, with_accuracy=True)
 
   report = workdir_tools.evaluate_workdir(a, ensemble=[b])
   assert report['metrics'] == pytest.approx(expected)

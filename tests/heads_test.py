@@ -128,8 +128,8 @@ def test_padding_does_not_change_outputs(cfg):
   if cfg['head'] == 'tag':
     real = np.asarray(batch['inputs'] > 0)
     np.testing.assert_allclose(np.asarray(out2)[:, :6][real], np.asarray(out)[real], atol=1e-5)
-    nll = model.apply({'params': params}, batch, train=False, method='crf_nll')
-    nll2 = model.apply({'params': params}, padded, train=False, method='crf_nll')
+    nll = model.apply({'params': params}, batch, train=False, method='crf_nll')[1]
+    nll2 = model.apply({'params': params}, padded, train=False, method='crf_nll')[1]
     np.testing.assert_allclose(nll2, nll, rtol=1e-5)
   else:
     np.testing.assert_allclose(out2, out, atol=1e-5)
@@ -144,7 +144,7 @@ def train(model, batch, loss_kind, steps=30, lr=3e-2):
   def loss_fn(params, rng):
     variables, rngs = {'params': params}, {'dropout': rng}
     if loss_kind == 'crf':
-      return jnp.mean(model.apply(variables, batch, train=True, rngs=rngs, method='crf_nll'))
+      return jnp.mean(model.apply(variables, batch, train=True, rngs=rngs, method='crf_nll')[1])
     logits = model.apply(variables, batch, train=True, rngs=rngs)
     if loss_kind == 'classify':
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']))

@@ -4,16 +4,18 @@ Layers, lowest first (a module may import its own package and any lower layer):
   0  lmjax.fileio, lmjax.metrics, lmjax.parallel, lmjax.platforms, lmjax.runtime   shared
   1  lmjax.models | lmjax.data                          (not each other)
   2  lmjax.config | lmjax.decoding                      (not each other)
-  3  lmjax.train
-  4  lmjax.tools                                        what runs on a finished workdir
-  5  lmjax.bench
+  3  lmjax.objectives                                   losses, their metrics and predictions
+  4  lmjax.train
+  5  lmjax.tools                                        what runs on a finished workdir
+  6  lmjax.bench
 Imports inside functions count as well as module-level ones.
 """
 
 from tests.import_graph import graph as _graph, imports as _imports, modules as _modules
 
 LAYERS = {'lmjax': 0, 'lmjax.models': 1, 'lmjax.data': 1, 'lmjax.config': 2,
-          'lmjax.decoding': 2, 'lmjax.train': 3, 'lmjax.tools': 4, 'lmjax.bench': 5}
+          'lmjax.decoding': 2, 'lmjax.objectives': 3, 'lmjax.train': 4, 'lmjax.tools': 5,
+          'lmjax.bench': 6}
 
 
 def _package(name):
@@ -89,7 +91,7 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path):
   graph = {'lmjax.data.a': {'lmjax.data.b'}, 'lmjax.data.b': {'lmjax.data.c'},
            'lmjax.data.c': {'lmjax.data.a', 'lmjax.train.loop'}, 'lmjax.train.loop': set()}
   assert _cycles(graph) == [['lmjax.data.a', 'lmjax.data.b', 'lmjax.data.c']]
-  assert _upward(graph) == ['lmjax.data.c imports lmjax.train.loop (layer 3 >= 1)']
+  assert _upward(graph) == ['lmjax.data.c imports lmjax.train.loop (layer 4 >= 1)']
   assert _upward({'lmjax.models.x': {'lmjax.data.y'}, 'lmjax.data.y': set()}) == [
       'lmjax.models.x imports lmjax.data.y (layer 1 >= 1)']
 

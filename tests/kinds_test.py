@@ -22,9 +22,10 @@ from lmjax.data import pipeline
 from lmjax.data import synthetic_tasks
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
-from lmjax.train import evaluation
+from lmjax.objectives import cross_entropy
+from lmjax.objectives import predictions
+from lmjax.objectives import registry
 from lmjax.train import loop
-from lmjax.train import step as step_lib
 from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +103,8 @@ def test_position_nll_matches_a_numpy_reference():
   batch = {k: jnp.asarray(v) for k, v in
            pipeline.pad_batch(task.eval_examples[:5], task.lengths, 6).items()}
   params = model.init(jax.random.key(0), batch, train=False)['params']
-  sums, counts = jax.jit(functools.partial(step_lib.position_nll_step, model=model))(params, batch)
+  objective = cross_entropy.TokenCrossEntropy(model, 'targets', in_context=True)
+  sums, counts = jax.jit(functools.partial(cross_entropy.position_nll, objective))(params, batch)
   logits = np.asarray(model.apply({'params': params}, batch, train=False), np.float64)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))  # (B, T, V)
   targets = np.asarray(batch['targets'])
@@ -118,6 +120,7 @@ def test_crf_loss_is_mean_sentence_nll():
   config = tiny('dates_tag_lstm')
   task = tasks.build_task(config.task, None)
   model = models.build_model(config.model, **task.model_sizes())
+  objective = registry.build(config, task, model)
   batch = {k: jnp.asarray(v) for k, v in
            pipeline.pad_batch(task.train_examples[:3], task.lengths, 4).items()}
 
@@ -125,15 +128,45 @@ def test_crf_loss_is_mean_sentence_nll():
   def run(batch):
     params = model.init(jax.random.key(0), batch, train=False)['params']
     params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
-    sums = step_lib.compute_metrics(model, params, batch, train=False)
-    return sums, model.apply({'params': params}, batch, train=False, method='crf_nll')
+    _, sums, _ = objective.loss_and_metrics(params, batch, train=False)
+    return sums, model.apply({'params': params}, batch, train=False, method='crf_nll')[1]
 
   sums, nll = run(batch)  # nll: (4,), row 3 is empty
   assert float(sums['loss_weight']) == 3.0
   np.testing.assert_allclose(float(sums['loss']) / 3.0, float(jnp.mean(nll[:3])), rtol=1e-5)
-  summary = step_lib.summarize(jax.device_get(sums))
+  summary = objective.summarize(jax.device_get(sums))
   np.testing.assert_allclose(summary['loss'], float(jnp.mean(nll[:3])), rtol=1e-5)
   assert 'perplexity' not in summary and 'nll_per_token' in summary
+
+
+def _dot_ops(fn, *args) -> int:
+  """dot_general equations in the jaxpr of fn(*args), nested jaxprs (scans, remat) included."""
+  def count(jaxpr):
+    n = 0
+    for eqn in jaxpr.eqns:
+      n += eqn.primitive.name == 'dot_general'
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        n += count(sub)
+    return n
+  return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def test_crf_loss_runs_the_model_once():
+  """The emissions' accuracy and the CRF NLL come from one forward pass: the loss has the
+  matmuls of one `model.apply`, in training (dropout on) and in evaluation."""
+  config = tiny('dates_tag_lstm')
+  task = tasks.build_task(config.task, None)
+  model = models.build_model(config.model, **task.model_sizes())
+  objective = registry.build(config, task, model)
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.pad_batch(task.train_examples[:3], task.lengths, 4).items()}
+  params = model.init(jax.random.key(0), batch, train=False)['params']
+  rngs = {'dropout': jax.random.key(1)}
+  for train in (True, False):
+    forward = _dot_ops(lambda p: model.apply({'params': p}, batch, train=train, rngs=rngs), params)
+    loss = _dot_ops(lambda p: objective.loss_and_metrics(p, batch, train=train, rngs=rngs)[0],
+                    params)
+    assert forward > 0 and loss == forward, (train, loss, forward)
 
 
 def test_entity_f1_matches_seqeval():
@@ -151,12 +184,12 @@ def test_tagger_entity_f1_is_seqeval_of_viterbi_tags(tmp_path):
   config = tiny('dates_tag_lstm', steps=2)
   trainer = loop.Trainer(config, str(tmp_path))
   ev = trainer.evaluator
-  preds = ev.predict_ids(trainer.state.params, trainer.task.eval_examples)
+  preds = ev.predict(trainer.state.params, trainer.task.eval_examples)
   names = trainer.task.label_names
   gold = [[names[t] for t in ex['tags']] for ex in trainer.task.eval_examples]
   pred = [[names[t] for t in p[:len(g)]] for p, g in zip(preds, gold)]
   assert all(t != '<pad>' for row in pred for t in row)
-  got = ev.tag_metrics(preds)
+  got = ev.predictor.score(preds)
   assert got['entity_f1'] == pytest.approx(100 * seqeval_metrics.f1_score(gold, pred))
   trainer.checkpointer.close()
 
@@ -170,7 +203,7 @@ def test_tag_metrics_count_words_past_the_length_limit_as_missed():
                                eval_examples=[{'tags': np.array([2, 1, 1, 1])},
                                               {'tags': np.array([1, 2])}])
   preds = [np.array([2, 1, 1, 1]), np.array([1, 2, 0, 0])]  # second row padded to 4
-  got = evaluation.Evaluator.tag_metrics(types.SimpleNamespace(task=task), preds)
+  got = predictions.Tags(task, types.SimpleNamespace(predict_labels=print)).score(preds)
   assert got['entity_precision'] == pytest.approx(100.0)
   assert got['entity_recall'] == pytest.approx(100 * 2 / 3)
   assert got['accuracy'] == pytest.approx(100 * 6 / 8)  # the two cut words were not tagged
@@ -262,8 +295,10 @@ def test_config_builds(name):
   configlib.validate(config)
   model = models.build_model(config.model, vocab_size=50, target_vocab_size=50, num_classes=5)
   kind = _kind(config.model)
-  assert config.train.best_metric in evaluation.KIND_METRICS[kind] + (
-      'nll_per_token', 'nll', 'perplexity', 'rouge1', 'rouge2', 'rougeL'), config.train.best_metric
+  task = types.SimpleNamespace(kind=kind, name=config.task.name, lengths={'targets': 8},
+                               decode_metrics='rouge', label_names=['<pad>', 'O'], batching=None)
+  names = registry.build(config, task, model).metric_names()
+  assert config.train.best_metric in names, (config.train.best_metric, names)
   batch = _dummy_batch(kind, word_chars=config.task.get('word_chars', 0))
   jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
   assert isinstance(config.train.stateful, bool)

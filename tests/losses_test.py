@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmjax.models import layers
-from lmjax.train import losses
+from lmjax.objectives import losses
 
 
 def reference_losses(logits, labels, eps):

@@ -21,7 +21,9 @@ from lmjax.tools import workdir_tools
 from lmjax.models import build_model
 from lmjax.train import evaluation
 from lmjax.train import loop
-from lmjax.train import step as step_lib
+from lmjax.objectives import cross_entropy
+from lmjax.objectives import predictions
+from lmjax.objectives import registry
 
 C, V = 4, 11  # tags (0 = padding, 1 = 'O'), vocabulary
 
@@ -96,8 +98,8 @@ def test_biased_argmax_tagger_matches_numpy():
   logits = np.asarray(model.apply({'params': params}, batch, train=False))  # (B, S, C)
   for bias in (0.0, -0.3, 0.4):
     score_bias = np.asarray([0.0, bias, 0.0, 0.0], np.float32)
-    got = np.asarray(step_lib.predict_step(params, batch, model=model,
-                                           score_bias=None if bias == 0 else score_bias))
+    got = np.asarray(cross_entropy.TokenCrossEntropy(model, 'tags').predict_labels(
+        params, batch, score_bias=None if bias == 0 else score_bias))
     want = np.where(inputs > 0, 1 + np.argmax((logits + score_bias)[..., 1:], -1), 0)
     np.testing.assert_array_equal(got, want)
 
@@ -120,15 +122,15 @@ def test_outside_bias_vector_and_errors():
     def __init__(self, kind, names):
       self.kind, self.label_names = kind, names
   tag = Task('tag', ['<pad>', 'B-X', 'I-X', 'O'])
-  assert evaluation.outside_bias(tag, 0.0) is None
-  np.testing.assert_array_equal(evaluation.outside_bias(tag, -1.5), [0, 0, 0, -1.5])
+  assert predictions.outside_bias(tag, 0.0) is None
+  np.testing.assert_array_equal(predictions.outside_bias(tag, -1.5), [0, 0, 0, -1.5])
   with pytest.raises(ValueError, match=r"config.eval.outside_bias=-1.0: only a tag task .*'O'"):
-    evaluation.outside_bias(Task('classify', ['neg', 'pos']), -1.0)
+    predictions.outside_bias(Task('classify', ['neg', 'pos']), -1.0)
   with pytest.raises(ValueError, match=r"--outside_bias=2.0: only a tag task"):
-    evaluation.outside_bias(Task('tag', ['<pad>', 'B-X', 'I-X']), 2.0, '--outside_bias')
+    predictions.outside_bias(Task('tag', ['<pad>', 'B-X', 'I-X']), 2.0, '--outside_bias')
   for bad in (float('nan'), 'low', True):
     with pytest.raises(ValueError, match='expected a finite number'):
-      evaluation.outside_bias(tag, bad)
+      predictions.outside_bias(tag, bad)
 
 
 def test_bias_moves_outside_tags_and_evaluate_reports_it(tmp_path):
@@ -144,9 +146,10 @@ def test_bias_moves_outside_tags_and_evaluate_reports_it(tmp_path):
   counts = []
   for bias in (50.0, 1.0, 0.0, -1.0, -50.0):
     config.eval.outside_bias = bias
-    ev = evaluation.Evaluator(trainer.task, trainer.model, config, trainer.mesh,
-                              trainer.batch_sharding, trainer.shardings.params)
-    preds = ev.predict_ids(trainer.state.params, trainer.task.eval_examples)
+    ev = evaluation.Evaluator(trainer.task, registry.build(config, trainer.task, trainer.model),
+                              config, trainer.mesh, trainer.batch_sharding,
+                              trainer.shardings.params)
+    preds = ev.predict(trainer.state.params, trainer.task.eval_examples)
     counts.append(sum(int((p[:len(ex['tags'])] == outside).sum())
                       for p, ex in zip(preds, trainer.task.eval_examples)))
   total = sum(len(ex['tags']) for ex in trainer.task.eval_examples)

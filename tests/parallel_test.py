@@ -15,6 +15,8 @@ from lmjax.data import tasks
 from lmjax.train import optim
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
+from tests.train_test import smoothed_ce
+
 
 STEPS = 3
 
@@ -45,7 +47,7 @@ def run(config, devices):
   mesh = parallel.create_mesh(config.mesh, devices)
   state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules)
   bsh = parallel.batch_sharding(mesh, rules)
-  step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1),
+  step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx),
                  in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
   losses = []
   for b in batches:

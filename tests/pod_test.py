@@ -1,8 +1,7 @@
 """A simulated pod resumes exactly: 2 `jax.distributed` processes × 4 CPU devices (gloo).
 
-For each batching mode (plain, pack, bucket, and the stateful LSTM LM's token stream
-with its TBPTT carry), one run is stopped and resumed in two new processes, from the
-checkpoints on disk:
+For pack and bucket batching and the stateful LSTM LM's token stream (with its TBPTT
+carry), one run is stopped and resumed in two new processes, from the checkpoints on disk:
 
     launch 1: the uninterrupted run (12 steps) | the run, SIGTERM at step 5 (saves at 6)
     launch 2: resumes (pack: process 1 alone fails to read step 6, so both fall back to
@@ -58,9 +57,6 @@ def common_overrides():
 def mode_config(mode, data):
   """The job config of a mode (see tests/pod_worker.py)."""
   overrides = common_overrides()
-  if mode == 'plain':  # the built-in dates task (in-memory examples)
-    overrides.update({'task.num_train': 400, 'task.num_eval': 16, 'eval.batch_size': 16})
-    return {'base': 'default', 'overrides': overrides}
   if mode == 'lm':
     overrides.update({'task.num_train': 400, 'task.num_eval': 40})
     return {'base': 'lm', 'overrides': overrides}
@@ -147,13 +143,15 @@ def corpus(tmp_path_factory):
   return stream_test.write_corpus(str(tmp_path_factory.mktemp('pod_data')), num_train=600)
 
 
-@pytest.mark.parametrize('mode', ['plain', 'pack', 'bucket', 'lm'])
+# Plain batching (one global position, as bucket's) is covered by bucket here and by
+# tests/topology_test.py's two-process runs of the in-memory task.
+@pytest.mark.parametrize('mode', ['pack', 'bucket', 'lm'])
 def test_two_processes_stopped_by_sigterm_and_sigkill_resume_exactly(mode, corpus, tmp_path):
   config = mode_config(mode, corpus)
   ref, run = str(tmp_path / 'ref'), str(tmp_path / 'run')
   fault = 6 if mode == 'pack' else None  # process 1 alone cannot read the newest checkpoint
-  # pack and bucket: SIGTERM, then SIGKILL. plain and the LM stream (positions the same on
-  # every host, as bucket's): SIGTERM only, to keep the suite short.
+  # pack and bucket: SIGTERM, then SIGKILL. The LM stream (positions the same on every
+  # host, as bucket's): SIGTERM only, to keep the suite short.
   kill = mode in ('pack', 'bucket')
 
   dump = [] if mode != 'bucket' else [  # the state as the saving topology restores it

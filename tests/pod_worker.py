@@ -172,8 +172,8 @@ def restored_arrays(trainer, what):
   holds the whole (replicated) arrays, so one device's copy is the array."""
   import jax  # pylint: disable=g-import-not-at-top
   trees = {'state': trainer.state} if what == 'state' else {'params': trainer.state.params}
-  if what == 'init' and trainer.teacher_args:
-    trees['teacher'] = trainer.teacher_args[0]
+  if what == 'init' and trainer.step_args:
+    trees['teacher'] = trainer.step_args[0]  # the KD teacher's parameters
   return {f'{name}{jax.tree_util.keystr(path)}': leaf.addressable_data(0)
           for name, tree in trees.items()
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

@@ -30,7 +30,7 @@ from lmjax.train import loop
 from lmjax.train import optim
 from lmjax.train import soak
 from lmjax.train import state as state_lib
-from lmjax.train import stateful
+from lmjax.objectives import registry
 from lmjax.train import step as step_lib
 from tests import stream_test
 from tests import scripts
@@ -199,6 +199,9 @@ class PoisonedIterator:
   def set_state(self, state):
     self.it.set_state(state)
 
+  def close(self):
+    self.it.close()
+
 
 def poison_steps(monkeypatch, bad_steps):
   original = tasks.Task.train_iterator
@@ -217,18 +220,18 @@ def test_nonfinite_step_is_not_applied(variant):
   mesh = parallel.create_mesh(config.mesh)
   bsh = parallel.batch_sharding(mesh, rules)
   b = config.train.batch_size
+  config.train.label_smoothing = 0.1
+  objective = registry.build(config, task, model)
   if variant == 'stateful':
-    batch = next(stateful.train_iterator(task, config, 0, 1))
+    batch = next(objective.train_iterator(task, b, 0, 0, 1))
     state, shardings = state_lib.create_sharded_state(model, tx, {'targets': batch['targets']}, 0,
                                                       mesh, rules)
-    state, _ = stateful.add_carry(state, shardings, model, b, bsh)
-    step_fn = step_lib.stateful_train_step
+    state, _ = objective.add_state(state, shardings, b, bsh)
   else:
     batch = next(task.train_iterator(b, 0))
     state, _ = state_lib.create_sharded_state(model, tx, batch, 0, mesh, rules)
-    step_fn = step_lib.train_step
   kwargs = {'grad_accum_steps': 2} if variant == 'grad_accum' else {}
-  step = jax.jit(lambda s, x: step_fn(s, x, model=model, tx=tx, label_smoothing=0.1, **kwargs))
+  step = jax.jit(lambda s, x: step_lib.train_step(s, x, objective=objective, tx=tx, **kwargs))
 
   good, m_good = step(state, parallel.to_global(batch, bsh))
   assert float(m_good['skipped']) == 0 and np.isfinite(float(m_good['loss']))
@@ -240,7 +243,7 @@ def test_nonfinite_step_is_not_applied(variant):
   assert_trees_equal(bad.opt_state, good.opt_state)
   if variant == 'stateful':  # the next batch starts from zeros, as after a reset
     assert all(not np.any(np.asarray(c)) for c in jax.tree.leaves(bad.carry))
-  summary = step_lib.summarize(jax.device_get(m_bad))
+  summary = objective.summarize(jax.device_get(m_bad))
   assert summary['skipped_steps'] == 1 and np.isnan(summary['loss'])
 
 

@@ -23,8 +23,14 @@ from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
 from lmjax.train import optim
 from lmjax.train import state as state_lib
+from lmjax.objectives import cross_entropy
 from lmjax.train import step as step_lib
 from tests import scripts
+
+
+def smoothed_ce(model):
+  """The token cross-entropy of batch['targets'] with label smoothing 0.1."""
+  return cross_entropy.TokenCrossEntropy(model, 'targets', 0.1)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +84,9 @@ def train_rows(workdir):
           if r['split'] == 'train']
 
 
-@pytest.mark.parametrize('family', ['transformer', 'lstm'])
+# LSTM runs resume the same way (the loop does not know the model); tests/kinds_test.py
+# resumes the LSTM tagger (CRF) and the stateful LSTM LM (its carried state).
+@pytest.mark.parametrize('family', ['transformer'])
 def test_resume_equals_uninterrupted(tmp_path, family):
   """Stopped at step 5, inside a 4-step log window, and resumed by the same command: the
   parameters (and, for the Transformer, the EMA of them) and every logged row (the step-8 row
@@ -118,7 +126,7 @@ def test_data_parallel_step_matches_single_device(family):
     mesh = parallel.create_mesh(config.mesh, devices)
     state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules)
     bsh = parallel.batch_sharding(mesh, rules)
-    step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1),
+    step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx),
                    in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
     losses = []
     for b in batches:
@@ -266,7 +274,7 @@ def test_grad_accumulation_equals_one_big_batch():
 
   def run(k):
     state, shardings = state_lib.create_sharded_state(model, tx, batch, 0, mesh, rules)
-    step = jax.jit(functools.partial(step_lib.train_step, model=model, tx=tx, label_smoothing=0.1,
+    step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx,
                                      grad_accum_steps=k))
     for _ in range(2):
       state, m = step(state, parallel.to_global(batch, bsh))

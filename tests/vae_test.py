@@ -12,13 +12,11 @@ from configs import ptb_vae
 from lmjax import models
 from lmjax.config import configlib
 from lmjax.tools import inference
+from lmjax.objectives import vae as vae_objective
 from lmjax.tools import vae_decode
 from lmjax.train import checkpoint as ckpt_lib
-from lmjax.train import evaluation
 from lmjax.train import loop
 from lmjax.train import reporting
-from lmjax.train import step as step_lib
-from lmjax.train import vae_objective
 
 
 def tiny_config(steps=8):
@@ -57,13 +55,13 @@ def test_kl_equals_the_closed_form_in_numpy():
   q = model.apply({'params': params}, batch['targets'], method='posterior')
   mu, lv = np.asarray(q['mean'], np.float64), np.asarray(q['logvar'], np.float64)
   closed = np.sum(0.5 * (np.exp(lv) + mu ** 2 - 1.0 - lv))
-  sums = step_lib.compute_metrics(model, params, batch, train=False)
+  _, sums, _ = vae_objective.ELBO(model).loss_and_metrics(params, batch, train=False)
   np.testing.assert_allclose(float(sums['kl']), closed, rtol=1e-5)
   np.testing.assert_allclose(float(sums['nll']), float(sums['rec']) + closed, rtol=1e-5)
 
 
 def test_iw_log_weights_do_not_depend_on_the_padding():
-  """The IW pass pads each length bucket only to its own length (evaluation.IW_BUCKET)."""
+  """The IW pass pads each length bucket only to its own length (lmjax.objectives.vae.IW_BUCKET)."""
   model, params, batch = tiny_model_and_batch()
   padded = {'targets': jnp.pad(batch['targets'], ((0, 0), (0, 9)))}  # (4, 16)
   short, long = (np.asarray(vae_objective.iw_log_weights(params, b, jax.random.key(3),
@@ -79,7 +77,7 @@ def test_iw_bound_is_below_the_elbo_and_tightens_with_more_samples():
                                                samples=total))  # (B, 256)
   elbo_nll = -lw.mean(-1)  # MC estimate of rec + KL per sentence
   # The ELBO-based NLL from the analytic KL (and the MC reconstruction) agrees with it.
-  sums = step_lib.compute_metrics(model, params, batch, train=False)
+  _, sums, _ = vae_objective.ELBO(model).loss_and_metrics(params, batch, train=False)
   assert abs(elbo_nll.sum() - float(sums['nll'])) < 0.05 * float(sums['nll'])
   bounds = []
   for k in (1, 4, 16, 64, 256):  # E[IW_k] estimated on 256 / k disjoint groups of draws
@@ -152,7 +150,7 @@ def test_trains_through_the_shared_trainer_and_reports_vae_metrics(trained):
   train = [r for r in records if r['split'] == 'train']
   assert train[-1]['loss'] < train[0]['loss'] - 0.2, [r['loss'] for r in train]
   assert {'rec', 'kl', 'elbo', 'kl_weight'} <= set(train[-1])
-  names = evaluation.VAE_METRICS + evaluation.IW_METRICS + ('nll', 'perplexity')
+  names = vae_objective.VAE_METRICS + vae_objective.IW_METRICS + ('nll', 'perplexity')
   assert set(names) <= set(metrics)
   assert metrics['iw_nll'] <= metrics['rec'] + metrics['kl'] + 1e-3
   evals = [r for r in records if r['split'] == 'eval']

@@ -22,6 +22,8 @@ from lmjax.bench import table
 from lmjax.bench import timing
 from lmjax.train import optim
 from lmjax.train import state as state_lib
+from lmjax.objectives import cross_entropy
+from lmjax.objectives import registry
 from lmjax.train import step as step_lib
 
 
@@ -46,13 +48,16 @@ def mesh_devices(mesh_config: Mapping[str, int]) -> Optional[Sequence[Any]]:
   return None if -1 in sizes else jax.devices()[:math.prod(sizes)]
 
 
-def build_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str, np.ndarray]):
+def build_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str, np.ndarray],
+                     task=None):
   """The trainer's jitted train step, its initial state and the batch on the mesh.
 
   Args:
     config: experiment config (model, optimizer, train, mesh, sharding).
     sizes: data-dependent model sizes (vocab_size=…, target_vocab_size=…).
     example_batch: host-local numpy batch, also the batch that is timed.
+    task: the built task, whose objective the step trains (lmjax.objectives.registry);
+      None = the token cross-entropy of batch['targets'] (seq2seq and LM shapes).
 
   Returns:
     (jitted step (state, batch) -> (state, metric sums), state, global batch).
@@ -64,9 +69,10 @@ def build_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[st
   state, shardings = state_lib.create_sharded_state(model, tx, example_batch, config.seed, mesh,
                                                     rules)
   batch_sharding = parallel.batch_sharding(mesh, rules)
+  objective = (registry.build(config, task, model) if task is not None else
+               cross_entropy.TokenCrossEntropy(model, 'targets', config.train.label_smoothing))
   step = jax.jit(
-      functools.partial(step_lib.train_step, model=model, tx=tx,
-                        label_smoothing=config.train.label_smoothing,
+      functools.partial(step_lib.train_step, objective=objective, tx=tx,
                         grad_accum_steps=config.train.grad_accum_steps),
       in_shardings=(shardings, batch_sharding),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
@@ -74,7 +80,7 @@ def build_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[st
 
 
 def time_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str, np.ndarray],
-                    steps: int, warmup: int) -> TrainResult:
+                    steps: int, warmup: int, task=None) -> TrainResult:
   """Compiles the train step, then times `steps` steps on `example_batch` after `warmup`.
 
   Args:
@@ -83,11 +89,12 @@ def time_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str
     example_batch: host-local numpy batch.
     steps: timed steps.
     warmup: untimed steps after compiling.
+    task: the built task (its objective), or None (see `build_train_step`).
 
   Returns:
     The TrainResult.
   """
-  step, state, batch = build_train_step(config, sizes, example_batch)
+  step, state, batch = build_train_step(config, sizes, example_batch, task)
   compiled, compile_s = timing.compile_timed(step, state, batch)
   carry = {'state': state}
 
@@ -96,7 +103,8 @@ def time_train_step(config, sizes: Mapping[str, int], example_batch: Mapping[str
     return carry['state'], carry['metrics']
 
   times = timing.time_calls(call, steps, warmup)
-  loss = step_lib.summarize(jax.device_get(carry['metrics']))['loss']
+  sums = jax.device_get(carry['metrics'])
+  loss = float(sums['loss']) / max(float(sums['loss_weight']), 1.0)
   return TrainResult(timing.Timing(times, compile_s), flops.xla_flops(compiled), loss)
 
 

@@ -77,7 +77,7 @@ def time_train_step(task, config, steps: int,
     (steps per second from the median step time, the TrainResult).
   """
   result = jax_train.time_train_step(config, task.model_sizes(), plain_batch(task, config), steps,
-                                     warmup)
+                                     warmup, task)
   return 1.0 / result.timing.median, result
 
 

@@ -77,12 +77,16 @@ def train() -> ml_collections.ConfigDict:
   t.early_stopping_patience = 0
   # Carry the LSTM LM state across batches (truncated BPTT over a token stream; lm tasks only).
   t.stateful = False
+  # The training objective (lmjax/objectives/registry.py): '' = derived from the model and
+  # task (cross_entropy, crf, vae, stateful_lm), a registered name, or 'package.module:name'
+  # (imported first, so that an objective defined outside lmjax registers itself).
+  t.objective = ''
   # A step whose loss or gradient norm is NaN/Inf is never applied; then 'skip' goes on
   # (stopping after max_nonfinite_steps in a row) or 'stop' stops the run at once.
   t.nonfinite = 'skip'
   # Consecutive non-finite steps after which the run stops with an error (nonfinite='skip').
   t.max_nonfinite_steps = 10
-  # Word-level knowledge distillation (lmjax/train/kd.py; docs/COMPRESSION.md): loss =
+  # Word-level knowledge distillation (lmjax/objectives/kd.py; docs/COMPRESSION.md): loss =
   # (1 - kd_weight)·CE + kd_weight·T²·KL(teacher_T ‖ student_T) over the target tokens
   # (0 = off). Sequence-level KD is experiments/distill.py.
   t.kd_weight = 0.0

@@ -97,6 +97,9 @@ class _StreamPosition:
         states, self.process_index, self.process_count, f'batching {self.MODE!r}',
         remap=lambda state, saved: state))
 
+  def close(self) -> None:
+    """Nothing to release (no worker processes); the trainer closes every iterator."""
+
 
 class LMStreamIterator(_StreamPosition):
   """Endless training batches of consecutive windows, exactly resumable from `get_state()`.

@@ -231,9 +231,10 @@ class EncoderModelBase(nn.Module):
     return self.head(feats, inputs > 0, last, deterministic=not train)
 
   def crf_nll(self, batch, *, train: bool):
-    """(B,) CRF negative log-likelihood of batch['tags'] (0 for all-padding rows)."""
+    """The tag emissions (B, S, C) and the (B,) CRF negative log-likelihood of
+    batch['tags'] (0 for all-padding rows), from one forward pass."""
     emissions = self(batch, train=train)  # (B, S, C)
-    return crf.nll(emissions, batch['tags'], batch['inputs'] > 0, *self.crf())
+    return emissions, crf.nll(emissions, batch['tags'], batch['inputs'] > 0, *self.crf())
 
   def crf_decode(self, batch, score_bias=None):
     """(B, S) int32 Viterbi tags (1..C-1 on real positions, 0 on padding).

@@ -5,7 +5,7 @@ posterior q(z|x) = N(mean, exp(logvar)); a sample z = mean + exp(logvar / 2)·ε
 the decoder LSTM's initial states (and, with `latent_every_step`, is concatenated to
 every decoder input). The decoder is teacher-forced on shift_right(targets), with
 Bowman's word dropout replacing decoder inputs by <unk>. The objective (ELBO, KL
-annealing, free bits) lives in `lmjax.train.vae_objective`; the annealing and
+annealing, free bits) lives in `lmjax.objectives.vae`; the annealing and
 free-bits fields are kept here so that one `config.model` section describes the run.
 
 References:

@@ -25,62 +25,45 @@ import jax
 import jax.numpy as jnp
 
 from lmjax import fileio
-from lmjax.models import crf
-from lmjax.train import evaluation
-from lmjax.train import step as step_lib
+from lmjax.objectives import predictions
 from lmjax.tools.workdir import ToolError
 
 KINDS = ('classify', 'tag')
 
 
-def mean_scores(members: Sequence[Any], batch, *, model):
+def mean_scores(members: Sequence[Any], batch, *, objective):
   """The members' mean scores for `batch`.
 
   Args:
-    members: parameter trees of one `model`.
+    members: parameter trees of one model.
     batch: an eval batch.
-    model: the classifier or tagger.
+    objective: the run's objective (`scores`: what each member predicts from).
 
   Returns:
     CRF tagger: (emissions (B, S, C), transitions (C, C), start (C,), end (C,)), each the
     members' mean. Otherwise: ((B, C) or (B, S, C) mean log-probabilities,).
   """
-  inputs = step_lib.model_inputs(batch)
-  k = float(len(members))
-  if step_lib.uses_crf(model):
-    total = None
-    for params in members:
-      variables = {'params': params}
-      parts = (model.apply(variables, inputs, train=False),) + tuple(
-          model.apply(variables, method=lambda m: m.crf()))
-      parts = tuple(x.astype(jnp.float32) for x in parts)
-      total = parts if total is None else tuple(a + b for a, b in zip(total, parts))
-    return tuple(x / k for x in total)
-  total = sum(jax.nn.log_softmax(model.apply({'params': p}, inputs, train=False).astype(jnp.float32))
-              for p in members)
-  return (total / k,)
+  total = None
+  for params in members:
+    parts = objective.scores(params, batch)
+    total = parts if total is None else tuple(a + b for a, b in zip(total, parts))
+  return tuple(x / float(len(members)) for x in total)
 
 
-def predict_step(members: Sequence[Any], batch, *, model, score_bias=None) -> jnp.ndarray:
-  """`lmjax.train.step.predict_step` for an ensemble: (B,) classes or (B, S) tags.
+def predict_step(members: Sequence[Any], batch, *, objective, score_bias=None) -> jnp.ndarray:
+  """The objective's `predict_labels` for an ensemble: (B,) classes or (B, S) tags.
 
   Args:
-    members: parameter trees of one `model`.
+    members: parameter trees of one model.
     batch: an eval batch.
-    model: the classifier or tagger.
+    objective: the run's objective.
     score_bias: optional (C,) added to the mean scores (emissions for a CRF).
 
   Returns:
     (B,) int32 classes, or (B, S) int32 tags (0 on padding).
   """
-  scores = mean_scores(members, batch, model=model)
-  tokens = batch['inputs']
-  if step_lib.uses_crf(model):
-    emissions, transitions, start, end = scores
-    if score_bias is not None:
-      emissions = emissions + score_bias
-    return crf.viterbi(emissions, tokens > 0, transitions, start, end)
-  return step_lib.argmax_predictions(scores[0], tokens, score_bias)
+  return objective.predict_from_scores(mean_scores(members, batch, objective=objective), batch,
+                                       score_bias)
 
 
 def _tokenizer_files(workdir: str) -> Dict[str, bytes]:
@@ -130,12 +113,12 @@ def evaluate(run, members: Sequence[Tuple[str, Any, Any]]) -> Dict[str, Any]:
   """
   task = run.task
   ev = run.evaluator()
-  bias = evaluation.outside_bias(task, run.config.eval.outside_bias)
+  bias = predictions.outside_bias(task, run.config.eval.outside_bias)
   params = tuple(p for _, p, _ in members)
-  step = jax.jit(functools.partial(predict_step, model=run.model, score_bias=bias),
+  step = jax.jit(functools.partial(predict_step, objective=ev.objective, score_bias=bias),
                  in_shardings=(tuple(run.param_shardings for _ in params), run.batch_sharding),
                  out_shardings=run.batch_sharding)
-  metrics = ev.prediction_metrics(ev.predict_ids(params, task.eval_examples, step))
+  metrics = ev.predictor.score(ev.predict(params, task.eval_examples, step), with_accuracy=True)
   info = members[0][2]
   return {'workdir': fileio.resolve(run.workdir), 'split': run.split,
           'num_examples': len(task.eval_examples), 'metrics': metrics,

@@ -30,6 +30,8 @@ from lmjax import parallel
 from lmjax.decoding import predict
 from lmjax.data import pipeline
 from lmjax.data import tasks
+from lmjax.objectives import predictions as predictions_lib
+from lmjax.objectives import registry
 from lmjax.train import evaluation
 # Re-exported: the tools use them through this module.
 from lmjax.tools.workdir import (CheckpointInfo, SPLITS, ToolError, USER_ERRORS, inference_mesh,  # noqa: F401
@@ -308,11 +310,14 @@ class Run:
       yield from flush(chunk, batch_index)
 
   def evaluator(self) -> evaluation.Evaluator:
-    """The trainer's Evaluator, built once (its greedy decoder is kept in `_greedy`)."""
+    """The trainer's Evaluator (the run's objective), built once; a seq2seq run's greedy
+    decoder is kept in `_greedy`."""
     if self._evaluator is None:
-      self._evaluator = evaluation.Evaluator(self.task, self.model, self.config, self.mesh,
+      objective = registry.build(self.config, self.task, self.model)
+      self._evaluator = evaluation.Evaluator(self.task, objective, self.config, self.mesh,
                                              self.batch_sharding, self.param_shardings)
-      self._greedy = self._evaluator.decode
+      if isinstance(objective.predictor, predictions_lib.Decode):
+        self._greedy = self._evaluator.predict_fn
     return self._evaluator
 
   def evaluate(self, params, info: CheckpointInfo, split: str = 'eval', beam_size: int = 1,
@@ -341,13 +346,13 @@ class Run:
     if self._greedy is None and beam_size > 1:
       raise ToolError(f'--beam_size={beam_size}: only seq2seq runs decode during evaluation; '
                       f'this is a {self.task.kind!r} task')
-    length = evaluator.decode_length
     if beam_size > 1:  # the trainer's batching and scoring, another search
-      beam = self.decoder(DecodeOptions(beam_size=beam_size, alpha=alpha), length)
+      beam = self.decoder(DecodeOptions(beam_size=beam_size, alpha=alpha),
+                          evaluator.predictor.max_length)
       no_rng = jax.random.key(0)
-      evaluator.decode = lambda p, x: beam(p, x, no_rng)
-    else:
-      evaluator.decode = self._greedy
+      evaluator.predict_fn = lambda p, batch: beam(p, batch['inputs'], no_rng)
+    elif self._greedy is not None:
+      evaluator.predict_fn = self._greedy
     examples = self.task.eval_examples
     report = {'workdir': fileio.resolve(self.workdir), 'split': split,
               'num_examples': len(examples), 'metrics': evaluator.evaluate(params),
@@ -367,6 +372,6 @@ class Run:
             tokenize=self.task.bleu_tokenize)[1]
       report['decoding'] = {'method': 'beam' if beam_size > 1 else 'greedy',
                             'beam_size': beam_size, 'alpha': alpha if beam_size > 1 else None,
-                            'max_length': length}
+                            'max_length': evaluator.predictor.max_length}
       report['predictions'] = predictions
     return report

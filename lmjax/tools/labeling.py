@@ -49,7 +49,7 @@ def label_lines(run, params, lines: Iterable[str], batch_size: int,
 
   def flush(chunk):
     real = [ex for ex in chunk if ex is not None]
-    predictions = iter(evaluator.predict_ids(params, real) if real else [])
+    predictions = iter(evaluator.predict(params, real) if real else [])
     for ex in chunk:
       yield '' if ex is None else output(ex, next(predictions))
 

@@ -13,7 +13,7 @@ import jax
 from lmjax import fileio
 from lmjax.tools import ensemble as ensemble_lib
 from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
-from lmjax.train import evaluation
+from lmjax.objectives import predictions
 
 
 def format_report(report: Dict[str, Any]) -> str:
@@ -69,7 +69,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = 'latest', average_last: int
   run = run_factory(workdir, split)
   if outside_bias is not None:
     try:
-      evaluation.outside_bias(run.task, outside_bias, '--outside_bias')
+      predictions.outside_bias(run.task, outside_bias, '--outside_bias')
     except ValueError as e:
       raise ToolError(str(e)) from e
     run.config.eval.outside_bias = outside_bias

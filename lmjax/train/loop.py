@@ -15,22 +15,18 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lmjax.config import configlib
-from lmjax import models
 from lmjax import fileio
 from lmjax import parallel
 from lmjax.train import reporting
 from lmjax.data import pipeline
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
+from lmjax.train import compose
 from lmjax.train import evaluation
 from lmjax.train import guard
-from lmjax.train import kd
 from lmjax.train import source_run
 from lmjax.train import optim
 from lmjax.train import pretrained
-from lmjax.train import pruning
-from lmjax.train import quantization
-from lmjax.train import stateful
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
 
@@ -128,49 +124,33 @@ class Trainer:
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
     source_run.adopt_tokenizers(config, workdir)  # KD teacher's or warm-start source's vocabulary
     self.task = tasks.build_task(config.task, workdir)
-    self.model = models.build_model(config.model, **self.task.model_sizes())
-    if config.train.quantization:  # quantization-aware training: qwix fake-quantized int8
-      self.model = quantization.qat_model(self.model, config.train.quantization)
-    evaluation.check_best_metric(config, self.task, self.model)
-    self.stateful = config.train.stateful
-    if self.stateful:
-      stateful.check(config, self.task, self.model)
-    self.tx = pruning.from_config(optim.make_optimizer(config.optimizer, config.train.num_train_steps),
-                                  config.train.pruning, config.train.num_train_steps)
     dummy = pipeline.pad_batch([self.task.train_example(0)], self.task.lengths, config.train.batch_size)
-    self.state, self.shardings = state_lib.create_sharded_state(
+    parts = compose.compose(config, self.task, dummy, self.mesh, self.rules)
+    self.model, self.tx, self.objective = parts.model, parts.tx, parts.objective
+    evaluation.check_best_metric(config, self.objective)
+    state, shardings = state_lib.create_sharded_state(
         self.model, self.tx, dummy, config.seed, self.mesh, self.rules,
         ema=config.train.get('ema_decay', 0.0) > 0)
     self.batch_sharding = parallel.batch_sharding(self.mesh, self.rules)
-    if self.stateful:  # the LSTM state carried between batches is part of the TrainState
-      self.state, self.shardings = stateful.add_carry(self.state, self.shardings, self.model,
-                                                      config.train.batch_size, self.batch_sharding)
-    rep = parallel.replicated(self.mesh)
-    if self.stateful:
-      step_fn = step_lib.stateful_train_step
-    else:
-      step_fn = functools.partial(step_lib.train_step, grad_accum_steps=config.train.grad_accum_steps)
-    # Word-level KD: the frozen teacher's parameters are the step's third argument.
-    teacher = kd.load_teacher(config, self.task, dummy, self.mesh, self.rules)
-    if teacher is not None:
-      step_fn = functools.partial(step_fn, kd=teacher[0])
-    self.teacher_args, teacher_shardings = (teacher[1:2], teacher[2:]) if teacher else ((), ())
+    # What the objective carries from batch to batch (an LSTM LM's state under truncated
+    # BPTT) is part of the TrainState, so it is checkpointed with it.
+    self.state, self.shardings = self.objective.add_state(state, shardings, config.train.batch_size,
+                                                          self.batch_sharding)
+    # Extra step arguments (a distillation teacher's parameters): inputs, not constants.
+    self.step_args, step_arg_shardings = self.objective.step_args()
     self.train_step = jax.jit(
-        functools.partial(step_fn, model=self.model, tx=self.tx,
-                          label_smoothing=config.train.label_smoothing,
+        functools.partial(step_lib.train_step, objective=self.objective, tx=self.tx,
+                          grad_accum_steps=config.train.grad_accum_steps,
                           ema_decay=config.train.get('ema_decay', 0.0)),
-        in_shardings=(self.shardings, self.batch_sharding, *teacher_shardings),
-        out_shardings=(self.shardings, rep), donate_argnums=0)
-    self.evaluator = evaluation.Evaluator(self.task, self.model, config, self.mesh,
+        in_shardings=(self.shardings, self.batch_sharding, *step_arg_shardings),
+        out_shardings=(self.shardings, parallel.replicated(self.mesh)), donate_argnums=0)
+    self.evaluator = evaluation.Evaluator(self.task, self.objective, config, self.mesh,
                                           self.batch_sharding, self.shardings.params)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints,
                                               config.train.async_checkpointing)
-    if self.stateful:
-      self.train_iter = stateful.train_iterator(self.task, config, jax.process_index(),
-                                                jax.process_count())
-    else:
-      self.train_iter = self.task.train_iterator(config.train.batch_size, config.data_seed,
-                                                 jax.process_index(), jax.process_count())
+    self.train_iter = self.objective.train_iterator(self.task, config.train.batch_size,
+                                                    config.data_seed, jax.process_index(),
+                                                    jax.process_count())
     self.meta: Dict[str, Any] = {'best': None, 'best_step': None, 'bad_evals': 0,
                                  'nonfinite_run': 0}
     self.guard = guard.NonFiniteGuard(config.train.nonfinite, config.train.max_nonfinite_steps)
@@ -277,8 +257,7 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: Optional[int] = N
       writer.close()
     raise
   finally:
-    if hasattr(trainer.train_iter, 'close'):  # Grain worker processes
-      trainer.train_iter.close()
+    trainer.train_iter.close()  # Grain worker processes
 
 
 def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
@@ -300,7 +279,7 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
     while step < total:
       local = next(trainer.train_iter)
       batch = parallel.to_global(local, trainer.batch_sharding)
-      trainer.state, m = trainer.train_step(trainer.state, batch, *trainer.teacher_args)
+      trainer.state, m = trainer.train_step(trainer.state, batch, *trainer.step_args)
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       step += 1
       bar.update(1)
@@ -312,7 +291,7 @@ def _train(trainer: Trainer, writer: reporting.MetricWriter, start: int,
       trainer.check_finite(boundary=at_log or at_eval or at_checkpoint)
       if at_log:
         host_sums = jax.device_get(sums)
-        summary = step_lib.summarize(host_sums)
+        summary = trainer.objective.summarize(host_sums)
         summary['grad_norm'] = float(m['grad_norm'])
         elapsed = time.time() - t_log
         summary['tokens_per_sec'] = (float(host_sums['weight']) - weight_before) / max(elapsed, 1e-9)

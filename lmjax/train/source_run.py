@@ -1,7 +1,7 @@
 """Another trained run as a starting point: its tokenizers, config and parameters.
 
 Two features read a finished workdir besides the run's own: word-level KD's teacher
-(config.train.kd_teacher_workdir, lmjax/train/kd.py) and warm starts
+(config.train.kd_teacher_workdir, lmjax/objectives/kd.py) and warm starts
 (config.train.init_from): a fresh run whose parameters begin as another run's trained
 ones, for fine-tuning, pruning a trained model (docs/COMPRESSION.md) or a new schedule,
 as t5x's `initial_checkpoint_path` and fairseq's `--restore-file --reset-optimizer` do.

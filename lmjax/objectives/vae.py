@@ -1,4 +1,4 @@
-"""The VAE objective: ELBO terms, KL annealing, free bits, active units, importance weighting.
+"""The VAE objective (config.model.kind='vae'): ELBO terms, KL annealing, free bits, active units, importance weighting.
 
 Sums, as in `lmjax.train.step` (so they add over batches and hosts exactly):
 
@@ -16,24 +16,22 @@ References:
   Fu et al. (2019), Cyclical annealing schedule.
 """
 
+import functools
 import math
-from typing import Dict
+from typing import Any, Dict, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
-from lmjax.models import lstm_vae
-from lmjax.train import losses
+from lmjax.data import pipeline
+from lmjax.objectives import base
+from lmjax.objectives import losses
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_u]) above this counts as active
 # Fixed noise for eval ELBOs, so an eval is deterministic.
 EVAL_SEED = 0
-
-
-def is_vae(model) -> bool:
-  """Whether `model` is a VAE (its loss is the ELBO of this module)."""
-  return isinstance(model, lstm_vae.LSTMVAE)
 
 
 def gaussian_kl(mean: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
@@ -108,7 +106,7 @@ def vae_sums(model, params, batch, *, train: bool, rngs=None, step=0,
   noise = jax.random.normal(noise_key(rngs), (targets.shape[0], cfg.latent_dim), jnp.float32)
   out = model.apply({'params': params}, {'targets': targets}, noise, train=train, rngs=rngs,
                     method='vae_outputs')
-  sums = token_sums(out['logits'], targets, weights, label_smoothing)
+  sums = base.cross_entropy_sums(out['logits'], targets, weights, label_smoothing)
   kl = gaussian_kl(out['mean'], out['logvar'])  # (B, Z)
   kl_sum = jnp.sum(kl * rows[:, None])
   beta = kl_weight(cfg, step) if train else jnp.ones((), jnp.float32)
@@ -122,16 +120,6 @@ def vae_sums(model, params, batch, *, train: bool, rngs=None, step=0,
     mean = out['mean'] * rows[:, None]
     sums.update(mu_sum=jnp.sum(mean, 0), mu_sq_sum=jnp.sum(jnp.square(mean), 0))
   return sums
-
-
-def token_sums(logits, labels, weights, label_smoothing: float) -> Dict[str, jnp.ndarray]:
-  """Σ loss, nll, correct, weight and loss_weight of the tokens (as `step.cross_entropy_sums`)."""
-  loss, nll = losses.token_losses(logits.astype(jnp.float32), labels, float(label_smoothing))
-  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-  correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
-  weight = jnp.sum(weights)
-  return {'loss': jnp.sum(loss * weights), 'nll': jnp.sum(nll * weights),
-          'correct': jnp.sum(correct * weights), 'weight': weight, 'loss_weight': weight}
 
 
 def summarize(sums) -> Dict[str, float]:
@@ -189,3 +177,100 @@ def iw_nll(log_weights: np.ndarray) -> np.ndarray:
   lw = np.asarray(log_weights, np.float64)
   top = lw.max(-1, keepdims=True)
   return -(top[:, 0] + np.log(np.mean(np.exp(lw - top), -1)))
+
+
+# Rows (sentences × samples) per importance-weighting call: bounds its (rows, T, V) logits.
+IW_ROWS = 512
+# The IW pass batches sentences of similar length, padded to the next multiple of this (one
+# compile per bucket): PTB's test sentences average 22 tokens of a 64-token limit.
+IW_BUCKET = 16
+VAE_METRICS = ('rec', 'kl', 'elbo', 'active_units')
+IW_METRICS = ('iw_nll', 'iw_perplexity')
+
+
+def iw_samples_of(config) -> int:
+  """config.eval.iw_samples; ValueError when absent or not an integer >= 0."""
+  k = config.eval.get('iw_samples')
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f'config.eval.iw_samples={k!r}: a VAE needs an integer >= 0 (importance '
+                     'samples per sentence for the IW bound; 0 = off); see configs/ptb_vae.py')
+  return k
+
+
+class ELBO(base.Objective):
+  """The sentence VAE's negative ELBO (module docstring) with KL annealing and free bits.
+
+  Its eval adds rec, kl, elbo (per sentence) and active_units, with nll / perplexity the
+  ELBO's per-word bound; with `iw_samples` K > 0 the run's last eval also reports iw_nll
+  (per sentence) and iw_perplexity (per word), the importance-weighted bound of Burda et
+  al. (2016).
+
+  Args:
+    model: an `LSTMVAE`.
+    label_smoothing: ε of the reconstruction cross-entropy in `loss`.
+    iw_samples: K importance samples per sentence for the final eval (0 = off).
+    eval_batch_size: sentences per eval batch (sizes the IW calls).
+  """
+
+  def __init__(self, model, label_smoothing: float = 0.0, iw_samples: int = 0,
+               eval_batch_size: int = 1):
+    super().__init__(model)
+    self.label_smoothing, self.iw_samples = float(label_smoothing), int(iw_samples)
+    self.iw_chunk = min(self.iw_samples, max(1, IW_ROWS // eval_batch_size))
+
+  def loss_and_metrics(self, params, batch, args: Sequence[Any] = (), *, train: bool,
+                       rngs=None, step=0, carry=None):
+    del args
+    sums = vae_sums(self.model, params, base.model_inputs(batch), train=train, rngs=rngs,
+                    step=step, label_smoothing=self.label_smoothing if train else 0.0)
+    return sums['loss'], sums, carry
+
+  def means(self, sums: Dict[str, Any]) -> Dict[str, float]:
+    return {**super().means(sums), **summarize(sums)}
+
+  def extra_metric_names(self) -> Tuple[str, ...]:
+    return VAE_METRICS + (IW_METRICS if self.iw_samples else ())
+
+  def extra_metrics(self, runner, params, final: bool) -> Dict[str, float]:
+    """The importance-weighted NLL bound with `iw_samples` draws per sentence (final eval):
+    iw_nll (nats per sentence) and iw_perplexity (per word, EOS included)."""
+    if not (self.iw_samples and final):
+      return {}
+    step = runner.jit('iw_log_weights', functools.partial(
+        iw_log_weights, model=self.model, samples=self.iw_chunk), 'batch', extra=1)
+    k, chunk = self.iw_samples, self.iw_chunk
+    calls = -(-k // chunk)
+    total = tokens = sentences = 0.0
+    examples = runner.task.eval_examples
+    # K = 500 on PTB's test split takes over an hour on a CPU host: show sentences done.
+    bar = tqdm.tqdm(total=len(examples), unit=' sentences', desc=f'IW bound (K={k})',
+                    disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
+    for i, local in enumerate(_length_bucketed_batches(runner, examples)):
+      batch = runner.to_global(local)
+      weights = np.concatenate([runner.gather(step(
+          params, batch, jax.random.fold_in(jax.random.key(EVAL_SEED + 1), i * calls + c)))
+                                for c in range(calls)], 1)[:, :k]
+      lengths = np.sum(runner.gather(batch['targets']) > 0, -1)
+      nll = iw_nll(weights)
+      total += float(np.sum(nll[lengths > 0]))
+      tokens += float(np.sum(lengths))
+      real = int(np.sum(lengths > 0))  # padding rows have no tokens
+      sentences += real
+      bar.update(real)
+    bar.close()
+    return {'iw_nll': total / max(sentences, 1.0),
+            'iw_perplexity': float(np.exp(min(total / max(tokens, 1.0), 50.0)))}
+
+
+def _length_bucketed_batches(runner, examples):
+  """Eval batches of the examples whose targets fit the same multiple of IW_BUCKET (at
+  most the task's target length), each padded to that length, shortest bucket first."""
+  lengths = runner.task.lengths
+  groups = {}
+  for ex in examples:
+    bucket = min(-(-max(len(ex['targets']), 1) // IW_BUCKET) * IW_BUCKET, lengths['targets'])
+    groups.setdefault(bucket, []).append(ex)
+  for bucket in sorted(groups):
+    yield from pipeline.eval_batches(groups[bucket], runner.batch_size,
+                                     dict(lengths, targets=bucket), jax.process_index(),
+                                     jax.process_count())
