@@ -30,10 +30,8 @@ from absl import app
 from absl import flags
 
 from lmjax.config import configlib
+from lmjax.tools import decoders
 from lmjax.tools import inference
-from lmjax.tools import quantized
-from lmjax.tools import vae_decode
-from lmjax.tools import workdir_tools
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, averaged or a step number.')
@@ -69,19 +67,9 @@ def main(argv):
       top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value, batch_size=_BATCH_SIZE.value,
       max_length=_MAX_LENGTH.value)
   try:
-    if _QUANTIZE.value != 'none':
-      if _NUM_SAMPLES.value or _INTERPOLATE.value or vae_decode.is_vae_workdir(_WORKDIR.value):
-        raise inference.ToolError('--quantize does not apply to a VAE run; drop it')
-      quantized.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
-                            encoding_errors=_ENCODING_ERRORS.value, mode=_QUANTIZE.value)
-      return
-    if _NUM_SAMPLES.value or _INTERPOLATE.value or vae_decode.is_vae_workdir(_WORKDIR.value):
-      vae_decode.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
-                             num_samples=_NUM_SAMPLES.value, interpolate_steps=_INTERPOLATE.value,
-                             encoding_errors=_ENCODING_ERRORS.value)
-      return
-    workdir_tools.decode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
-                              encoding_errors=_ENCODING_ERRORS.value)
+    decoders.decode_workdir(_WORKDIR.value, _INPUT.value, _OUTPUT.value, options, _CHECKPOINT.value,
+                            encoding_errors=_ENCODING_ERRORS.value, num_samples=_NUM_SAMPLES.value,
+                            interpolate=_INTERPOLATE.value, quantize=_QUANTIZE.value)
   except inference.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
