@@ -7,29 +7,39 @@ A strategy is a named rules table in `config.sharding_rules`, chosen by
 tables against the parameters before anything is created.
 """
 
+import functools
 import math
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
+from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 Rules = Sequence[Tuple[str, Any]]
 
 
-def create_mesh(mesh_config: Mapping[str, int], devices=None) -> Mesh:
+def create_mesh(mesh_config: Mapping[str, int], devices=None,
+                dcn: Optional[Mapping[str, int]] = None) -> Mesh:
   """Builds a Mesh from named axis sizes; one size may be -1 ("the rest").
+
+  The devices are arranged by `device_array`: along the chips' interconnect topology on
+  TPU and GPU, across slices (DCN) first for a multi-slice job, in order on CPU.
 
   Args:
     mesh_config: ordered axis name → size, e.g. {'data': -1, 'fsdp': 1, 'model': 1}.
     devices: devices to use (default: all).
+    dcn: axis name → how many slices that axis spans (`config.mesh_dcn`; each size of
+      `mesh_config` is the total over slices). None or all 1: one slice.
 
   Returns:
     The Mesh.
 
   Raises:
-    ValueError: sizes that do not multiply to the device count.
+    ValueError: sizes that do not multiply to the device count, or DCN sizes that do
+      not divide them.
   """
   devices = list(jax.devices() if devices is None else devices)
   names = list(mesh_config.keys())
@@ -44,7 +54,45 @@ def create_mesh(mesh_config: Mapping[str, int], devices=None) -> Mesh:
   if math.prod(sizes) != len(devices):
     raise ValueError(f'config.mesh={dict(mesh_config)} has {math.prod(sizes)} devices but '
                      f'{len(devices)} are present')
-  return Mesh(np.asarray(devices).reshape(sizes), names)
+  dcn = {k: v for k, v in dict(dcn or {}).items() if v != 1}
+  unknown = sorted(set(dcn) - set(names))
+  if unknown:
+    raise ValueError(f'config.mesh_dcn names axes {unknown} that config.mesh={dict(mesh_config)} '
+                     'does not have')
+  dcn_sizes = [int(dcn.get(n, 1)) for n in names]
+  if any(d < 1 or s % d for s, d in zip(sizes, dcn_sizes)):
+    raise ValueError(f'config.mesh_dcn={dcn}: each must be a positive divisor of its '
+                     f'config.mesh size {dict(zip(names, sizes))}')
+  return Mesh(device_array(sizes, devices, dcn_sizes), names)
+
+
+def device_array(sizes: Sequence[int], devices: Sequence[Any],
+                 dcn_sizes: Optional[Sequence[int]] = None) -> np.ndarray:
+  """The devices as an array of shape `sizes`, arranged for fast collectives.
+
+  Multi-slice (some DCN size > 1): `mesh_utils.create_hybrid_device_mesh` puts each
+  axis's DCN factor across slices and the rest within a slice. TPU and GPU:
+  `mesh_utils.create_device_mesh` follows the interconnect (torus coordinates on TPU,
+  global ids on GPU). Elsewhere (CPU, which has no topology), and where the topology
+  cannot take the shape: the devices in order, reshaped.
+
+  Args:
+    sizes: total size of each mesh axis.
+    devices: the devices (their product).
+    dcn_sizes: per axis, the number of slices it spans (None = one slice).
+  """
+  dcn_sizes = list(dcn_sizes or [1] * len(sizes))
+  if math.prod(dcn_sizes) > 1:
+    ici = [s // d for s, d in zip(sizes, dcn_sizes)]
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn_sizes, devices,
+                                                allow_split_physical_axes=True)
+  if devices[-1].platform in ('tpu', 'gpu'):
+    try:
+      return mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError) as e:  # a shape the topology cannot take
+      logging.warning('mesh %s: no topology-aware arrangement (%s); using device order',
+                      sizes, e)
+  return np.asarray(devices).reshape(sizes)
 
 
 def batch_axes(rules: Rules) -> Tuple[str, ...]:
@@ -171,6 +219,35 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
   check_rules(abstract_tree, mesh, rules)
   specs = nn.get_partition_spec(abstract_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, list(rules))
+
+
+class RulesJit:
+  """`jax.jit(fn)` traced and run with `mesh` set and the logical-axis `rules` in force.
+
+  The models name their activations' logical axes (`nn.with_logical_constraint`); only
+  with the mesh set (`jax.set_mesh`, outside the jit) and the rules in force (inside it)
+  do those names become sharding constraints of the compiled step. Without them every
+  constraint is a no-op and XLA's propagation alone places the activations.
+  """
+
+  def __init__(self, fn, mesh: Mesh, rules: Rules, **jit_kwargs):
+    rules = list(rules)
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+      with nn.logical_axis_rules(rules):
+        return fn(*args, **kwargs)
+
+    self.mesh, self.jitted = mesh, jax.jit(traced, **jit_kwargs)
+
+  def __call__(self, *args, **kwargs):
+    with jax.set_mesh(self.mesh):
+      return self.jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    """`jax.jit(...).lower` under the mesh (its `.as_text()` shows the constraints)."""
+    with jax.set_mesh(self.mesh):
+      return self.jitted.lower(*args, **kwargs)
 
 
 def to_global(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> Any:

@@ -28,7 +28,7 @@ from lmjax.objectives import kd as kd_lib
 from lmjax.train import loop
 from lmjax.objectives import losses
 from lmjax.train import pruning
-from lmjax.train import quantization
+from lmjax.models import quantization
 from lmjax.train import soak
 from tests import scripts
 

@@ -15,7 +15,7 @@ from lmjax import models
 from lmjax import parallel
 from lmjax.data import tasks
 from lmjax.train import loop
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
 from tests.train_test import smoothed_ce

@@ -1,7 +1,7 @@
 """The package's shape: no import cycles, layers import only downward.
 
 Layers, lowest first (a module may import its own package and any lower layer):
-  0  lmjax.fileio, lmjax.metrics, lmjax.parallel, lmjax.platforms, lmjax.runtime   shared
+  0  lmjax.fileio, lmjax.metrics, lmjax.optim, lmjax.parallel, lmjax.platforms, lmjax.runtime
   1  lmjax.models | lmjax.data                          (not each other)
   2  lmjax.config | lmjax.decoding                      (not each other)
   3  lmjax.objectives                                   losses, their metrics and predictions

@@ -66,7 +66,7 @@ def test_tied_logits_gradients_match_autodiff():
 def test_step_schedule_matches_zaremba_epochs():
   """lr 1 for 4 'epochs' of 10 steps, then halved at the start of every later epoch."""
   from configs import default  # pylint: disable=g-import-not-at-top
-  from lmjax.train import optim  # pylint: disable=g-import-not-at-top
+  from lmjax import optim  # pylint: disable=g-import-not-at-top
   cfg = default.get_config().optimizer
   cfg.update(schedule='step', learning_rate=1.0, warmup_steps=0, decay_rate=0.5,
              decay_every=10, decay_begin=40)

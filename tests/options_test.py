@@ -12,7 +12,7 @@ from configs import default
 from lmjax.models import build_model
 from lmjax.models import dropout_mask
 from lmjax.models import layers
-from lmjax.train import optim
+from lmjax import optim
 
 
 def one_adamw_step(decay_matrices_only):

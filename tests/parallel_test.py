@@ -12,7 +12,7 @@ from configs import default
 from lmjax import models
 from lmjax import parallel
 from lmjax.data import tasks
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
 from tests.train_test import smoothed_ce
@@ -47,8 +47,9 @@ def run(config, devices):
   mesh = parallel.create_mesh(config.mesh, devices)
   state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules)
   bsh = parallel.batch_sharding(mesh, rules)
-  step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx),
-                 in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
+  step = parallel.RulesJit(
+      functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx), mesh, rules,
+      in_shardings=(shardings, bsh), out_shardings=(shardings, parallel.replicated(mesh)))
   losses = []
   for b in batches:
     state, m = step(state, parallel.to_global(b, bsh))
@@ -70,6 +71,7 @@ def expected_spec(names, rules):
     ('dp', {'data': -1, 'fsdp': 1, 'model': 1}),
     ('fsdp', {'data': 1, 'fsdp': -1, 'model': 1}),
     ('fsdp', {'data': 2, 'fsdp': 4, 'model': 1}),
+    ('fsdp_tp', {'data': 2, 'fsdp': 2, 'model': 2}),  # activations constrained (live rules)
 ])
 def test_strategy_matches_single_device_and_follows_rules(sharding, mesh):
   assert jax.device_count() == 8
@@ -92,8 +94,9 @@ def test_strategy_matches_single_device_and_follows_rules(sharding, mesh):
   for box, array in zip(boxes, arrays):
     assert array.sharding.spec == expected_spec(box.names, rules), box.names
   kernel = state.params['decoder']['layer_0']['mlp']['wi']['kernel']  # ('embed', 'mlp')
-  assert kernel.sharding.spec == (P('fsdp', None) if sharding == 'fsdp' else P(None, None))
-  if sharding == 'fsdp':  # each device holds a fraction of the params
+  assert kernel.sharding.spec == {'fsdp': P('fsdp', None), 'fsdp_tp': P('fsdp', 'model')}.get(
+      sharding, P(None, None))
+  if sharding != 'dp':  # each device holds a fraction of the params
     shard = kernel.addressable_shards[0].data
     assert shard.size < kernel.size
 
@@ -161,3 +164,56 @@ def test_unknown_strategy_and_mesh_axis_are_clear_errors():
 def test_mesh_size_must_match_devices():
   with pytest.raises(ValueError, match='does not fit 8 devices'):
     parallel.create_mesh({'data': 3, 'fsdp': -1, 'model': 1})
+
+
+class _FakeDevice:  # what mesh_utils reads of a device
+  def __init__(self, i, slice_index, platform='cpu'):
+    self.id, self.slice_index, self.platform = i, slice_index, platform
+    self.device_kind, self.process_index = platform, i // 4
+
+  def __repr__(self):
+    return f'd{self.id}'
+
+
+def test_mesh_follows_the_topology_and_puts_dcn_axes_across_slices(monkeypatch):
+  # CPU has no topology: the devices in order.
+  mesh = parallel.create_mesh({'data': 4, 'fsdp': 2, 'model': 1})
+  np.testing.assert_array_equal(mesh.devices, np.asarray(jax.devices()).reshape(4, 2, 1))
+  # Two slices of 4 chips, data over both: each slice holds one half of the data axis,
+  # so only the data-parallel gradient reduction crosses the slow network.
+  fake = [_FakeDevice(i, slice_index=i // 4) for i in range(8)]
+  grid = parallel.device_array([4, 2, 1], fake[::-1], [2, 1, 1])
+  assert grid.shape == (4, 2, 1)
+  assert {d.slice_index for d in grid[:2].ravel()} == {0}
+  assert {d.slice_index for d in grid[2:].ravel()} == {1}
+  # TPU / GPU: mesh_utils' topology-aware arrangement is used.
+  calls = []
+  monkeypatch.setattr(parallel.mesh_utils, 'create_device_mesh',
+                      lambda shape, devices, **kw: calls.append(shape) or np.asarray(
+                          devices[::-1]).reshape(shape))
+  tpus = [_FakeDevice(i, 0, 'tpu') for i in range(8)]
+  grid = parallel.device_array([8, 1, 1], tpus)
+  assert calls == [[8, 1, 1]] and grid[0, 0, 0] is tpus[-1]
+  with pytest.raises(ValueError, match=r'config.mesh_dcn=\{.data.: 3\}'):
+    parallel.create_mesh({'data': 4, 'fsdp': 2, 'model': 1}, dcn={'data': 3})
+
+
+def test_activation_constraints_are_live_under_the_rules():
+  """The models' `nn.with_logical_constraint`s reach the compiled step only when it is
+  traced under the mesh and rules (parallel.RulesJit): one per layer at least."""
+  config = tiny_config('fsdp_tp', {'data': 2, 'fsdp': 2, 'model': 2})
+  model, tx, batches = _setup()
+  rules = parallel.rules_from_config(config)
+  mesh = parallel.create_mesh(config.mesh)
+  state, shardings = state_lib.create_sharded_state(model, tx, batches[0], 0, mesh, rules)
+  bsh = parallel.batch_sharding(mesh, rules)
+  fn = functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx)
+  batch = parallel.to_global(batches[0], bsh)
+
+  def constraints(step):
+    return step.lower(state, batch).as_text().count('sharding_constraint')
+
+  layers = config.model.num_encoder_layers + config.model.num_decoder_layers
+  assert constraints(parallel.RulesJit(fn, mesh, rules, in_shardings=(shardings, bsh))) >= layers
+  # Without the mesh and rules (plain jax.jit) every constraint is a no-op.
+  assert constraints(jax.jit(fn, in_shardings=(shardings, bsh))) == 0

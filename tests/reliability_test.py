@@ -27,7 +27,7 @@ from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import guard
 from lmjax.train import loop
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import soak
 from lmjax.train import state as state_lib
 from lmjax.objectives import registry

@@ -21,7 +21,7 @@ from lmjax.data import tasks
 from lmjax.tools import averaging
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import state as state_lib
 from lmjax.objectives import cross_entropy
 from lmjax.train import step as step_lib
@@ -268,16 +268,24 @@ def test_grad_accumulation_equals_one_big_batch():
   model = models.build_model(config.model, **task.model_sizes())
   tx = optim.make_optimizer(config.optimizer, 10)
   rules = parallel.rules_from_config(config)
-  batch = next(task.train_iterator(16, seed=0))
+  batch = next(task.train_iterator(64, seed=0))  # 4 micro-batches of 16 rows, 2 per device
   mesh = parallel.create_mesh(config.mesh)
   bsh = parallel.batch_sharding(mesh, rules)
 
   def run(k):
     state, shardings = state_lib.create_sharded_state(model, tx, batch, 0, mesh, rules)
     step = jax.jit(functools.partial(step_lib.train_step, objective=smoothed_ce(model), tx=tx,
-                                     grad_accum_steps=k))
+                                     grad_accum_steps=k, batch_sharding=bsh,
+                                     grad_shardings=shardings.params),
+                   in_shardings=(shardings, bsh), out_shardings=(shardings, None))
+    global_batch = parallel.to_global(batch, bsh)
+    if k > 1:  # every device keeps its rows: no collective moves batch rows between devices
+      hlo = step.lower(state, global_batch).compile().as_text()
+      moves = {op: hlo.count(f' {op}(') + hlo.count(f' {op}-start(')
+               for op in ('all-to-all', 'collective-permute', 'all-gather')}
+      assert not any(moves.values()), moves
     for _ in range(2):
-      state, m = step(state, parallel.to_global(batch, bsh))
+      state, m = step(state, global_batch)
     return jax.device_get(state.params), float(m['loss'] / m['loss_weight'])
 
   params1, loss1 = run(1)

@@ -1,5 +1,5 @@
 """Decode throughput: jitted `lmjax.decoding.predict.beam_decode` and `greedy_decode`, random params;
-optionally of the same model quantized to int8 by qwix (`lmjax.train.quantization`).
+optionally of the same model quantized to int8 by qwix (`lmjax.models.quantization`).
 
 Every call produces exactly B × L output tokens: EOS is made unreachable by passing
 eos_id = V, one past the last logit, so no hypothesis finishes early and beam search's
@@ -20,7 +20,7 @@ from lmjax.bench import flops
 from lmjax.bench import shapes
 from lmjax.bench import table
 from lmjax.bench import timing
-from lmjax.train import quantization
+from lmjax.models import quantization
 
 
 def init_params(model: nn.Module, inputs: np.ndarray, seed: int = 0):

@@ -20,7 +20,7 @@ from lmjax.bench import flops
 from lmjax.bench import shapes
 from lmjax.bench import table
 from lmjax.bench import timing
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import state as state_lib
 from lmjax.objectives import cross_entropy
 from lmjax.objectives import registry

@@ -12,8 +12,12 @@ import ml_collections
 import numpy as np
 
 from lmjax import fileio
+from lmjax import optim
 from lmjax import platforms
+from lmjax.data import task_def
 from lmjax.data import word_vectors
+from lmjax.models import layers
+from lmjax.models import quantization
 
 
 class ConfigError(ValueError):
@@ -200,6 +204,12 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
     if not good:
       problems.append(f'config.{field}={value!r}: expected {expected}')
 
+  def one_of(field, values):
+    """`need` for a choice among `values` (the keys or names the implementation defines)."""
+    names = [repr(v) for v in values]
+    need(field, lambda x: isinstance(x, str) and x in values,
+         ', '.join(names[:-1]) + ' or ' + names[-1] if len(names) > 1 else names[0])
+
   t, m = config.train, config.model
   for f in ('seed', 'data_seed'):
     need(f, _nonneg_int, 'an integer >= 0')
@@ -219,8 +229,8 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('optimizer.warmup_steps', lambda x: _nonneg_int(x) and x <= t.num_train_steps,
        f'an integer between 0 and train.num_train_steps={t.num_train_steps}')
   need('optimizer.grad_clip_norm', lambda x: _is_num(x) and x >= 0, '>= 0 (0 = off)')
-  need('optimizer.name', lambda x: x in OPTIMIZERS, ' or '.join(map(repr, OPTIMIZERS)))
-  need('optimizer.schedule', lambda x: x in SCHEDULES, ' or '.join(map(repr, SCHEDULES)))
+  one_of('optimizer.name', optim.OPTIMIZERS)
+  one_of('optimizer.schedule', optim.SCHEDULES)
   for f in ('b1', 'b2'):
     need(f'optimizer.{f}', _unit_interval, 'a value in [0, 1)')
   if _get(config, 'optimizer.schedule') == 'step':
@@ -229,11 +239,10 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
     need('optimizer.decay_begin', _nonneg_int, 'an integer >= 0')
   for f in ('eps', 'weight_decay', 'end_learning_rate_factor'):
     need(f'optimizer.{f}', lambda x: _is_num(x) and x >= 0, 'a finite number >= 0')
-  need('model.mlp_activation', lambda x: x in ('relu', 'gelu', 'gelu_tanh'),
-       "'relu', 'gelu' or 'gelu_tanh'")
-  need('model.init', lambda x: x in ('xavier', 'gpt2'), "'xavier' or 'gpt2'")
+  one_of('model.mlp_activation', layers.ACTIVATIONS)
+  one_of('model.init', layers.INIT_STYLES)
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
-  need('model.matmul_dtype', lambda x: x in ('', 'float32', 'bfloat16'), "'', 'float32' or 'bfloat16'")
+  one_of('model.matmul_dtype', layers.MATMUL_DTYPES)
   for f in ('dropout_rate', 'attention_dropout_rate'):
     need(f'model.{f}', _unit_interval, 'a value in [0, 1)')
   for f in ('emb_dim', 'num_heads', 'qkv_dim', 'mlp_dim', 'hidden_dim', 'max_len'):
@@ -292,10 +301,12 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('task.preprocess_workers', _nonneg_int, 'an integer >= 0 (0 = one per CPU)')
   need('task.batching.bucket_lengths', lambda x: len(x) > 0 and all(_positive_int(v) for v in x),
        'a non-empty list of positive integers')
-  need('task.batching.mode', lambda x: x in ('plain', 'pack', 'bucket', 'windows'),
-       "'plain', 'pack', 'bucket' or 'windows'")
+  one_of('task.batching.mode', task_def.BATCHING_MODES)
   for axis, size in config.mesh.items():
     need(f'mesh.{axis}', lambda x: _positive_int(x) or x == -1, 'a positive integer or -1 (the rest)')
+  for axis in config.get('mesh_dcn', {}):
+    need(f'mesh_dcn.{axis}', lambda x, a=axis: _positive_int(x) and (x == 1 or a in config.mesh),
+         f'a positive integer (> 1 only for an axis of config.mesh {list(config.mesh)})')
   if check_paths:
     problems.extend(_missing_paths(config.task))
   if problems:
@@ -320,7 +331,7 @@ def _check_compression(config, need) -> None:
   need('train.init_from', lambda x: isinstance(x, str), "a trained run's --workdir or '' (off)")
   need('train.init_checkpoint', lambda x: x in ('latest', 'best') or str(x).isdigit(),
        "'latest', 'best' or a step number")
-  need('train.quantization', lambda x: x in ('', 'int8', 'int8_weights'),
+  need('train.quantization', lambda x: x in ('',) + quantization.MODES,
        "'' (off), 'int8' or 'int8_weights'")
   if 'pruning' not in t:
     return
@@ -338,8 +349,6 @@ def _check_compression(config, need) -> None:
          'weights is not sparse (config.train.pruning.sparsity > 0)')
 
 
-OPTIMIZERS = ('adamw', 'adam', 'adafactor', 'sgd')
-SCHEDULES = ('constant', 'rsqrt', 'cosine', 'linear', 'step')
 
 
 def _missing_paths(task) -> List[str]:

@@ -10,7 +10,7 @@ import ml_collections
 
 
 def optimizer() -> ml_collections.ConfigDict:
-  """`config.optimizer` (lmjax.train.optim)."""
+  """`config.optimizer` (lmjax.optim)."""
   o = ml_collections.ConfigDict()
   # 'adamw', 'adam', 'adafactor' or 'sgd'.
   o.name = 'adamw'
@@ -103,7 +103,7 @@ def train() -> ml_collections.ConfigDict:
   t.init_from = ''
   # Its checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
   t.init_checkpoint = 'latest'
-  # Quantization-aware training with qwix (lmjax/train/quantization.py): '' = off, 'int8'
+  # Quantization-aware training with qwix (lmjax/models/quantization.py): '' = off, 'int8'
   # (int8 weights and activations, fake-quantized; straight-through gradients) or
   # 'int8_weights'. Checkpoints stay float; evaluate.py --quantize=int8 runs them in int8.
   t.quantization = ''
@@ -140,6 +140,10 @@ def add_parallelism(c: ml_collections.ConfigDict) -> None:
   """Adds `config.mesh`, `logical_axis_rules`, `sharding` and `sharding_rules` (lmjax.parallel)."""
   # Named mesh axes and sizes; -1 = all remaining devices.
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})
+  # Multi-slice jobs (TPU slices joined by the data-center network): how many slices each
+  # mesh axis spans (config.mesh sizes are totals). All 1 = one slice; e.g. {'data': 2} on
+  # two v5e-256 slices puts data parallelism across them and everything else within one.
+  c.mesh_dcn = ml_collections.ConfigDict({'data': 1, 'fsdp': 1, 'model': 1})
   # Logical axis → mesh axis (None = replicated). Data parallelism by default.
   c.logical_axis_rules = [('batch', ('data', 'fsdp')), ('length', None), ('embed', None),
                           ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),

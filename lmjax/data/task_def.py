@@ -14,6 +14,11 @@ from lmjax.data import stream
 from lmjax.data import tokenizers as tok_lib
 
 
+# config.task.batching.mode: `Task.train_iterator` batches 'plain', 'pack' and 'bucket'
+# with `lmjax.data.stream`, 'windows' with `lmjax.data.lm_stream`.
+BATCHING_MODES = ('plain', 'pack', 'bucket', 'windows')
+
+
 @dataclasses.dataclass
 class Task:
   """Everything the trainer needs to know about the data.

@@ -104,8 +104,9 @@ class MultiHeadAttention(nn.Module):
     return nn.DenseGeneral(
         (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=self.use_bias and name != 'key',
         dot_general=layers.matmul_fn(self.matmul_dtype),
-        kernel_init=nn.with_logical_partitioning(layers.kernel_init(self.init), ('embed', 'heads', 'kv')),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('heads', 'kv')))
+        kernel_init=layers.dense_general_partitioning(layers.kernel_init(self.init),
+                                                     ('embed', 'heads', 'kv')),
+        bias_init=layers.dense_general_partitioning(nn.initializers.zeros, ('heads', 'kv')))
 
   @nn.compact
   def __call__(self, x_q: jnp.ndarray, x_kv: jnp.ndarray,
@@ -241,6 +242,6 @@ class MultiHeadAttention(nn.Module):
     return nn.DenseGeneral(
         features, axis=(-2, -1), dtype=self.dtype, name='out', use_bias=self.use_bias,
         dot_general=layers.matmul_fn(self.matmul_dtype),
-        kernel_init=nn.with_logical_partitioning(
+        kernel_init=layers.dense_general_partitioning(
             layers.kernel_init(self.init, self.residual_layers), ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(out)

@@ -1,7 +1,7 @@
 """Building blocks shared by the model families: embeddings, positions, MLP, masks."""
 
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -174,7 +174,7 @@ class Embed(nn.Module):
 def lookup(table, ids: jnp.ndarray) -> jnp.ndarray:
   """Rows `ids` of an embedding table (V, D) → (..., D).
 
-  Under qwix post-training quantization (lmjax.train.quantization) a table that also
+  Under qwix post-training quantization (lmjax.models.quantization) a table that also
   feeds the tied logits is an int8 array with one scale per row: its rows are
   gathered in int8 and then dequantized.
   """
@@ -311,6 +311,24 @@ class Dropout(nn.Module):
       return x
     keep = dropout_mask.keep_mask(self.make_rng('dropout'), x.shape, self.rate)
     return jnp.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0).astype(x.dtype)
+
+
+class _FlatInitPartitioned(nn.LogicallyPartitioned):
+  """Logical names of a `nn.DenseGeneral` kernel or bias with several feature axes: flax
+  draws it flat and reshapes it to the names' rank, so a flat draw is unboxed without the
+  sharding constraint (under live rules it would not fit); the reshaped one gets it."""
+
+  def unbox(self, apply_constraint=True):
+    if jnp.ndim(self.value) != len(self.names):
+      return self.value
+    return super().unbox(apply_constraint)
+
+
+def dense_general_partitioning(init, names: Sequence[Optional[str]]):
+  """`nn.with_logical_partitioning` for `nn.DenseGeneral` parameters (`_FlatInitPartitioned`)."""
+  def boxed(*args, **kwargs):
+    return _FlatInitPartitioned(init(*args, **kwargs), tuple(names))
+  return boxed
 
 
 # 'gelu' is the exact (erf) form, as torch.nn.GELU / nanoGPT; 'gelu_tanh' the approximation.

@@ -3,7 +3,7 @@
 from typing import Any, Dict, Optional
 
 from lmjax.train import pruning
-from lmjax.train import quantization
+from lmjax.models import quantization
 
 
 def param_report(params, quantized: Optional[Any] = None) -> Dict[str, Any]:

@@ -1,5 +1,5 @@
 """evaluate.py / decode.py with --quantize: a trained run in int8 (qwix post-training
-quantization, `lmjax.train.quantization`).
+quantization, `lmjax.models.quantization`).
 
     run = quantized.QuantizedRun(workdir, mode='int8')
     params, info = run.restore('best')          # float checkpoint → int8 tree on the mesh
@@ -19,7 +19,7 @@ from lmjax.data import pipeline
 from lmjax.tools import param_report
 from lmjax.tools import workdir_tools
 from lmjax.tools.inference import DecodeOptions, Run, ToolError, stderr_warning
-from lmjax.train import quantization
+from lmjax.models import quantization
 
 
 def check_mode(mode: str) -> None:

@@ -22,9 +22,9 @@ from lmjax import parallel
 from lmjax.objectives import base
 from lmjax.objectives import kd
 from lmjax.objectives import registry
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import pruning
-from lmjax.train import quantization
+from lmjax.models import quantization
 from lmjax.train import source_run
 
 

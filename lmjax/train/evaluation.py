@@ -50,15 +50,18 @@ class Evaluator:
     self.rep = parallel.replicated(mesh)
     self._compiled: Dict[str, Callable] = {}
     carry_sharding = objective.carry_sharding(batch_sharding)
-    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective),
-                             in_shardings=(param_shardings, carry_sharding, batch_sharding),
-                             out_shardings=(self.rep, carry_sharding))
+    self.rules = parallel.rules_from_config(config)
+    self.mesh = mesh
+    self.eval_step = self.jit_under_rules(
+        functools.partial(step_lib.eval_step, objective=objective),
+        in_shardings=(param_shardings, carry_sharding, batch_sharding),
+        out_shardings=(self.rep, carry_sharding))
     self.predictor = objective.predictor
     # predict_fn(params, global batch) -> (B, ...) predictions; a tool may replace it
     # (e.g. beam search instead of the greedy decodes).
     self.predict_fn = None
     if self.predictor is not None:
-      self.predict_fn = jax.jit(self.predictor.predict_batch,
+      self.predict_fn = self.jit_under_rules(self.predictor.predict_batch,
                                 in_shardings=(param_shardings, batch_sharding),
                                 out_shardings=batch_sharding)
 
@@ -66,10 +69,14 @@ class Evaluator:
     """`fn(params, batch, *extra replicated args)` compiled once per `name` with the run's
     shardings; its outputs are 'replicated' or sharded like the 'batch'."""
     if name not in self._compiled:
-      self._compiled[name] = jax.jit(
+      self._compiled[name] = self.jit_under_rules(
           fn, in_shardings=(self.param_shardings, self.batch_sharding) + (self.rep,) * extra,
           out_shardings=self.rep if out == 'replicated' else self.batch_sharding)
     return self._compiled[name]
+
+  def jit_under_rules(self, fn, **jit_kwargs):
+    """`jax.jit(fn)` under the run's mesh and logical-axis rules (live activation sharding)."""
+    return parallel.RulesJit(fn, self.mesh, self.rules, **jit_kwargs)
 
   def to_global(self, local):
     """This process's rows of a batch → global arrays sharded over the batch axes."""

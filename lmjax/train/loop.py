@@ -25,7 +25,7 @@ from lmjax.train import compose
 from lmjax.train import evaluation
 from lmjax.train import guard
 from lmjax.train import source_run
-from lmjax.train import optim
+from lmjax import optim
 from lmjax.train import pretrained
 from lmjax.train import state as state_lib
 from lmjax.train import step as step_lib
@@ -118,7 +118,7 @@ class Trainer:
     prepare_workdir(workdir)
     self.config, self.workdir = config, workdir
     self.is_main = jax.process_index() == 0
-    self.mesh = parallel.create_mesh(config.mesh)
+    self.mesh = parallel.create_mesh(config.mesh, dcn=config.get('mesh_dcn'))
     self.rules = parallel.rules_from_config(config)
     parallel.check_batch_divisible(config.train.batch_size, self.mesh, self.rules, 'config.train.batch_size')
     parallel.check_batch_divisible(config.eval.batch_size, self.mesh, self.rules, 'config.eval.batch_size')
@@ -138,10 +138,12 @@ class Trainer:
                                                           self.batch_sharding)
     # Extra step arguments (a distillation teacher's parameters): inputs, not constants.
     self.step_args, step_arg_shardings = self.objective.step_args()
-    self.train_step = jax.jit(
+    self.train_step = parallel.RulesJit(
         functools.partial(step_lib.train_step, objective=self.objective, tx=self.tx,
                           grad_accum_steps=config.train.grad_accum_steps,
-                          ema_decay=config.train.get('ema_decay', 0.0)),
+                          ema_decay=config.train.get('ema_decay', 0.0),
+                          batch_sharding=self.batch_sharding,
+                          grad_shardings=self.shardings.params), self.mesh, self.rules,
         in_shardings=(self.shardings, self.batch_sharding, *step_arg_shardings),
         out_shardings=(self.shardings, parallel.replicated(self.mesh)), donate_argnums=0)
     self.evaluator = evaluation.Evaluator(self.task, self.objective, config, self.mesh,

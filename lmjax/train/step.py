@@ -6,6 +6,7 @@ is, which batch fields it reads and what state flows from one batch to the next 
 LSTM LM's state under truncated BPTT) are the objective's business, not the steps'.
 """
 
+import math
 from typing import Any, Dict, Tuple
 
 import jax
@@ -55,8 +56,38 @@ def _update(state: TrainState, grads, sums: Metrics, tx,
                        ema_params=ema), sums, ok
 
 
+def split_micro_batches(batch, k: int, batch_sharding=None):
+  """(B, ...) → (k, B/k, ...): micro-batch i holds rows i, i + k, i + 2k, … (a stride).
+
+  The batch is sharded over the data-parallel devices in contiguous blocks of rows, so a
+  stride gives every device B/(k·devices) rows of every micro-batch: each micro-step uses
+  all devices and no rows move (MaxText's reshape to (B/k, k) and swap). A contiguous
+  split would put micro-batch i on 1/k of the devices and make XLA move rows each step.
+
+  Args:
+    batch: global batch arrays (B, ...).
+    k: micro-batches (B must be divisible by k).
+    batch_sharding: the batch's NamedSharding; when given (and B/k divides over its
+      devices), the stacked micro-batches are constrained to it on their second axis.
+  """
+  def split(x):
+    y = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)  # (k, B/k, ...)
+    if batch_sharding is not None and (x.shape[0] // k) % devices == 0:
+      spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+      y = jax.lax.with_sharding_constraint(
+          y, jax.sharding.NamedSharding(batch_sharding.mesh, spec))
+    return y
+  devices = 1
+  if batch_sharding is not None:  # the devices the rows are split over
+    rows = batch_sharding.spec[0] if batch_sharding.spec else None
+    axes = rows if isinstance(rows, tuple) else (rows,)
+    devices = math.prod(batch_sharding.mesh.shape[a] for a in axes if a)
+  return jax.tree.map(split, batch)
+
+
 def train_step(state: TrainState, batch, *args, objective, tx, grad_accum_steps: int = 1,
-               ema_decay: float = 0.0) -> Tuple[TrainState, Metrics]:
+               ema_decay: float = 0.0, batch_sharding=None,
+               grad_shardings=None) -> Tuple[TrainState, Metrics]:
   """One optimizer update on the global batch.
 
   The loss is the mean over the whole (global) batch's `loss_weight` (non-padding labels,
@@ -72,6 +103,9 @@ def train_step(state: TrainState, batch, *args, objective, tx, grad_accum_steps:
     grad_accum_steps: split the batch into this many micro-batches, run them one
       after the other and sum their gradients (static; 1 = off). Saves activation memory.
     ema_decay: decay of `state.ema_params` when the state keeps them (static).
+    batch_sharding: the batch's sharding (static): micro-batches keep it.
+    grad_shardings: the parameters' shardings (static): the accumulated gradient keeps
+      them from one micro-step to the next.
 
   Returns:
     (new state, metric sums incl. 'grad_norm' and 'skipped'). A step whose loss or
@@ -90,17 +124,25 @@ def train_step(state: TrainState, batch, *args, objective, tx, grad_accum_steps:
     grad_sum, (sums, new_carry) = jax.grad(sum_loss_fn, has_aux=True)(state.params, batch, rng)
   else:
     k = grad_accum_steps
-    # (B, ...) → (k, B/k, ...): micro-batch i holds rows i*B/k … (i+1)*B/k - 1.
-    micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+    micro = split_micro_batches(batch, k, batch_sharding)  # (k, B/k, ...)
     first = jax.tree.map(lambda x: x[0], micro)
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
         jax.grad(sum_loss_fn, has_aux=True), state.params, first, rng))
 
+    def keep(grads):
+      if grad_shardings is None:
+        return grads
+      return jax.lax.with_sharding_constraint(grads, grad_shardings)
+
     def body(acc, xs):
       i, micro_batch = xs
-      out = jax.grad(sum_loss_fn, has_aux=True)(state.params, micro_batch,
-                                                jax.random.fold_in(rng, i))
-      return jax.tree.map(jnp.add, acc, out), None
+      grads, aux = jax.grad(sum_loss_fn, has_aux=True)(state.params, micro_batch,
+                                                       jax.random.fold_in(rng, i))
+      acc_grads, acc_aux = acc
+      return (keep(jax.tree.map(jnp.add, acc_grads, grads)),
+              jax.tree.map(jnp.add, acc_aux, aux)), None
+
+    zeros = (keep(zeros[0]), zeros[1])
 
     (grad_sum, (sums, new_carry)), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums['loss_weight'], 1.0), grad_sum)
