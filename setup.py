@@ -37,6 +37,9 @@ setuptools.setup(
                  'gensim>=4.3'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
+        # NVIDIA GPUs (docs/DEVICES.md): JAX's CUDA build, in the same version range.
+        'cuda12': ['jax[cuda12]>=0.4.35,<0.11'],
+        'cuda13': ['jax[cuda13]>=0.4.35,<0.11'],
         'vectors': ['gensim>=4.3'],
         # gs:// workdirs and data: gcsfs serves epath's gs:// (lmjax.fileio); Orbax asks
         # google-cloud-storage about the bucket's layout.

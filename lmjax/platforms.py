@@ -51,9 +51,10 @@ def resolve_attention_impl(name: str, *, dtype: str = 'float32', head_dim: int =
                            dropout: bool = False) -> str:
   """`config.model.attention_impl` → the implementation a full-sequence attention runs.
 
-  'auto' picks by platform: TPU → 'splash' (one device; on several, 'xla': the Pallas
-  kernel needs a shard_map that the trainer does not set up yet), GPU → 'cudnn' when the
-  computation dtype is 16-bit and head_dim fits cuDNN (else 'xla'), CPU → CPU_ATTENTION.
+  'auto' picks by platform: TPU → 'splash' (at any device count: the kernel runs in a
+  shard_map over the batch and head axes, `attention_impls.splash_attention`), GPU →
+  'cudnn' when the computation dtype is 16-bit and head_dim fits cuDNN (else 'xla'),
+  CPU → CPU_ATTENTION.
   Attention-weight dropout runs only in 'reference': 'auto' then picks it.
 
   Args:
@@ -76,8 +77,8 @@ def resolve_attention_impl(name: str, *, dtype: str = 'float32', head_dim: int =
   if name == 'auto':
     if dropout:
       return 'reference'
-    if platform == 'tpu':
-      return 'splash' if jax.device_count() == 1 else 'xla'
+    if platform == 'tpu':  # under a mesh, in a shard_map over the batch (and head) axes
+      return 'splash'
     if platform == 'gpu':
       fits = dtype in CUDNN_DTYPES and head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM
       return 'cudnn' if fits else 'xla'

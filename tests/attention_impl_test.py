@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmjax import parallel
 from lmjax import platforms
 from lmjax import runtime
 from lmjax.config import configlib
@@ -229,7 +230,7 @@ def test_greedy_and_beam_decoding_with_xla_attention_equal_reference():
     ('gpu', 'bfloat16', 256, 1, 'xla'),
     ('tpu', 'bfloat16', 64, 1, 'splash'),
     ('tpu', 'float32', 64, 1, 'splash'),
-    ('tpu', 'bfloat16', 64, 8, 'xla'),  # the Pallas kernel is not sharded over devices yet
+    ('tpu', 'bfloat16', 64, 8, 'splash'),  # in a shard_map over the batch (and head) axes
 ])
 def test_auto_attention_resolves_by_platform(monkeypatch, platform, dtype, head_dim, devices,
                                              expected):
@@ -345,3 +346,80 @@ def test_every_model_dtype_resolves_auto_through_the_platform(monkeypatch):
     needed = {n: 1 for n, f in fields.items()
               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     assert cls(**needed, dtype='auto').jnp_dtype == jnp.dtype('bfloat16'), cls.__name__
+
+
+def _batch_of_8(case, seed=2):
+  """q, k, v (8, L, 2, 8) and the case's mask tiled to 8 rows (a batch each device can split)."""
+  rng = np.random.default_rng(seed)
+  lk = L if case.startswith('self') else S
+  q, k, v = (jnp.asarray(rng.normal(size=(8, n, 2, 8)), jnp.float32) for n in (L, lk, lk))
+  mask = jax.tree.map(lambda x: jnp.tile(x, (4, 1)), _mask(case))
+  return q, k, v, mask
+
+
+@pytest.mark.parametrize('case', ['self_padding', 'self_packed_causal'])
+@pytest.mark.parametrize('sharding,mesh', [
+    ('dp', {'data': 8, 'fsdp': 1, 'model': 1}),
+    ('fsdp', {'data': 2, 'fsdp': 4, 'model': 1}),
+    ('fsdp_tp', {'data': 2, 'fsdp': 2, 'model': 2}),  # heads split over 'model' too
+])
+def test_splash_runs_in_a_shard_map_over_the_mesh(case, sharding, mesh):
+  """Under the trainer's mesh and rules the splash kernel (Pallas interpreter) runs per
+  device on its rows (and heads): outputs and gradients equal the reference on real rows."""
+  config = default.get_config('runlocal')
+  config.sharding = sharding
+  rules = parallel.rules_from_config(config)
+  mesh = parallel.create_mesh(mesh)
+  q, k, v, mask = _batch_of_8(case)
+  real = _real_rows(mask)[:, :, None, None]
+  w = jnp.asarray(np.random.default_rng(3).normal(size=q.shape), jnp.float32) * real
+
+  def value_and_grads(fn):
+    loss = lambda q, k, v: jnp.sum(fn(q, k, v, mask) * w)
+    return fn(q, k, v, mask) * real, jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+  splash = lambda q, k, v, m: attention_impls.splash_attention(q, k, v, m, interpret=True)
+  step = parallel.RulesJit(lambda: value_and_grads(splash), mesh, rules)
+  assert 'manual_computation' in step.lower().as_text()  # the shard_map'd kernel
+  out, grads = step()
+  ref_out, ref_grads = jax.jit(lambda: value_and_grads(_reference))()
+  np.testing.assert_allclose(out, ref_out, atol=ATOL, rtol=0)
+  _assert_trees_close(grads, ref_grads)
+
+
+def test_auto_on_a_multi_device_tpu_lowers_the_sharded_splash_kernel(monkeypatch):
+  monkeypatch.setattr(platforms, 'backend', lambda: 'tpu')  # 8 (CPU) devices pose as TPUs
+  config = default.get_config('runlocal')
+  config.model.attention_impl = 'auto'
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
+  model = build_model(config.model, vocab_size=V, target_vocab_size=V)
+  batch = {'inputs': jnp.ones((8, 6), jnp.int32), 'targets': jnp.ones((8, 5), jnp.int32)}
+  params = nn.meta.unbox(model.init(jax.random.key(0), batch, train=False)['params'])
+  mesh = parallel.create_mesh(config.mesh)
+  loss = lambda p: jnp.sum(model.apply({'params': p}, batch, train=False))
+  text = parallel.RulesJit(jax.grad(loss), mesh, parallel.rules_from_config(config)).lower(
+      params).as_text()
+  # Encoder self-attention, decoder self- and cross-attention: each a shard_map'd kernel.
+  assert text.count('sdy.manual_computation') >= 3, text.count('sdy.manual_computation')
+
+
+def test_padding_rows_and_an_empty_row_stay_finite_on_every_impl():
+  """The last eval batch ends in rows of nothing but padding (length 0): every impl that
+  runs on CPU, and the cuDNN arguments run through XLA, give finite outputs on every row."""
+  rng = np.random.default_rng(4)
+  q, k, v = (jnp.asarray(rng.normal(size=(3, 6, 2, 8)), jnp.float32) for _ in range(3))
+  valid = jnp.array([[1] * 6, [1] * 2 + [0] * 4, [0] * 6], bool)  # row 2: zero length
+  impls = {
+      'reference': _reference,
+      'xla': lambda q, k, v, m: attention_impls.fused_attention(q, k, v, m, 'xla'),
+      'splash': lambda q, k, v, m: attention_impls.splash_attention(q, k, v, m, interpret=True),
+      'cudnn arguments': lambda q, k, v, m: jax.nn.dot_product_attention(
+          q, k, v, implementation='xla', **attention_impls.cudnn_arguments(m)),
+  }
+  for causal in (False, True):
+    mask = attention_impls.AttentionMask(valid, valid, causal=causal)
+    lengths = attention_impls.cudnn_arguments(mask)
+    assert np.asarray(lengths['query_seq_lengths']).tolist() == [6, 2, 1]  # never 0
+    for name, fn in impls.items():
+      out = np.asarray(jax.jit(fn)(q, k, v, mask))
+      assert np.isfinite(out).all(), (name, causal)

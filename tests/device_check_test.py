@@ -32,6 +32,23 @@ def test_the_script_rejects_a_bad_section_before_running_anything():
   assert 'Traceback' not in proc.stderr
 
 
+def test_a_gpu_with_a_cpu_only_jax_is_an_error_not_a_cpu_pass(tmp_path):
+  """nvidia-smi sees a GPU (faked here) but JAX's backend is the CPU: the check stops with
+  one line naming the missing install, before measuring anything."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  fake = bin_dir / 'nvidia-smi'
+  fake.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"\n')
+  fake.chmod(0o755)
+  env = dict(os.environ, PYTHON=sys.executable, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+  proc = subprocess.run([os.path.join(REPO, 'experiments', 'device_check.sh'), '--mode=tiny'],
+                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "JAX's backend is 'cpu'" in lines[0] and '[cuda12]' in lines[0]
+  assert proc.stdout == ''
+
+
 def test_auto_mode_is_quick_on_cpu_and_full_on_accelerators():
   assert device_check.setting_for('auto', 'cpu') == device_check.SETTINGS['quick']
   for platform in ('gpu', 'tpu'):

@@ -407,7 +407,7 @@ INVALID = {
     'optimizer.grad_clip_norm': st.one_of(st.floats(max_value=-1e-6), st.just(float('nan'))),
     'optimizer.b1': OUTSIDE_UNIT,
     'optimizer.b2': OUTSIDE_UNIT,
-    'optimizer.name': WORDS.filter(lambda s: s not in configlib.OPTIMIZERS),
+    'optimizer.name': WORDS.filter(lambda s: s not in optim.OPTIMIZERS),
     'model.dropout_rate': OUTSIDE_UNIT,
     'model.attention_dropout_rate': OUTSIDE_UNIT,
     'model.emb_dim': NONPOSITIVE,

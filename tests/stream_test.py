@@ -2,8 +2,12 @@
 the cache, bad input, and TFDS through `tfds.data_source` without a list of the split."""
 
 import json
+import multiprocessing
 import os
 import sys
+import threading
+import time
+import types
 
 import numpy as np
 import pytest
@@ -103,6 +107,22 @@ def resume_matches(make, stop: int, total: int) -> bool:
   resumed.close()
   return all(sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
              for a, b in zip(want[stop:], got))
+
+
+def test_close_kills_workers_when_grain_never_returns(monkeypatch):
+  """Grain can deadlock in close (a worker it killed held the stop event's lock; seen once
+  in a loaded CI run): the iterator's close gives up after CLOSE_TIMEOUT_S, kills its own
+  worker processes and returns."""
+  monkeypatch.setattr(stream, 'CLOSE_TIMEOUT_S', 1)
+  it = stream.from_examples(examples(), global_batch_size=8, lengths={'inputs': 32, 'targets': 32},
+                            seed=3, batching=dict(BATCHING, mode='plain'))
+  worker = multiprocessing.get_context('fork').Process(target=time.sleep, args=(120,))
+  worker.start()  # stands for a Grain worker started after the iterator
+  it._it = types.SimpleNamespace(close=threading.Event().wait)  # never returns
+  start = time.time()
+  it.close()
+  assert time.time() - start < 10
+  assert not worker.is_alive() and worker.exitcode == -9
 
 
 @pytest.mark.parametrize('mode,workers', [('plain', 0), ('pack', 0), ('bucket', 0), ('pack', 2),

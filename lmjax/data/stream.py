@@ -20,12 +20,14 @@ import ctypes
 import ctypes.util
 import functools
 import json
+import multiprocessing
 import os
 import signal
 import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from absl import logging
 import numpy as np
 
 from lmjax.data import pipeline
@@ -44,6 +46,10 @@ def _grain():
   import grain  # pylint: disable=g-import-not-at-top
   from lmjax.data import batchers  # pylint: disable=g-import-not-at-top
   return grain, batchers
+
+
+# Seconds `StreamIterator.close` waits for Grain to stop its workers before killing them.
+CLOSE_TIMEOUT_S = 60
 
 
 class _Decode:
@@ -121,6 +127,8 @@ class StreamIterator:
     if len(source) == 0:  # pylint: disable=g-explicit-length-test
       raise ValueError('the training split is empty')
     self.num_examples, self.seed, self.workers = len(source), int(seed), int(workers)
+    # Child processes from before this iterator (not its Grain workers: see `close`).
+    self._children_before = {p.pid for p in multiprocessing.active_children()}
     self.global_batch_size = global_batch_size
     self.process_index, self.process_count = process_index, process_count
     local = global_batch_size // process_count
@@ -226,10 +234,27 @@ class StreamIterator:
     return dict(state, grain=json.dumps(grain_state))
 
   def close(self) -> None:
-    """Stops worker processes (if any)."""
+    """Stops worker processes (if any), within CLOSE_TIMEOUT_S.
+
+    Grain kills a worker that does not exit within 25 s of being told to (a loaded host
+    can take that long); killed inside the stop event's lock, the worker leaves that lock
+    held, and Grain's next `close` then waits for it forever. So the close runs in a
+    helper thread: past the timeout this iterator's workers are killed and the run goes on.
+    """
     close = getattr(self._it, 'close', None)
-    if close is not None:
-      close()
+    if close is None:
+      return
+    ours = [p for p in multiprocessing.active_children() if p.pid not in self._children_before]
+    done = threading.Thread(target=close, daemon=True)
+    done.start()
+    done.join(CLOSE_TIMEOUT_S)
+    if done.is_alive():
+      logging.warning('Grain workers did not stop within %d s: killing %d worker process(es)',
+                      CLOSE_TIMEOUT_S, len(ours))
+      for p in ours:
+        if p.is_alive():
+          p.kill()
+          p.join(5)
 
 
 def from_records(source: records.RecordSource, **kwargs) -> StreamIterator:

@@ -142,7 +142,9 @@ class MultiHeadAttention(nn.Module):
     v = self._proj('value')(x_kv)
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     dropout = not deterministic and self.dropout_rate > 0.0
-    impl = platforms.resolve_attention_impl(self.attention_impl, dtype=jnp.dtype(self.dtype).name,
+    # The dtype q actually has (with matmul_dtype='bfloat16' the projections return float32
+    # whatever config.model.dtype says): cuDNN takes 16-bit inputs only.
+    impl = platforms.resolve_attention_impl(self.attention_impl, dtype=q.dtype.name,
                                             head_dim=q.shape[-1], dropout=dropout)
     why = attention_impls.cudnn_unsupported(q.shape[1], k.shape[1], mask) if impl == 'cudnn' else ''
     if why and self.attention_impl != 'auto':

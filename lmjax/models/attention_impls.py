@@ -19,8 +19,10 @@ padding queries, which nothing downstream reads, may differ (see `fused_attentio
 from typing import Optional
 
 from flax import struct
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from lmjax.models import layers
 
@@ -69,9 +71,12 @@ def cudnn_arguments(mask: Optional[AttentionMask]) -> dict:
   if mask.q_segment is not None:
     dense = layers.attention_mask(mask.q_valid, mask.kv_valid, mask.q_segment, mask.kv_segment)
     return {'mask': dense, 'is_causal': mask.causal}
-  return {'query_seq_lengths': jnp.sum(mask.q_valid, axis=1, dtype=jnp.int32),
-          'key_value_seq_lengths': jnp.sum(mask.kv_valid, axis=1, dtype=jnp.int32),
-          'is_causal': mask.causal}
+  # A row of nothing but padding (the rows that finish an eval split) has length 0, which
+  # cuDNN does not define (NaN outputs, and a NaN in a padding row poisons the real rows
+  # through sum(loss * weights)): it attends to its first key instead; nothing reads it.
+  length = lambda valid: jnp.maximum(jnp.sum(valid, axis=1, dtype=jnp.int32), 1)
+  return {'query_seq_lengths': length(mask.q_valid),
+          'key_value_seq_lengths': length(mask.kv_valid), 'is_causal': mask.causal}
 
 
 def cudnn_unsupported(q_length: int, kv_length: int, mask: Optional[AttentionMask]) -> str:
@@ -124,15 +129,23 @@ def _block(length: int) -> int:
   return next(b for b in (512, 256, SPLASH_BLOCK) if length % b == 0)
 
 
-def splash_attention(q, k, v, mask: Optional[AttentionMask], *, interpret: bool = False):
+def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
+                     interpret: Optional[bool] = None):
   """Pallas TPU splash attention (imported here, on first use, so only TPU runs need it).
+
+  Under a mesh (the trainer's steps run under `jax.set_mesh` and the logical-axis rules:
+  `lmjax.parallel.RulesJit`) the kernel runs inside `jax.shard_map`: each device attends
+  over its own rows (the 'batch' axes) and, when the rules split 'heads', its own heads,
+  as MaxText does; Mosaic cannot partition the kernel itself. Without a mesh it runs on
+  the whole arrays.
 
   Args:
     q: (B, Lq, H, D) queries.
     k: (B, Lk, H, D) keys.
     v: values, shaped like k.
     mask: the attention mask, or None.
-    interpret: run the kernel in the Pallas interpreter (any platform; for tests).
+    interpret: run the kernel in the Pallas interpreter; None = when the devices are not
+      TPUs (tests on CPU).
 
   Returns:
     (B, Lq, H, D) attended values.
@@ -140,6 +153,8 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *, interpret: bool 
   # pylint: disable=g-import-not-at-top  (TPU-only dependency, on first use)
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+  if interpret is None:
+    interpret = jax.devices()[0].platform != 'tpu'
   b, lq, h, d = q.shape
   lk = k.shape[1]
   if mask is None:
@@ -155,9 +170,20 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *, interpret: bool 
   bq, bk = _block(pq), _block(pk)
   blocks = sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq,
                          block_kv_dkv=bk, block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
-  kernel = sk.make_splash_mha(sm.MultiHeadMask([shape_mask] * h), head_shards=1, q_seq_shards=1,
-                              block_sizes=blocks, interpret=interpret)
-  out = jax.vmap(kernel)(qh, kh, vh, sk.SegmentIds(q=q_ids, kv=kv_ids))  # (B, H, pq, D)
+
+  def attend(qh, kh, vh, q_ids, kv_ids):  # one device's rows and heads
+    kernel = sk.make_splash_mha(sm.MultiHeadMask([shape_mask] * qh.shape[1]), head_shards=1,
+                                q_seq_shards=1, block_sizes=blocks, interpret=interpret)
+    return jax.vmap(kernel)(qh, kh, vh, sk.SegmentIds(q=q_ids, kv=kv_ids))  # (b, h, pq, D)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    out = attend(qh, kh, vh, q_ids, kv_ids)
+  else:
+    rows, heads = nn.logical_to_mesh_axes(('batch', 'heads'))
+    per_head = P(rows, heads, None, None)
+    out = jax.shard_map(attend, mesh=mesh, in_specs=(per_head,) * 3 + (P(rows, None),) * 2,
+                        out_specs=per_head, check_vma=False)(qh, kh, vh, q_ids, kv_ids)
   return out.transpose(0, 2, 1, 3)[:, :lq].astype(q.dtype)
 
 

@@ -131,7 +131,8 @@ class CharCNN(nn.Module):
   def __call__(self, chars, *, deterministic: bool):
     """Args: chars (B, S, W) byte ids (0 = padding). Returns (B, S, F); 0 for padding words."""
     b, s, w = chars.shape
-    x = lstm.embed(NUM_BYTE_IDS, self.dim, self.dtype, name='byte_embed')(chars)  # (B, S, W, E)
+    x = layers.Embed(NUM_BYTE_IDS, self.dim, self.dtype, init='lstm',
+                     name='byte_embed')(chars)  # (B, S, W, E)
     x = layers.Dropout(self.dropout_rate)(x, deterministic)
     conv = nn.Conv(self.filters, (self.width,), padding='SAME', dtype=self.dtype, name='conv',
                    kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
@@ -256,7 +257,7 @@ class LSTMEncoderModel(EncoderModelBase):
     check_head_config(cfg)
     dt = cfg.jnp_dtype
     lstm.check(0.0 <= cfg.word_dropout < 1.0, 'word_dropout', f'must be in [0, 1), got {cfg.word_dropout}')
-    self.embed = lstm.embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, init='lstm')
     if cfg.char_dim:
       self.chars = CharCNN(cfg.char_dim, cfg.char_filters, cfg.char_width, cfg.dropout_rate, dt)
     self.dropout = layers.Dropout(cfg.dropout_rate)

@@ -100,6 +100,7 @@ class PositionEmbedding(nn.Module):
 
 INIT_STYLES = ('xavier', 'gpt2')
 GPT2_STD = 0.02
+LSTM_STD = 0.1  # the LSTM models' embedding entries (Embed init='lstm')
 
 
 def check_init(style: str) -> None:
@@ -137,7 +138,8 @@ class Embed(nn.Module):
     dtype: computation dtype.
     init: 'xavier': entries N(0, D^-1/2), looked-up rows scaled by sqrt(D), so they have
       unit scale, comparable to the position signal added next (Vaswani et al. 2017);
-      'gpt2': entries N(0, 0.02), unscaled (GPT-2, nanoGPT).
+      'gpt2': entries N(0, 0.02), unscaled (GPT-2, nanoGPT); 'lstm': entries N(0, 0.1),
+      unscaled (the LSTM models: word, byte and VAE embeddings).
     matmul_dtype: of the tied logits (see `matmul_fn`).
   """
   num_embeddings: int
@@ -147,15 +149,16 @@ class Embed(nn.Module):
   matmul_dtype: str = ''
 
   def setup(self):
-    check_init(self.init)
-    std = self.features ** -0.5 if self.init == 'xavier' else GPT2_STD
+    if self.init != 'lstm':  # the LSTM models' own style; the others come from config.model.init
+      check_init(self.init)
+    std = {'xavier': self.features ** -0.5, 'gpt2': GPT2_STD, 'lstm': LSTM_STD}[self.init]
     self.embedding = self.param('embedding', nn.with_logical_partitioning(
         nn.initializers.normal(std), ('vocab', 'embed')), (self.num_embeddings, self.features))
 
   def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
-    """Args: ids (B, L) int32. Returns (B, L, D) embeddings (scaled by sqrt(D) for 'xavier')."""
+    """Args: ids (...) int32. Returns (..., D) embeddings (scaled by sqrt(D) for 'xavier')."""
     emb = lookup(self.embedding, ids).astype(self.dtype)
-    if self.init == 'gpt2':
+    if self.init != 'xavier':
       return emb
     return emb * jnp.sqrt(self.features).astype(self.dtype)
 

@@ -107,12 +107,6 @@ def check_no_packing(batch, family: str):
         'build batches without packing')
 
 
-def embed(num: int, features: int, dtype, name: Optional[str] = None) -> nn.Embed:
-  """Token embedding (its `attend` gives tied logits), rows named ('vocab', 'embed')."""
-  return nn.Embed(num, features, dtype=dtype, name=name, embedding_init=nn.with_logical_partitioning(
-      nn.initializers.normal(0.1), ('vocab', 'embed')))
-
-
 def stack_states(states: LayerStates) -> dict:
   """Per-layer (c, h) → {'c': (B, L, H), 'h': (B, L, H)} (batch-leading, for caches)."""
   return {'c': jnp.stack([c for c, _ in states], 1), 'h': jnp.stack([h for _, h in states], 1)}
@@ -191,7 +185,7 @@ class OutputLayer(nn.Module):
   config: LSTMConfig
 
   @nn.compact
-  def __call__(self, x, embedding: Optional[nn.Embed], *, deterministic: bool):
+  def __call__(self, x, embedding: Optional[layers.Embed], *, deterministic: bool):
     """Args: x (B, T, H); embedding to tie with, or None. Returns float32 (B, T, V)."""
     cfg = self.config
     dt = cfg.jnp_dtype
@@ -227,9 +221,9 @@ class LSTMEncoderDecoder(nn.Module):
     enc_dim = cfg.hidden_dim * (2 if cfg.bidirectional else 1)
     check(cfg.attention != 'luong_dot' or enc_dim == cfg.hidden_dim, 'attention',
           "'luong_dot' needs encoder width == hidden_dim; use bidirectional=False or 'luong_general'")
-    self.source_embed = embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, init='lstm')
     self.target_embed = (self.source_embed if cfg.share_embeddings
-                         else embed(cfg.target_vocab_size, cfg.emb_dim, dt))
+                         else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, init='lstm'))
     self.encoder = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, cfg.bidirectional, dt)
     if cfg.bidirectional:  # [fwd; bwd] final states (2H) → decoder states (H)
       self.bridge_c = [layers.dense(cfg.hidden_dim, ('hidden_in', 'hidden'), dt)
@@ -328,7 +322,7 @@ class LSTMLanguageModel(nn.Module):
     dt = cfg.jnp_dtype
     check_encoder_only_fields(cfg)
     check(cfg.target_vocab_size > 0, 'target_vocab_size', 'must be > 0 (passed by the trainer)')
-    self.embed = embed(cfg.target_vocab_size, cfg.emb_dim, dt)
+    self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, init='lstm')
     self.dropout = layers.Dropout(cfg.dropout_rate)
     self.lstm = LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate, False, dt)
     self.output = OutputLayer(cfg)

@@ -99,7 +99,7 @@ class LSTMVAE(nn.Module):
     cfg = self.config
     dt = cfg.jnp_dtype
     check_config(cfg)
-    self.embed = lstm.embed(cfg.target_vocab_size, cfg.emb_dim, dt)
+    self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, init='lstm')
     self.dropout = layers.Dropout(cfg.dropout_rate)
     self.encoder = lstm.LSTMStack(cfg.hidden_dim, cfg.num_layers, cfg.dropout_rate,
                                   cfg.bidirectional, dt)
