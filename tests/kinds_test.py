@@ -116,13 +116,19 @@ def test_position_nll_matches_a_numpy_reference():
   assert counts[0] == 5 and counts[-1] < 5  # rows differ in length; row 6 is padding
 
 
-def test_crf_loss_is_mean_sentence_nll():
+def _crf_tagger():
+  """The CRF tagger of configs/dates_tag_lstm.py, its objective, and a batch of 3 sentences
+  plus one empty row."""
   config = tiny('dates_tag_lstm')
   task = tasks.build_task(config.task, None)
   model = models.build_model(config.model, **task.model_sizes())
-  objective = registry.build(config, task, model)
   batch = {k: jnp.asarray(v) for k, v in
            pipeline.pad_batch(task.train_examples[:3], task.lengths, 4).items()}
+  return model, registry.build(config, task, model), batch
+
+
+def test_crf_loss_is_mean_sentence_nll():
+  model, objective, batch = _crf_tagger()
 
   @jax.jit
   def run(batch):
@@ -154,12 +160,7 @@ def _dot_ops(fn, *args) -> int:
 def test_crf_loss_runs_the_model_once():
   """The emissions' accuracy and the CRF NLL come from one forward pass: the loss has the
   matmuls of one `model.apply`, in training (dropout on) and in evaluation."""
-  config = tiny('dates_tag_lstm')
-  task = tasks.build_task(config.task, None)
-  model = models.build_model(config.model, **task.model_sizes())
-  objective = registry.build(config, task, model)
-  batch = {k: jnp.asarray(v) for k, v in
-           pipeline.pad_batch(task.train_examples[:3], task.lengths, 4).items()}
+  model, objective, batch = _crf_tagger()
   params = model.init(jax.random.key(0), batch, train=False)['params']
   rngs = {'dropout': jax.random.key(1)}
   for train in (True, False):

@@ -181,7 +181,7 @@ def lookup(table, ids: jnp.ndarray) -> jnp.ndarray:
   feeds the tied logits is an int8 array with one scale per row: its rows are
   gathered in int8 and then dequantized.
   """
-  if isinstance(table, jax.Array):
+  if isinstance(table, (jax.Array, np.ndarray)):  # (host parameters too, as the tools pass)
     return jnp.take(table, ids, axis=0)
   import qwix  # pylint: disable=g-import-not-at-top  (only quantized models get here)
   def rows(x):  # the int8 rows and their scales (a scale of one row serves them all)
