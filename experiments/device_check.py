@@ -3,7 +3,7 @@ and a 300-step train run of configs/default.py checked against the CPU loss. Run
 through `experiments/device_check.sh`:
 
     experiments/device_check.sh [--mode=auto|full|quick|tiny] \
-        [--sections=matmul,train,torch,decode,train_run] [--json=PATH]
+        [--sections=matmul,train,torch,decode,train_run] [--json=PATH] [--out=DIR]
 
 --mode=auto: 'full' on TPU/GPU (<= 8 minutes on one GPU), 'quick' on CPU (<= 3 minutes).
 Exits 1 when the train run's loss is outside the tolerance. See lmjax/bench/device_check.py.
@@ -22,6 +22,8 @@ _MODE = flags.DEFINE_enum('mode', 'auto', list(device_check.MODES),
                           'full or quick by platform.')
 _SECTIONS = flags.DEFINE_list('sections', list(device_check.SECTIONS), 'Sections to run.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the table to this JSON file.')
+_OUT = flags.DEFINE_string('out', None, 'Also write the report to this folder: '
+                           'device_check.md and device_check.json.')
 
 
 def main(argv):
@@ -37,6 +39,8 @@ def main(argv):
   if _JSON.value:
     table.write_json(result.report, _JSON.value)
     print(f'wrote {_JSON.value}')
+  if _OUT.value:
+    print('wrote ' + ' and '.join(device_check.write_report(result, _OUT.value)))
   if result.loss_ok is False:
     sys.exit(1)
 

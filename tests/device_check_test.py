@@ -1,6 +1,7 @@
 """experiments/device_check.sh (issue 34): argument handling, settings, the loss check, and
 one in-process run at the tiniest setting (the 300-step train run is left to the script)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_bf16_rows_are_the_platforms_auto_precision():
   assert device_check.torch_device('tpu') is None
 
 
-def test_tiny_run_prints_the_table():
+def test_tiny_run_prints_the_table(tmp_path):
   lines = []
   result = device_check.run(device_check.Options(mode='tiny', sections=['matmul', 'train',
                                                                         'decode']),
@@ -90,3 +91,17 @@ def test_tiny_run_prints_the_table():
   for key in ('platform: cpu', 'device: ', 'peak bf16 matmul: ', 'mode: tiny', 'lmjax tiny bf16'):
     assert key in text
   assert len(lines) == 4  # the peak, then one line per row
+  md, js = device_check.write_report(result, str(tmp_path / 'report'))
+  with open(js) as f:
+    data = json.load(f)
+  assert [r['name'] for r in data['rows']] == names and data['loss_ok'] is None
+  assert 'lmjax tiny bf16' in open(md).read()
+
+
+def test_mfu_against_the_chips_nominal_peak():
+  assert device_check.nominal_peak_tflops('NVIDIA H100 80GB HBM3') == 989.0
+  assert device_check.nominal_peak_tflops('TPU v4') == 275.0
+  assert device_check.nominal_peak_tflops('TPU v5 lite') == 197.0
+  assert device_check.nominal_peak_tflops('TPU v5p') == 459.0
+  assert device_check.nominal_peak_tflops('TPU v6 lite') == 918.0
+  assert device_check.nominal_peak_tflops('cpu') is None

@@ -17,6 +17,8 @@ CPU's fast mixed precision.
 
 import dataclasses
 import datetime
+import json
+import os
 import tempfile
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -34,6 +36,11 @@ from lmjax.bench import table
 from lmjax.bench import timing
 
 SECTIONS = ('matmul', 'train', 'torch', 'decode', 'train_run')
+# Nominal dense bf16 peak of each chip, TFLOP/s (vendor data sheets): MFU is also printed
+# against it, beside the measured matmul. Matched as substrings of `device_kind`, first hit.
+NOMINAL_BF16_TFLOPS = (('H100', 989.0), ('H200', 989.0), ('A100', 312.0),
+                       ('TPU v6', 918.0), ('TPU v5 lite', 197.0), ('TPU v5e', 197.0),
+                       ('TPU v5p', 459.0), ('TPU v5', 459.0), ('TPU v4', 275.0))
 MODES = ('auto', 'full', 'quick', 'tiny')
 
 # Final eval loss (nll) of `train_run` at 300 steps on CPU (dtype 'auto' = float32,
@@ -176,6 +183,29 @@ def train_run(setting: Setting) -> Tuple[table.Row, float]:
       f'{setting.train_steps - t.log_every + 1}-{setting.train_steps}'), loss
 
 
+def nominal_peak_tflops(device_kind: str) -> Optional[float]:
+  """The chip's nominal dense bf16 TFLOP/s (NOMINAL_BF16_TFLOPS), None when not listed."""
+  return next((tf for key, tf in NOMINAL_BF16_TFLOPS if key in device_kind), None)
+
+
+def write_report(result: 'Result', folder: str) -> Tuple[str, str]:
+  """Writes the report to `folder` (created): device_check.md (the info lines, the table
+  and the loss check) and device_check.json (`Report.as_dict()` plus the loss check).
+
+  Returns:
+    (Markdown path, JSON path).
+  """
+  os.makedirs(folder, exist_ok=True)
+  md, js = os.path.join(folder, 'device_check.md'), os.path.join(folder, 'device_check.json')
+  data = dict(result.report.as_dict(), loss_ok=result.loss_ok, loss_line=result.loss_line)
+  with open(js, 'w', encoding='utf-8') as f:
+    json.dump(data, f, indent=2)
+    f.write('\n')
+  with open(md, 'w', encoding='utf-8') as f:
+    f.write('# experiments/device_check.sh\n\n```\n' + format_result(result) + '\n```\n')
+  return md, js
+
+
 def _flops(gflops: float) -> str:
   return f'{gflops / 1e3:.1f} TFLOP/s' if gflops >= 1e3 else f'{gflops:.1f} GFLOP/s'
 
@@ -212,7 +242,14 @@ def run(options: Options, log: Callable[[str], None] = print) -> Result:
   sections = set(options.sections)
   report = table.Report(device_info(platform, mode), ceiling_gflops=0.0)
 
+  nominal = nominal_peak_tflops(jax.devices()[0].device_kind)
+  report.info['nominal bf16 peak'] = (f'{nominal:g} TFLOP/s (dense, data sheet)' if nominal
+                                      else 'not listed for this device')
+
   def add(row: table.Row) -> table.Row:
+    if nominal and row.gflop_per_s and row.precision == 'bfloat16':
+      row.note = (row.note + '; ' if row.note else '') + (
+          f'MFU {100.0 * row.gflop_per_s / (nominal * 1e3):.1f} % of the nominal peak')
     log(f'[device_check] {row.name}: {row.tokens_per_s or 0:.0f} tok/s; {row.note}')
     return report.add(row)
 
