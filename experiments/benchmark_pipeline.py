@@ -12,7 +12,7 @@ lmjax/bench/pipeline.py (also the 'pipeline' section of experiments/benchmark.py
         [--scale_lines=30000000] [--scale_workers=0,1,2] [--scale_dir=/tmp/lmjax_scale]
 
 --scale (no --config) benchmarks the streaming data path at corpus scale instead: it
-generates parallel and monolingual corpora, preprocesses them (tasks.preprocess_task),
+generates parallel and monolingual corpora, preprocesses them (text_tasks.preprocess_task),
 times train.py's start-up and peak RSS per corpus size and packed-batch throughput with
 0/1/2 Grain workers, prints one table against the goals and writes
 SCALE_DIR/scale_results.json. The logic lives in lmjax/bench/scale.py.

@@ -29,13 +29,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from lmjax.data import preprocess  # pylint: disable=g-import-not-at-top
   from lmjax.data import sources  # pylint: disable=g-import-not-at-top
-  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
+  from lmjax.data import text_tasks  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   try:
     configlib.validate(config, check_paths=True)
     if _WORKERS.value is not None:
       config.task.preprocess_workers = _WORKERS.value
-    source = tasks.preprocess_task(config.task, _OUTPUT.value)
+    source = text_tasks.preprocess_task(config.task, _OUTPUT.value)
   except configlib.ConfigError as e:
     sys.exit(f'{e}\n(config file: {flags.FLAGS["config"].config_filename})')
   except preprocess.NothingToPreprocess as e:

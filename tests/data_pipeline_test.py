@@ -6,7 +6,7 @@ import pytest
 
 from lmjax.data import pipeline
 from lmjax.data import stream
-from lmjax.data import tasks
+from lmjax.data import text_common
 from lmjax.data import tokenizers as tok_lib
 
 
@@ -137,7 +137,7 @@ def test_tokenizer_cached_in_workdir_is_reused(tmp_path):
     calls.append(1)
     return tok_lib.build(TEXTS, opts)
 
-  a = tasks.load_or_build_tokenizer(str(tmp_path), 'vocab', build, opts)
-  b = tasks.load_or_build_tokenizer(str(tmp_path), 'vocab', build, opts)
+  a = text_common.load_or_build_tokenizer(str(tmp_path), 'vocab', build, opts)
+  b = text_common.load_or_build_tokenizer(str(tmp_path), 'vocab', build, opts)
   assert len(calls) == 1 and a.tokens == b.tokens
   assert b.decode(b.encode('the cat')) == 'the cat'

@@ -147,7 +147,7 @@ def test_train_resume_evaluate_decode_on_gs_match_a_local_disk(tmp_path, gcs, mo
 
 
 def test_preprocessed_data_on_gs_is_built_once_and_fetched(tmp_path, gcs):
-  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
+  from lmjax.data import text_tasks  # pylint: disable=g-import-not-at-top
   from configs import multi30k_transformer  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'bucket' / 'data'
   (data / 'm').mkdir(parents=True)
@@ -164,12 +164,12 @@ def test_preprocessed_data_on_gs_is_built_once_and_fetched(tmp_path, gcs):
   task.tokenizer.update(type='word', vocab_size=0, min_count=1)
   task.local_cache_dir = str(tmp_path / 'cache1')
   root = fake_gcs.url(str(tmp_path / 'bucket' / 'pre'))
-  first = tasks.preprocess_task(task, root)
+  first = text_tasks.preprocess_task(task, root)
   assert first.index['num_examples'] == 200
   remote = os.listdir(tmp_path / 'bucket' / 'pre')
   assert len(remote) == 1 and 'index.json' in os.listdir(tmp_path / 'bucket' / 'pre' / remote[0])
   task.local_cache_dir = str(tmp_path / 'cache2')  # another host: fetches, does not rebuild
-  second = tasks.preprocess_task(task, root)
+  second = text_tasks.preprocess_task(task, root)
   assert second.directory.startswith(str(tmp_path / 'cache2'))
   assert [second[i] for i in range(5)] == [first[i] for i in range(5)]
 

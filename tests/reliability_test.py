@@ -23,6 +23,7 @@ from lmjax import fileio
 from lmjax import models
 from lmjax import parallel
 from lmjax.train import reporting
+from lmjax.data import task_def
 from lmjax.data import tasks
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import guard
@@ -204,8 +205,8 @@ class PoisonedIterator:
 
 
 def poison_steps(monkeypatch, bad_steps):
-  original = tasks.Task.train_iterator
-  monkeypatch.setattr(tasks.Task, 'train_iterator',
+  original = task_def.Task.train_iterator
+  monkeypatch.setattr(task_def.Task, 'train_iterator',
                       lambda self, *a, **k: PoisonedIterator(original(self, *a, **k), bad_steps))
 
 

@@ -19,6 +19,7 @@ from lmjax.data import sources
 from lmjax.data import stream
 from lmjax.data import tasks
 from lmjax.data import text_common
+from lmjax.data import text_tasks
 from lmjax.train import soak
 from tests import scripts
 
@@ -213,9 +214,9 @@ def test_preprocessed_records_equal_the_in_memory_examples_and_are_reused(tmp_pa
 def test_preprocessing_is_the_same_with_worker_processes(tmp_path):
   config = corpus_config(write_corpus(str(tmp_path / 'data')))
   config.task.preprocess_workers = 1
-  one = tasks.preprocess_task(config.task, str(tmp_path / 'one'))
+  one = text_tasks.preprocess_task(config.task, str(tmp_path / 'one'))
   config.task.preprocess_workers = 2
-  two = tasks.preprocess_task(config.task, str(tmp_path / 'two'))
+  two = text_tasks.preprocess_task(config.task, str(tmp_path / 'two'))
   assert len(one) == len(two) == 600
   assert all(one[i] == two[i] for i in range(len(one)))
 
@@ -255,7 +256,7 @@ def test_data_preprocessed_with_another_tokenizer_is_refused(tmp_path):
   config = corpus_config(write_corpus(str(tmp_path / 'data')))
   shared = str(tmp_path / 'cache')
   config.task.preprocessed_dir = shared
-  tasks.preprocess_task(config.task, shared)
+  text_tasks.preprocess_task(config.task, shared)
   workdir = tmp_path / 'w'
   (workdir / 'tokenizers').mkdir(parents=True)
   other = text_common.build_tokenizer(config.task, ['a b c'], text_common.tokenizer_options(config.task), 0)
@@ -271,7 +272,7 @@ def test_cli_on_damaged_data_prints_one_line_and_no_traceback(tmp_path):
   data = write_corpus(str(tmp_path / 'data'))
   config = corpus_config(data)
   cache = str(tmp_path / 'cache')
-  damage('truncated', tasks.preprocess_task(config.task, cache).directory)
+  damage('truncated', text_tasks.preprocess_task(config.task, cache).directory)
   cmd = [sys.executable, 'experiments/train.py', f'--config=configs/multi30k_transformer.py:{data},runlocal',
          f'--workdir={tmp_path / "w"}', '--config.task.tokenizer.type=word',
          '--config.task.tokenizer.vocab_size=0', '--config.task.source.max_train_examples=0',

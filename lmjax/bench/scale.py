@@ -189,7 +189,7 @@ def make_corpora(scale_dir: str, pairs: Sequence[int], lines: int, seed: int,
 
 
 def preprocess(task, root: str, examples: int, sentences_per_example: int) -> Dict[str, Any]:
-  """tasks.preprocess_task(task, root), timed; a folder already there is reused.
+  """text_tasks.preprocess_task(task, root), timed; a folder already there is reused.
 
   Args:
     task: config.task of a streamable task.
@@ -202,10 +202,10 @@ def preprocess(task, root: str, examples: int, sentences_per_example: int) -> Di
     folder: the build time in its index.json), 'sentences_per_s', 'cached'}.
   """
   from lmjax.data import preprocess as prep_lib  # pylint: disable=g-import-not-at-top
-  from lmjax.data import tasks  # pylint: disable=g-import-not-at-top
+  from lmjax.data import text_tasks  # pylint: disable=g-import-not-at-top
   cached = os.path.exists(os.path.join(root, prep_lib.cache_key(task)))
   start = time.perf_counter()
-  source = tasks.preprocess_task(task, root)
+  source = text_tasks.preprocess_task(task, root)
   seconds = source.index['seconds'] if cached else time.perf_counter() - start
   return {'source': source, 'examples': examples, 'records': source.index['num_examples'],
           'seconds': seconds, 'sentences_per_s': examples * sentences_per_example / seconds,
@@ -317,7 +317,7 @@ def format_table(results: Dict[str, Any]) -> str:
   lines = ['  '.join(c.ljust(w) if i in (0, 3, 6) else c.rjust(w)
                      for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
   return '\n'.join(lines[:1] + ['-' * max(map(len, lines))] + lines[1:] + [
-      'preprocess: tasks.preprocess_task wall time (sample, SentencePiece, tokenize, write);\n'
+      'preprocess: text_tasks.preprocess_task wall time (sample, SentencePiece, tokenize, write);\n'
       '  sentences = 2 a pair (source + target), 1 an LM line.',
       'train.py: launch to the step-1 record; peak RSS: ru_maxrss of the train process (no\n'
       '  Grain workers); x smallest: vs the smallest corpus, with a warm compilation cache.',

@@ -1,5 +1,5 @@
 """Text classification and sequence-tagging tasks (`text_classify`, `text_tag` in
-`lmjax.data.registry.TASKS`), from TSV / `label text` lines / TFDS and CoNLL files.
+`lmjax.data.tasks.TASKS`), from TSV / `label text` lines / TFDS and CoNLL files.
 
 Both give the Task an `encode_input` (raw line → model features, as the training
 examples are built) for experiments/decode.py.
@@ -10,7 +10,6 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from lmjax.data import registry
 from lmjax.data import sources
 from lmjax.data import tokenizers as tok_lib
 from lmjax.data.task_def import Task
@@ -35,7 +34,6 @@ def _classify_rows(cfg: Mapping, records) -> List[Tuple[str, int]]:
                    "(use 'tsv', 'labeled_lines' or 'tfds')")
 
 
-@registry.register('text_classify')
 def text_classify(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Sentence(-pair) classification from TSV, `label text` lines or TFDS.
 
@@ -76,7 +74,6 @@ def text_classify(cfg: Mapping, workdir: Optional[str]) -> Task:
                  batching=dict(cfg['batching']), encode_input=encode_input)
 
 
-@registry.register('text_tag')
 def text_tag(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Sequence tagging (e.g. NER) from CoNLL files: one word-level id and one tag per token.
 

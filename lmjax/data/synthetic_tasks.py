@@ -18,7 +18,6 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from lmjax.data import registry
 from lmjax.data import synthetic
 from lmjax.data import tokenizers as tok_lib
 from lmjax.data.task_def import Task
@@ -100,7 +99,6 @@ def _splits(cfg: Mapping):
           sample_dates('eval', cfg['num_eval'], cfg['data_seed']))
 
 
-@registry.register('synthetic_dates_lm')
 def synthetic_dates_lm(cfg: Mapping, workdir: Optional[str]):
   """Language modelling over the dates task's source (or ISO target) strings, one per example.
 
@@ -125,7 +123,6 @@ def synthetic_dates_lm(cfg: Mapping, workdir: Optional[str]):
                        bleu_tokenize='none')
 
 
-@registry.register('synthetic_dates_classify')
 def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
   """Month of the date (12 classes) from the source sentence, in any of the four formats."""
   vocab = _vocab(workdir)
@@ -149,7 +146,6 @@ def synthetic_dates_classify(cfg: Mapping, workdir: Optional[str]):
                            vocab.encode(text) or [tok_lib.UNK_ID], np.int32)})
 
 
-@registry.register('synthetic_dates_tag')
 def synthetic_dates_tag(cfg: Mapping, workdir: Optional[str]):
   """BIO tags of the day, month and year fields of each source token (`TAG_NAMES`)."""
   vocab = _vocab(workdir)

@@ -1,20 +1,29 @@
 """Tasks: a data source + tokenizers + features + how predictions are scored.
 
-`build_task(config.task, workdir)` looks the task up in the registry
-(`lmjax.data.registry.TASKS`), which the task modules fill when imported here:
+`build_task(config.task, workdir)` looks `config.task.name` up in TASKS: task name →
+builder(config.task, workdir) → `lmjax.data.task_def.Task`. The builders live in
 `text_tasks` (synthetic_dates, text_seq2seq, text_lm), `synthetic_tasks`
 (synthetic_dates_lm / _classify / _tag) and `labeled_tasks` (text_classify, text_tag).
 """
 
-from typing import Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
-from lmjax.data import labeled_tasks  # noqa: F401  (registers its tasks)
-from lmjax.data import synthetic_tasks  # noqa: F401  (registers its tasks)
-from lmjax.data import text_tasks  # noqa: F401  (registers its tasks)
-from lmjax.data.registry import TASKS
-from lmjax.data.task_def import Task  # noqa: F401  (tasks.Task is the public name)
-from lmjax.data.text_common import load_or_build_tokenizer  # noqa: F401
-from lmjax.data.text_tasks import preprocess_task  # noqa: F401
+from lmjax.data import labeled_tasks
+from lmjax.data import synthetic_tasks
+from lmjax.data import text_tasks
+from lmjax.data.task_def import Task
+
+Builder = Callable[[Mapping, Optional[str]], Task]
+TASKS: Dict[str, Builder] = {
+    'synthetic_dates': text_tasks.synthetic_dates,
+    'text_seq2seq': text_tasks.text_seq2seq,
+    'text_lm': text_tasks.text_lm,
+    'synthetic_dates_lm': synthetic_tasks.synthetic_dates_lm,
+    'synthetic_dates_classify': synthetic_tasks.synthetic_dates_classify,
+    'synthetic_dates_tag': synthetic_tasks.synthetic_dates_tag,
+    'text_classify': labeled_tasks.text_classify,
+    'text_tag': labeled_tasks.text_tag,
+}
 
 
 def build_task(task_config: Mapping, workdir: Optional[str]) -> Task:

@@ -11,7 +11,6 @@ from lmjax.data import lm_stream
 from lmjax.data import pipeline
 from lmjax.data import preprocess
 from lmjax.data import records
-from lmjax.data import registry
 from lmjax.data import synthetic
 from lmjax.data import tokenizers as tok_lib
 from lmjax.data.task_def import Task
@@ -20,7 +19,6 @@ from lmjax.data.text_common import (build_tokenizers, encode_seq2seq, fit_length
                                     tokenizer_options)
 
 
-@registry.register('synthetic_dates')
 def synthetic_dates(cfg: Mapping, workdir: Optional[str]) -> Task:
   """The built-in dates → ISO translation task (see lmjax.data.synthetic)."""
   train_pairs = synthetic.dates_pairs('train', cfg['num_train'], cfg['data_seed'])
@@ -87,7 +85,6 @@ def preprocess_task(cfg: Mapping, root: str) -> records.RecordSource:
   return source
 
 
-@registry.register('text_seq2seq')
 def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Translation or summarization from parallel files, AESLC-style documents or TFDS.
 
@@ -129,7 +126,6 @@ def _lm_texts(cfg: Mapping, records) -> List[str]:
   return records
 
 
-@registry.register('text_lm')
 def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
   """Language modelling on lines (one example each, EOS-terminated) or a token stream.
 
