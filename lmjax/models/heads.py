@@ -25,60 +25,20 @@ HEADS = ('classify', 'tag')
 UNK_ID = 2  # the tokenizers' <unk> id (CONTRACT.md)
 NUM_BYTE_IDS = 257  # batch['chars']: UTF-8 byte + 1, 0 = padding
 
-@dataclasses.dataclass(frozen=True)
-class TransformerEncoderConfig:
-  """Transformer encoder classifier/tagger hyperparameters (values from `config.model`).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerEncoderConfig(transformer.TransformerCoreConfig):
+  """Transformer encoder classifier/tagger: the Transformer core fields plus the head's.
 
   Attributes:
-    emb_dim: model width D.
-    num_heads: attention heads.
-    qkv_dim: total query/key/value width.
-    mlp_dim: feed-forward width.
-    num_encoder_layers: depth.
-    max_len: longest input (positions table size).
-    dropout_rate: residual/embedding/head dropout.
-    attention_dropout_rate: attention-weight dropout.
-    pre_ln: pre-LayerNorm (True) or post-LayerNorm (False).
-    position: 'sinusoidal' or 'learned'.
     pooling: 'last', 'mean', 'max' or 'attention' (head='classify').
     use_crf: linear-chain CRF on the tag emissions (head='tag').
     head: 'classify' or 'tag'.
-    vocab_size: input vocabulary size; set by the trainer.
     num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
-    dtype: computation dtype ('float32', 'bfloat16' or 'auto': `platforms.resolve_dtype`).
-    attention_impl: see `transformer.TransformerConfig`.
   """
-  emb_dim: int
-  num_heads: int
-  qkv_dim: int
-  mlp_dim: int
-  num_encoder_layers: int
-  max_len: int
-  dropout_rate: float
-  attention_dropout_rate: float
-  pre_ln: bool
-  position: str
   pooling: str
   use_crf: bool
   head: str
-  vocab_size: int = 0
   num_classes: int = 0
-  dtype: Any = 'float32'
-  attention_impl: str = 'reference'
-
-  @property
-  def jnp_dtype(self):
-    return jnp.dtype(platforms.resolve_dtype(self.dtype))
-
-  def transformer_config(self) -> transformer.TransformerConfig:
-    """The equivalent `TransformerConfig` for `transformer.Encoder` (decoder fields unused)."""
-    return transformer.TransformerConfig(
-        vocab_size=self.vocab_size, target_vocab_size=self.vocab_size, share_embeddings=False,
-        tie_output=False, emb_dim=self.emb_dim, num_heads=self.num_heads, qkv_dim=self.qkv_dim,
-        mlp_dim=self.mlp_dim, num_encoder_layers=self.num_encoder_layers, num_decoder_layers=0,
-        max_len=self.max_len, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, pre_ln=self.pre_ln,
-        position=self.position, dtype=self.dtype, attention_impl=self.attention_impl)
 
 
 def check_head_config(cfg):
@@ -291,7 +251,7 @@ class TransformerEncoderModel(EncoderModelBase):
     check_head_config(cfg)
     dt = cfg.jnp_dtype
     self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt)
-    self.encoder = transformer.Encoder(cfg.transformer_config(), self.embed)
+    self.encoder = transformer.Encoder(cfg, self.embed)
     self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
     if cfg.use_crf:
       self.crf = CRFParams(cfg.num_classes)

@@ -13,21 +13,17 @@ from lmjax.models import attention_impls
 from lmjax.models import layers
 
 
-@dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-  """Transformer hyperparameters (values come from `config.model`).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerCoreConfig:
+  """The hyperparameters every Transformer has (values come from `config.model`).
 
   Attributes:
     vocab_size: source (or only) vocabulary size.
-    target_vocab_size: target vocabulary size (encdec).
-    share_embeddings: one embedding table for source and target (needs equal vocabs).
-    tie_output: output logits through the target embedding matrix.
     emb_dim: model width D.
     num_heads: attention heads H.
     qkv_dim: total query/key/value width (H * head_dim).
     mlp_dim: feed-forward width F.
     num_encoder_layers: encoder depth.
-    num_decoder_layers: decoder depth.
     max_len: longest sequence (positions table size).
     dropout_rate: residual/embedding dropout.
     attention_dropout_rate: attention-weight dropout.
@@ -53,15 +49,11 @@ class TransformerConfig:
       lmjax/models/attention_impls.py); decoding steps always run 'reference'.
   """
   vocab_size: int
-  target_vocab_size: int
-  share_embeddings: bool
-  tie_output: bool
   emb_dim: int
   num_heads: int
   qkv_dim: int
   mlp_dim: int
   num_encoder_layers: int
-  num_decoder_layers: int
   max_len: int
   dropout_rate: float
   attention_dropout_rate: float
@@ -79,6 +71,22 @@ class TransformerConfig:
   @property
   def jnp_dtype(self):
     return jnp.dtype(platforms.resolve_dtype(self.dtype))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig(TransformerCoreConfig):
+  """Encoder-decoder and decoder-only Transformers: the core fields plus the decoder's.
+
+  Attributes:
+    target_vocab_size: target vocabulary size (encdec).
+    share_embeddings: one embedding table for source and target (needs equal vocabs).
+    tie_output: output logits through the target embedding matrix.
+    num_decoder_layers: decoder depth.
+  """
+  target_vocab_size: int
+  share_embeddings: bool
+  tie_output: bool
+  num_decoder_layers: int
 
 
 # config.model.remat_policy → jax.checkpoint policy (None = save nothing, recompute all).
@@ -104,7 +112,7 @@ class Block(nn.Module):
     beam_size: K > 1 when decoding K beams per sentence (rows b*K + k).
     scanned: return (x, None), the carry/output pair `nn.scan` expects.
   """
-  config: TransformerConfig
+  config: TransformerCoreConfig  # (a TransformerConfig in a decoder)
   causal: bool
   cross: bool
   deterministic: bool = True
@@ -156,7 +164,7 @@ class Block(nn.Module):
     return (x, None) if self.scanned else x
 
 
-def layer_stack(x, cfg: TransformerConfig, num_layers: int, mask, encoded=None, cross_mask=None,
+def layer_stack(x, cfg: TransformerCoreConfig, num_layers: int, mask, encoded=None, cross_mask=None,
                 position=None, **block_kwargs):
   """Applies `num_layers` Blocks, unrolled (`layer_{i}`) or scanned (`layers`).
 
@@ -238,7 +246,7 @@ def scanned_to_unstacked(params):
 
 class Encoder(nn.Module):
   """Stack of bidirectional self-attention blocks."""
-  config: TransformerConfig
+  config: TransformerCoreConfig
   embed: nn.Module
 
   @nn.compact
