@@ -425,3 +425,20 @@ def test_padding_rows_and_an_empty_row_stay_finite_on_every_impl():
     for name, fn in impls.items():
       out = np.asarray(jax.jit(fn)(q, k, v, mask))
       assert np.isfinite(out).all(), (name, causal)
+
+
+def test_splash_split_that_does_not_divide_is_one_clear_error():
+  attention_impls.check_splash_split(8, 4, 8, 2)  # fits
+  with pytest.raises(ValueError, match=r"config\.model\.attention_impl='splash'.*6 rows.*8 devices"):
+    attention_impls.check_splash_split(6, 4, 8, 1)
+  with pytest.raises(ValueError, match=r"3 heads do not split over the 2 devices"):
+    attention_impls.check_splash_split(8, 3, 4, 2)
+  # Through the model path: a batch of 4 rows on the 8-device dp mesh.
+  config = default.get_config('runlocal')
+  mesh = parallel.create_mesh(config.mesh)
+  q = k = v = jnp.ones((4, 8, 2, 8), jnp.float32)
+  step = parallel.RulesJit(
+      lambda: attention_impls.splash_attention(q, k, v, None, interpret=True), mesh,
+      parallel.rules_from_config(config))
+  with pytest.raises(ValueError, match=r"4 rows of a batch do not split over the 8 devices"):
+    step.lower()

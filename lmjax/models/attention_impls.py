@@ -129,6 +129,31 @@ def _block(length: int) -> int:
   return next(b for b in (512, 256, SPLASH_BLOCK) if length % b == 0)
 
 
+def _axes_size(mesh, axes) -> int:
+  """Devices along mesh axes (None, a name or a tuple of names)."""
+  names = axes if isinstance(axes, tuple) else (axes,)
+  size = 1
+  for name in names:
+    if name is not None:
+      size *= mesh.shape[name]
+  return size
+
+
+def check_splash_split(batch: int, heads: int, row_devices: int, head_devices: int) -> None:
+  """Raises one ValueError naming config.model.attention_impl when the shard_map cannot
+  give every device whole rows and whole heads (the kernel runs per device)."""
+  problems = []
+  if batch % row_devices:
+    problems.append(f'the {batch} rows of a batch do not split over the {row_devices} '
+                    "devices of the 'batch' mesh axes")
+  if heads % head_devices:
+    problems.append(f"the {heads} heads do not split over the {head_devices} devices of the "
+                    "'heads' mesh axes")
+  if problems:
+    raise ValueError("config.model.attention_impl='splash' (or 'auto' on TPU): "
+                     + '; '.join(problems) + " - pick sizes that divide, or 'xla'")
+
+
 def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
                      interpret: Optional[bool] = None):
   """Pallas TPU splash attention (imported here, on first use, so only TPU runs need it).
@@ -181,6 +206,7 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
     out = attend(qh, kh, vh, q_ids, kv_ids)
   else:
     rows, heads = nn.logical_to_mesh_axes(('batch', 'heads'))
+    check_splash_split(b, h, _axes_size(mesh, rows), _axes_size(mesh, heads))
     per_head = P(rows, heads, None, None)
     out = jax.shard_map(attend, mesh=mesh, in_specs=(per_head,) * 3 + (P(rows, None),) * 2,
                         out_specs=per_head, check_vma=False)(qh, kh, vh, q_ids, kv_ids)
