@@ -141,7 +141,40 @@ def rules_from_config(config) -> list:
     raise ValueError(f'config.sharding={config.sharding!r} is not a strategy: expected one of '
                      f"{sorted(config.sharding_rules)} (config.sharding_rules) or 'custom' "
                      '(config.logical_axis_rules)')
-  return [(name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in table]
+  rules = [(name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in table]
+  return with_activation_rules(rules)
+
+
+# The logical names of activations (the models' `nn.with_logical_constraint`s), apart from
+# the parameters' names (as MaxText's activation_*): a table can shard them differently,
+# e.g. ('activation_length', 'model') for sequence parallelism.
+ACTIVATION_AXES = ('activation_batch', 'activation_length', 'activation_embed',
+                   'activation_mlp', 'activation_heads', 'activation_kv', 'activation_vocab')
+
+
+def with_activation_rules(rules: Rules) -> list:
+  """`rules` plus, for each activation name it lacks, the rule of the parameter name it
+  comes from ('activation_mlp' ← 'mlp'), so tables written before the activation names
+  (a saved config.json) shard activations as before.
+
+  Raises:
+    ValueError: an activation name with no rule of its own nor of its parameter name.
+  """
+  rules = list(rules)
+  known = dict(rules)
+  missing = []
+  for name in ACTIVATION_AXES:
+    if name not in known:
+      base = name[len('activation_'):]
+      if base not in known:
+        missing.append(name)
+      else:
+        rules.append((name, known[base]))
+  if missing:
+    raise ValueError(f'sharding rules (config.sharding / config.sharding_rules, '
+                     f'config.logical_axis_rules) name no mesh axes for {missing}: add '
+                     "(name, None) to replicate them, or a mesh axis to shard them")
+  return rules
 
 
 def _path_str(path) -> str:

@@ -217,3 +217,16 @@ def test_activation_constraints_are_live_under_the_rules():
   assert constraints(parallel.RulesJit(fn, mesh, rules, in_shardings=(shardings, bsh))) >= layers
   # Without the mesh and rules (plain jax.jit) every constraint is a no-op.
   assert constraints(jax.jit(fn, in_shardings=(shardings, bsh))) == 0
+
+
+def test_activation_names_have_rules_of_their_own_or_their_parameter_names():
+  rules = parallel.rules_from_config(tiny_config('fsdp_tp'))
+  assert dict(rules)['activation_mlp'] == 'model' and dict(rules)['activation_embed'] is None
+  # A table written before the activation names (a saved config.json): each takes the rule
+  # of its parameter name, as the models' constraints used those names then.
+  old = [('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('length', None), ('mlp', 'model'),
+         ('heads', 'model'), ('kv', None), ('vocab', None)]
+  filled = dict(parallel.with_activation_rules(old))
+  assert filled['activation_batch'] == ('data', 'fsdp') and filled['activation_mlp'] == 'model'
+  with pytest.raises(ValueError, match=r"name no mesh axes for \['activation_vocab'\]"):
+    parallel.with_activation_rules([r for r in old if r[0] != 'vocab'])

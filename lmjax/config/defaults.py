@@ -136,6 +136,14 @@ def eval() -> ml_collections.ConfigDict:  # pylint: disable=redefined-builtin
   return e
 
 
+def _activations(batch, **axes) -> list:
+  """Rules of the activation names (lmjax.parallel.ACTIVATION_AXES): the batch over
+  `batch`, the names in `axes` over their mesh axes, the rest replicated."""
+  names = ('length', 'embed', 'mlp', 'heads', 'kv', 'vocab')
+  return ([('activation_batch', batch)]
+          + [(f'activation_{n}', axes.get(n)) for n in names])
+
+
 def add_parallelism(c: ml_collections.ConfigDict) -> None:
   """Adds `config.mesh`, `logical_axis_rules`, `sharding` and `sharding_rules` (lmjax.parallel)."""
   # Named mesh axes and sizes; -1 = all remaining devices.
@@ -144,11 +152,12 @@ def add_parallelism(c: ml_collections.ConfigDict) -> None:
   # mesh axis spans (config.mesh sizes are totals). All 1 = one slice; e.g. {'data': 2} on
   # two v5e-256 slices puts data parallelism across them and everything else within one.
   c.mesh_dcn = ml_collections.ConfigDict({'data': 1, 'fsdp': 1, 'model': 1})
-  # Logical axis → mesh axis (None = replicated). Data parallelism by default.
+  # Logical axis → mesh axis (None = replicated). Data parallelism by default. Parameters
+  # and activations have separate names (activation_* name what the models constrain).
   c.logical_axis_rules = [('batch', ('data', 'fsdp')), ('length', None), ('embed', None),
                           ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
                           ('hidden', None), ('hidden_in', None), ('classes', None),
-                          ('layers', None)]
+                          ('layers', None)] + _activations(('data', 'fsdp'))
   # Sharding strategy: a key of config.sharding_rules, or 'custom' = config.logical_axis_rules.
   c.sharding = 'dp'
   # Named rule tables (logical axis → mesh axes; the first rule whose mesh axes are free wins).
@@ -159,11 +168,13 @@ def add_parallelism(c: ml_collections.ConfigDict) -> None:
       # activations keep 'fsdp' on the batch, so those rules do not apply to them.
       'fsdp': [('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('hidden', 'fsdp'),
                ('length', None), ('mlp', None), ('heads', None), ('kv', None), ('vocab', None),
-               ('hidden_in', None), ('classes', None), ('layers', None)],
+               ('hidden_in', None), ('classes', None), ('layers', None)]
+              + _activations(('data', 'fsdp')),
       # FSDP + tensor parallelism: mlp/heads/hidden over 'model', embed over 'fsdp'.
       'fsdp_tp': [('batch', ('data', 'fsdp')), ('mlp', 'model'), ('heads', 'model'),
                   ('hidden', 'model'), ('embed', 'fsdp'), ('length', None), ('kv', None),
-                  ('vocab', None), ('hidden_in', None), ('classes', None), ('layers', None)],
+                  ('vocab', None), ('hidden_in', None), ('classes', None), ('layers', None)]
+                 + _activations(('data', 'fsdp'), mlp='model', heads='model'),
   })
 
 

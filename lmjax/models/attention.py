@@ -140,7 +140,8 @@ class MultiHeadAttention(nn.Module):
       return self._out(self._cross_step(q, x_kv, mask), features)
     k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
     v = self._proj('value')(x_kv)
-    q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
+    q = nn.with_logical_constraint(
+        q, ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv'))
     dropout = not deterministic and self.dropout_rate > 0.0
     # The dtype q actually has (with matmul_dtype='bfloat16' the projections return float32
     # whatever config.model.dtype says): cuDNN takes 16-bit inputs only.

@@ -205,7 +205,7 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
   if mesh.empty:
     out = attend(qh, kh, vh, q_ids, kv_ids)
   else:
-    rows, heads = nn.logical_to_mesh_axes(('batch', 'heads'))
+    rows, heads = nn.logical_to_mesh_axes(('activation_batch', 'activation_heads'))
     check_splash_split(b, h, _axes_size(mesh, rows), _axes_size(mesh, heads))
     per_head = P(rows, heads, None, None)
     out = jax.shard_map(attend, mesh=mesh, in_specs=(per_head,) * 3 + (P(rows, None),) * 2,

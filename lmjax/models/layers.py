@@ -369,7 +369,7 @@ class Mlp(nn.Module):
     h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi', use_bias=self.use_bias,
               init=kernel_init(self.init), dot_general=dot)(x)  # (B, L, F)
     h = ACTIVATIONS[self.activation](h)
-    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
+    h = nn.with_logical_constraint(h, ('activation_batch', 'activation_length', 'activation_mlp'))
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense(d, ('mlp', 'embed'), self.dtype, name='wo', use_bias=self.use_bias,
                  init=kernel_init(self.init, self.residual_layers), dot_general=dot)(h)

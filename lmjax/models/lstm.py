@@ -201,7 +201,8 @@ class OutputLayer(nn.Module):
         x = layers.dense(cfg.emb_dim, ('hidden', 'embed'), dt, name='projection')(x)
       logits = layers.tied_logits(x.astype(dt), embedding.embedding.astype(dt))  # = attend(x)
     logits = logits.astype(jnp.float32).reshape(b, t, -1)  # (B, T, V)
-    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    return nn.with_logical_constraint(
+        logits, ('activation_batch', 'activation_length', 'activation_vocab'))
 
 
 class LSTMEncoderDecoder(nn.Module):

@@ -160,7 +160,8 @@ class Block(nn.Module):
       x = sublayer('cross_attention', cross_attn, x)
     mlp = layers.Mlp(cfg.mlp_dim, cfg.dropout_rate, dt, cfg.mlp_activation, name='mlp', **init)
     x = sublayer('mlp', lambda h: mlp(h, deterministic=deterministic), x)
-    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    x = nn.with_logical_constraint(
+        x, ('activation_batch', 'activation_length', 'activation_embed'))
     return (x, None) if self.scanned else x
 
 
@@ -313,7 +314,8 @@ class Decoder(nn.Module):
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
                             name='logits', init=layers.kernel_init(cfg.init),
                             use_bias=cfg.use_bias, dot_general=layers.matmul_fn(cfg.matmul_dtype))(x)
-    return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
+    return nn.with_logical_constraint(
+        logits.astype(jnp.float32), ('activation_batch', 'activation_length', 'activation_vocab'))
 
 
 class EncoderDecoder(nn.Module):
