@@ -24,9 +24,7 @@ and ends where the two processes ended (N processes equal one).
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -37,6 +35,7 @@ import pytest
 from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import loop
 from tests import pod_worker
+from tests import scripts
 from tests import stream_test
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,10 +83,9 @@ def launch(jobs, tmp_path, name, processes=2, devices=4, expect_ok=True):
                               'jobs': jobs}))
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {WORKER_XLA_FLAGS}')
-  logs = [open(tmp_path / f'{name}.{i}.log', 'w+') for i in range(processes)]
-  procs = [subprocess.Popen([sys.executable, os.path.join(REPO, 'tests', 'pod_worker.py'),
-                             str(spec), str(i)], cwd=REPO, env=env, stdout=logs[i],
-                            stderr=subprocess.STDOUT, start_new_session=True)
+  logs = [str(tmp_path / f'{name}.{i}.log') for i in range(processes)]
+  procs = [scripts.start([sys.executable, os.path.join(REPO, 'tests', 'pod_worker.py'),
+                          str(spec), str(i)], logs[i], cwd=REPO, env=env)
            for i in range(processes)]
   deadline, grace_end = time.time() + TIMEOUT_S, None
   try:
@@ -100,14 +98,11 @@ def launch(jobs, tmp_path, name, processes=2, devices=4, expect_ok=True):
       time.sleep(0.1)
   finally:
     for p in procs:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+      p.kill()
   outputs = []
-  for f in logs:
-    f.seek(0)
-    outputs.append(f.read())
-    f.close()
+  for path in logs:
+    with open(path) as f:
+      outputs.append(f.read())
   if expect_ok:
     for p, out in zip(procs, outputs):
       assert p.returncode == 0 and 'DONE' in out, f'{name}: exit {p.returncode}\n{out[-4000:]}'

@@ -6,7 +6,8 @@ process that imported them once (multiprocessing's forkserver; no JAX backend is
 initialized before the fork, so XLA_FLAGS and the devices are the child's own) and runs
 the script there with `runpy` under the given argv, environment, working directory and
 stdin, its stdout/stderr captured, its exit code returned — what `subprocess.run` gives.
-Commands it cannot run that way (another interpreter, a changed JAX_* variable that jax
+`start` does the same without waiting (what `subprocess.Popen` gives: the pod tests'
+worker processes). Commands it cannot run that way (another interpreter, a changed JAX_* variable that jax
 reads at import, PYTHONPATH/working-directory imports beside the repository) go to a
 real subprocess.
 """
@@ -16,6 +17,7 @@ import io
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,7 @@ from typing import Dict, Optional, Sequence, Union
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ['numpy', 'jax', 'jax.numpy', 'flax.linen', 'optax', 'orbax.checkpoint', 'absl.app',
            'absl.flags', 'ml_collections.config_flags', 'lmjax.train.loop',
-           'lmjax.tools.workdir_tools', 'lmjax.tools.inference']
+           'lmjax.tools.workdir_tools', 'lmjax.tools.inference', 'matplotlib.pyplot']
 _context = None
 _server_env: Dict[str, str] = {}  # the environment the server imported the modules in
 
@@ -51,11 +53,26 @@ def _same_imports(env: Dict[str, str]) -> bool:
   return all(os.path.abspath(p) == REPO for p in extra)
 
 
-def _child(script, args, cwd, env, stdin_path, out_path, err_path):
-  """In the forked child: the script as `python script args` would run it."""
+def _forkable(argv, env) -> bool:
+  """Whether `argv` is `python script.py ...` that the preloaded server can run."""
+  return (len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith('.py')
+          and not argv[1].startswith('-') and _same_imports(env))
+
+
+def _child(script, args, cwd, env, stdin_path, out_path, err_path, new_session=False):
+  """In the forked child: the script as `python script args` would run it.
+
+  err_path None: stderr goes to stdout's file. new_session: the child leads its own
+  session and process group (what `Popen(start_new_session=True)` gives).
+  """
+  if new_session:
+    os.setsid()
   for fd, path, flags in ((0, stdin_path, os.O_RDONLY),
                           (1, out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                           (2, err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+    if path is None:
+      os.dup2(1, fd)
+      continue
     opened = os.open(path, flags, 0o644)
     os.dup2(opened, fd)
     os.close(opened)
@@ -108,8 +125,7 @@ def run(argv: Sequence[str], *, cwd: str = REPO, env: Optional[Dict[str, str]] =
   """
   env = dict(os.environ if env is None else env)
   argv = list(argv)
-  if not (len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith('.py')
-          and not argv[1].startswith('-') and _same_imports(env)):
+  if not _forkable(argv, env):
     return subprocess.run(argv, cwd=cwd, env=env, input=input, capture_output=True,
                           timeout=timeout, text=text)
   script = argv[1] if os.path.isabs(argv[1]) else os.path.join(cwd, argv[1])
@@ -129,3 +145,69 @@ def run(argv: Sequence[str], *, cwd: str = REPO, env: Optional[Dict[str, str]] =
   if text:
     out, err = out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
   return subprocess.CompletedProcess(argv, process.exitcode, out, err)
+
+
+class Started:
+  """A command started by `start`: the part of subprocess.Popen the tests use.
+
+  The command leads its own process group; `kill` SIGKILLs the group (the command's own
+  worker processes too), as `os.killpg(popen.pid, SIGKILL)` would.
+  """
+
+  def __init__(self, process):
+    self._process = process  # a forked multiprocessing.Process or a subprocess.Popen
+
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
+  @property
+  def returncode(self) -> Optional[int]:
+    """Exit status, -N after signal N, None while running (as Popen.returncode)."""
+    return self.poll()
+
+  def poll(self) -> Optional[int]:
+    if isinstance(self._process, subprocess.Popen):
+      return self._process.poll()
+    return self._process.exitcode
+
+  def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+    if isinstance(self._process, subprocess.Popen):
+      return self._process.wait(timeout)
+    self._process.join(timeout)
+    return self._process.exitcode
+
+  def kill(self) -> None:
+    if self.poll() is None:
+      try:
+        os.killpg(self.pid, signal.SIGKILL)
+      except ProcessLookupError:  # it ended in between
+        pass
+    self.wait()
+
+
+def start(argv: Sequence[str], log_path: str, *, cwd: str = REPO,
+          env: Optional[Dict[str, str]] = None) -> Started:
+  """`subprocess.Popen(argv, cwd=, env=, stdout=log, stderr=STDOUT, start_new_session=True)`.
+
+  Args:
+    argv: `[sys.executable, script.py, *args]` runs forked (see `run`); anything else in a
+      subprocess.
+    log_path: file that receives the command's stdout and stderr.
+    cwd, env: as for subprocess.Popen (env None: this environment).
+
+  Returns:
+    The started command.
+  """
+  env = dict(os.environ if env is None else env)
+  argv = list(argv)
+  open(log_path, 'wb').close()  # exists (empty) once `start` returns, as with Popen
+  if not _forkable(argv, env):
+    with open(log_path, 'wb') as log:
+      return Started(subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+  script = argv[1] if os.path.isabs(argv[1]) else os.path.join(cwd, argv[1])
+  process = _forkserver().Process(target=_child, args=(script, argv[2:], cwd, env, os.devnull,
+                                                       log_path, None, True))
+  process.start()
+  return Started(process)

@@ -1,7 +1,10 @@
-"""tests/scripts.run gives what subprocess.run gives for the same command."""
+"""tests/scripts.run and .start give what subprocess.run and Popen give for the same command."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,3 +48,37 @@ def test_timeout_kills_the_script(tmp_path):
   script.write_text('import time\ntime.sleep(60)\n')
   with pytest.raises(subprocess.TimeoutExpired):
     scripts.run([sys.executable, str(script)], timeout=1)
+
+
+def test_started_script_logs_exits_and_is_killed_with_its_group(tmp_path):
+  """`start` gives what Popen(stdout=log, stderr=STDOUT, start_new_session=True) gives."""
+  script = tmp_path / 'script.py'
+  script.write_text(SCRIPT)
+  env = dict(scripts.os.environ, LMJAX_TEST_VALUE='y')
+  started = scripts.start([sys.executable, str(script), '--code=3'], str(tmp_path / 'a.log'),
+                          cwd=str(tmp_path), env=env)
+  assert started.wait(60) == 3 and started.returncode == 3
+  log = (tmp_path / 'a.log').read_text()
+  assert f'out:  {tmp_path} y' in log and 'err: é' in log  # stdout and stderr, one file
+
+  # A script that started a child of its own: kill takes the whole process group.
+  sleeper = tmp_path / 'sleeper.py'
+  sleeper.write_text('import subprocess, sys, time\n'
+                     'child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])\n'
+                     'print(child.pid, flush=True)\ntime.sleep(60)\n')
+  started = scripts.start([sys.executable, str(sleeper)], str(tmp_path / 'b.log'))
+  deadline = time.time() + 60
+  while not (tmp_path / 'b.log').read_text().strip() and time.time() < deadline:
+    time.sleep(0.05)
+  child = int((tmp_path / 'b.log').read_text())
+  assert started.poll() is None
+  started.kill()
+  assert started.returncode == -signal.SIGKILL
+  while time.time() < deadline:
+    try:
+      os.kill(child, 0)
+    except ProcessLookupError:
+      break
+    time.sleep(0.05)
+  else:
+    raise AssertionError('the child outlived the kill')

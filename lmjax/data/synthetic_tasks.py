@@ -41,7 +41,7 @@ def sample_dates(split: str, num_examples: int, seed: int) -> List[Tuple[datetim
   """
   if split not in ('train', 'eval'):
     raise ValueError(f"synthetic dates split must be 'train' or 'eval', got {split!r}")
-  dates = [d for d in synthetic._all_dates() if synthetic.is_heldout(d) == (split == 'eval')]  # pylint: disable=protected-access
+  dates = synthetic.split_dates(split)
   per_date = synthetic.NUM_FORMATS * 2
   if num_examples > len(dates) * per_date:
     raise ValueError(f'config.task: asked for {num_examples} {split} examples, '
