@@ -1,12 +1,13 @@
-r"""Device check (issue 34): peak bf16 FLOP/s, bf16 train rows with MFU, PyTorch, beam decode,
+r"""Device check (issues 34, 47): the attention kernel matrix, peak bf16 FLOP/s, bf16 train rows with MFU, PyTorch, beam decode,
 and a 300-step train run of configs/default.py checked against the CPU loss. Run it
 through `experiments/device_check.sh`:
 
     experiments/device_check.sh [--mode=auto|full|quick|tiny] \
-        [--sections=matmul,train,torch,decode,train_run] [--json=PATH] [--out=DIR]
+        [--sections=kernels,matmul,train,torch,decode,train_run] [--json=PATH] [--out=DIR]
 
---mode=auto: 'full' on TPU/GPU (<= 8 minutes on one GPU), 'quick' on CPU (<= 3 minutes).
-Exits 1 when the train run's loss is outside the tolerance. See lmjax/bench/device_check.py.
+--mode=auto: 'full' on TPU/GPU (<= 4 minutes on one GPU), 'quick' on CPU (<= 3 minutes).
+Exits 1 when an attention kernel check fails or the train run's loss is outside the
+tolerance. See lmjax/bench/device_check.py.
 """
 
 import sys
@@ -41,7 +42,7 @@ def main(argv):
     print(f'wrote {_JSON.value}')
   if _OUT.value:
     print('wrote ' + ' and '.join(device_check.write_report(result, _OUT.value)))
-  if result.loss_ok is False:
+  if not result.ok:
     sys.exit(1)
 
 

@@ -1,6 +1,10 @@
 """`experiments/device_check.sh`: what one accelerator (or this CPU) does with lmjax, in one run.
 
 Sections, in run order:
+  kernels    the attention kernel matrix: every fused impl of the platform vs 'reference'
+             in bf16 (padding with an empty row, causal, cross, packed 64/192; head_dim
+             32/64/128; forward and gradients finite; the fused kernel in the program):
+             lmjax/bench/kernels.py
   matmul     the device's peak bf16 (and f32) matmul GFLOP/s, one large jitted `jnp.dot`
   train      the benchmark's small and base train steps in bf16, with MFU against that peak
   torch      PyTorch on the same shapes (bf16 autocast; nn.Transformer runs
@@ -19,9 +23,11 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 
@@ -30,12 +36,13 @@ from lmjax import runtime
 from lmjax.config import configlib
 from lmjax.bench import decode
 from lmjax.bench import jax_train
+from lmjax.bench import kernels
 from lmjax.bench import shapes
 from lmjax.bench import suite
 from lmjax.bench import table
 from lmjax.bench import timing
 
-SECTIONS = ('matmul', 'train', 'torch', 'decode', 'train_run')
+SECTIONS = ('kernels', 'matmul', 'train', 'torch', 'decode', 'train_run')
 # Nominal dense bf16 peak of each chip, TFLOP/s (vendor data sheets): MFU is also printed
 # against it, beside the measured matmul. Matched as substrings of `device_kind`, first hit.
 NOMINAL_BF16_TFLOPS = (('H100', 989.0), ('H200', 989.0), ('A100', 312.0),
@@ -61,6 +68,7 @@ class Setting:
 
   Attributes:
     shapes: train shapes (keys of shapes.TRANSFORMER_SHAPES).
+    kernel_head_dims: head_dims of the attention kernel matrix.
     steps: timed train steps per row; warmup: untimed steps after compiling.
     matmul_size: side of the peak-FLOP/s matmul; matmul_repeats: timed calls.
     decode_shape: key of shapes.DECODE_SHAPES; decode_steps: timed decode calls.
@@ -76,11 +84,12 @@ class Setting:
   decode_steps: int
   train_config: str
   train_steps: int
+  kernel_head_dims: Sequence[int] = kernels.HEAD_DIMS
 
 
 SETTINGS = {
-    # One accelerator, <= 8 minutes.
-    'full': Setting(('small', 'base'), steps=10, warmup=2, matmul_size=8192, matmul_repeats=10,
+    # One accelerator, <= 4 minutes.
+    'full': Setting(('small', 'base', 'large'), steps=10, warmup=2, matmul_size=8192, matmul_repeats=10,
                     decode_shape='small', decode_steps=5, train_config='',
                     train_steps=TRAIN_RUN_STEPS),
     # 2 CPU cores, <= 3 minutes: the same rows, fewer timed steps, a smaller matmul.
@@ -89,7 +98,8 @@ SETTINGS = {
                      train_steps=TRAIN_RUN_STEPS),
     # The smoke test (tests/device_check_test.py): tiny shapes, no loss reference.
     'tiny': Setting(('tiny',), steps=1, warmup=0, matmul_size=128, matmul_repeats=1,
-                    decode_shape='tiny', decode_steps=1, train_config='runlocal', train_steps=4),
+                    decode_shape='tiny', decode_steps=1, train_config='runlocal', train_steps=4,
+                    kernel_head_dims=(32,)),
 }
 
 
@@ -102,10 +112,17 @@ class Options:
 
 @dataclasses.dataclass
 class Result:
-  """The report (info, ceilings, rows) and the train_run loss check (None if not run)."""
+  """The report (info, ceilings, rows), the attention kernel checks and the train_run loss
+  check (None if not run)."""
   report: table.Report
   loss_ok: Optional[bool] = None
   loss_line: str = ''
+  kernel_checks: List[kernels.Check] = dataclasses.field(default_factory=list)
+
+  @property
+  def ok(self) -> bool:
+    """No kernel check failed and the loss check did not fail."""
+    return all(c.ok for c in self.kernel_checks) and self.loss_ok is not False
 
 
 def check_options(options: Options) -> None:
@@ -197,7 +214,8 @@ def write_report(result: 'Result', folder: str) -> Tuple[str, str]:
   """
   os.makedirs(folder, exist_ok=True)
   md, js = os.path.join(folder, 'device_check.md'), os.path.join(folder, 'device_check.json')
-  data = dict(result.report.as_dict(), loss_ok=result.loss_ok, loss_line=result.loss_line)
+  data = dict(result.report.as_dict(), loss_ok=result.loss_ok, loss_line=result.loss_line,
+              kernels=[c.as_dict() for c in result.kernel_checks], ok=result.ok)
   with open(js, 'w', encoding='utf-8') as f:
     json.dump(data, f, indent=2)
     f.write('\n')
@@ -216,11 +234,32 @@ def device_info(platform: str, mode: str) -> Dict[str, Any]:
           'platform': platform,
           'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
           'jax': jax.__version__, 'mode': mode}
+  info.update(environment_probe())
   if suite.torch_available():
     import torch  # pylint: disable=g-import-not-at-top  (optional extra)
     info['torch'] = torch.__version__
   else:
     info['torch'] = 'not installed (pip install .[bench])'
+  return info
+
+
+def environment_probe() -> Dict[str, str]:
+  """jaxlib, the backend's platform version, and on NVIDIA hosts cuDNN and the driver."""
+  # pylint: disable=g-import-not-at-top
+  import jaxlib
+  info = {'jaxlib': jaxlib.__version__,
+          'backend': f'{jax.default_backend()} ({getattr(jax.devices()[0].client, "platform_version", "?")})'}
+  try:
+    from jax._src.lib import cuda_versions  # the CUDA plugin's versions (GPU builds only)
+    if cuda_versions is not None:
+      info['cudnn'] = str(cuda_versions.cudnn_get_version())
+  except Exception:  # pylint: disable=broad-except  (private API: absent or moved)
+    pass
+  if shutil.which('nvidia-smi'):
+    proc = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode == 0 and proc.stdout.strip():
+      info['driver'] = proc.stdout.strip().splitlines()[0]
   return info
 
 
@@ -241,6 +280,9 @@ def run(options: Options, log: Callable[[str], None] = print) -> Result:
   mode = options.mode if options.mode != 'auto' else ('quick' if platform == 'cpu' else 'full')
   sections = set(options.sections)
   report = table.Report(device_info(platform, mode), ceiling_gflops=0.0)
+  result = Result(report)
+  if 'kernels' in sections:
+    result.kernel_checks = kernels.matrix(platform, head_dims=setting.kernel_head_dims, log=log)
 
   nominal = nominal_peak_tflops(jax.devices()[0].device_kind)
   report.info['nominal bf16 peak'] = (f'{nominal:g} TFLOP/s (dense, data sheet)' if nominal
@@ -285,7 +327,6 @@ def run(options: Options, log: Callable[[str], None] = print) -> Result:
                            decode_overrides):
       row.precision = 'bfloat16' if decode_overrides else 'float32'
       add(row)
-  result = Result(report)
   if 'train_run' in sections:
     row, loss = train_run(setting)
     add(row)
@@ -301,7 +342,17 @@ def run(options: Options, log: Callable[[str], None] = print) -> Result:
 
 
 def format_result(result: Result) -> str:
-  """The report's table (lmjax.bench.table), then the loss-check line."""
-  text = table.format_report(result.report)
-  return text + ('\n' + result.loss_line if result.loss_line else '')
+  """The attention kernel matrix, the report's table (lmjax.bench.table), the loss-check
+  line, and the verdict last."""
+  parts = [kernels.format_matrix(result.kernel_checks)] if result.kernel_checks else []
+  parts.append(table.format_report(result.report))
+  if result.loss_line:
+    parts.append(result.loss_line)
+  failed = [f'{c.impl} {c.case} head_dim {c.head_dim}' for c in result.kernel_checks if not c.ok]
+  verdict = 'device_check: ' + ('OK' if result.ok else 'FAILED')
+  if failed:
+    verdict += f' ({len(failed)} attention kernel checks failed: {", ".join(failed[:4])}'
+    verdict += ', ...)' if len(failed) > 4 else ')'
+  parts.append(verdict)
+  return '\n'.join(parts)
 

@@ -91,6 +91,9 @@ class DecodeShape:
 TRANSFORMER_SHAPES: Dict[str, TransformerShape] = {
     'small': TransformerShape('small', 8000, 256, 4, 3, 3, 1024, batch_size=32),
     'base': TransformerShape('base', 8000, 512, 8, 6, 6, 2048, batch_size=16),
+    # The base model at an accelerator's batch: 256 rows of 256 + 256 tokens (MFU goal).
+    'large': TransformerShape('large', 32000, 512, 8, 6, 6, 2048, batch_size=256,
+                              source_length=256, target_length=256),
     # configs/multi30k_transformer.py (Wu et al.'s Transformer-tiny): 64 rows of 64 tokens.
     'multi30k': TransformerShape('multi30k', 8000, 128, 4, 4, 4, 256, batch_size=64,
                                  dropout_rate=0.3),
