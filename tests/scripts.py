@@ -148,7 +148,8 @@ def run(argv: Sequence[str], *, cwd: str = REPO, env: Optional[Dict[str, str]] =
 
 
 class Started:
-  """A command started by `start`: the part of subprocess.Popen the tests use.
+  """A command started by `start`: the part of subprocess.Popen the tests use (pid, poll,
+  wait, returncode, send_signal, kill).
 
   The command leads its own process group; `kill` SIGKILLs the group (the command's own
   worker processes too), as `os.killpg(popen.pid, SIGKILL)` would.
@@ -176,6 +177,11 @@ class Started:
       return self._process.wait(timeout)
     self._process.join(timeout)
     return self._process.exitcode
+
+  def send_signal(self, sig: int) -> None:
+    """Sends `sig` to the command itself (not its group), as Popen.send_signal does."""
+    if self.poll() is None:
+      os.kill(self.pid, sig)
 
   def kill(self) -> None:
     if self.poll() is None:

@@ -9,7 +9,6 @@ with two processes.)
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from lmjax.data import records
 from tests import pod_test
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES, GLOBAL_BATCH = 96, 8
@@ -67,14 +67,19 @@ def test_two_processes_split_each_epoch_and_resume_exactly(tmp_path):
   script.write_text(WORKER)
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS='')
   port = str(pod_test.free_port())
-  procs = [subprocess.Popen([sys.executable, str(script), str(i), port, folder], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  logs = [str(tmp_path / f'worker.{i}.log') for i in range(2)]
+  procs = [scripts.start([sys.executable, str(script), str(i), port, folder], logs[i], cwd=REPO,
+                         env=env) for i in range(2)]
   results = []
-  for p in procs:
-    out, _ = p.communicate(timeout=pod_test.TIMEOUT_S)
-    assert p.returncode == 0, out[-3000:]
-    results.append(json.loads(out.split('RESULT ', 1)[1].splitlines()[0]))
+  try:
+    for p, log in zip(procs, logs):
+      code = p.wait(pod_test.TIMEOUT_S)
+      out = open(log).read()
+      assert code == 0, out[-3000:]
+      results.append(json.loads(out.split('RESULT ', 1)[1].splitlines()[0]))
+  finally:
+    for p in procs:
+      p.kill()
   half = NUM_EXAMPLES // 2
   for epoch in range(2):
     parts = [set(r['ids'][epoch * half:(epoch + 1) * half]) for r in results]

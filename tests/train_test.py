@@ -5,7 +5,6 @@ import hashlib
 import signal
 import time
 import os
-import subprocess
 import sys
 
 import jax
@@ -305,7 +304,8 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
          '--config=' + os.path.join(REPO, 'configs', 'default.py') + ':runlocal',
          f'--workdir={workdir}'] + overrides
   env = dict(os.environ, PYTHONPATH=REPO)
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  log = str(tmp_path / 'preempted.log')
+  proc = scripts.start(cmd, log, env=env)
   metrics = workdir / 'metrics.jsonl'
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None:
@@ -313,8 +313,8 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path):
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err.decode()[-2000:]
+  proc.wait(120)
+  assert proc.returncode == 0, open(log).read()[-2000:]
   stopped = ckpt_lib.load_params(str(workdir))[1]
   assert 2 <= stopped < steps, stopped
   resumed = scripts.run(cmd, env=env, cwd=REPO, timeout=300)
