@@ -23,8 +23,7 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
-import subprocess
+import re
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -244,7 +243,7 @@ def device_info(platform: str, mode: str) -> Dict[str, Any]:
 
 
 def environment_probe() -> Dict[str, str]:
-  """jaxlib, the backend's platform version, and on NVIDIA hosts cuDNN and the driver."""
+  """jaxlib, the backend's platform version, and on NVIDIA hosts cuDNN and the driver version."""
   # pylint: disable=g-import-not-at-top
   import jaxlib
   info = {'jaxlib': jaxlib.__version__,
@@ -255,11 +254,13 @@ def environment_probe() -> Dict[str, str]:
       info['cudnn'] = str(cuda_versions.cudnn_get_version())
   except Exception:  # pylint: disable=broad-except  (private API: absent or moved)
     pass
-  if shutil.which('nvidia-smi'):
-    proc = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
-                          capture_output=True, text=True, timeout=30, check=False)
-    if proc.returncode == 0 and proc.stdout.strip():
-      info['driver'] = proc.stdout.strip().splitlines()[0]
+  try:  # the kernel module's version line names the driver (NVIDIA hosts only)
+    with open('/proc/driver/nvidia/version', encoding='utf-8') as f:
+      found = re.search(r'Kernel Module\s+(\S+)', f.read())
+    if found:
+      info['driver'] = found.group(1)
+  except OSError:
+    pass
   return info
 
 
