@@ -81,6 +81,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Biases in attention/MLP projections, LayerNorms and untied logits (False: none, as
   # nanoGPT's default and T5).
   c.model.use_bias = True
+  # Norm: 'layernorm' or 'rmsnorm' (root mean square, scale only; T5, LLaMA), and its epsilon.
+  c.model.norm = 'layernorm'
+  c.model.norm_epsilon = 1e-6
   # '' (= dtype) or 'bfloat16': projections and logits multiply bfloat16 operands into
   # float32 results (mixed precision; ~2x faster matmuls on CPUs with AVX-512 BF16).
   c.model.matmul_dtype = ''

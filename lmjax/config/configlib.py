@@ -240,6 +240,8 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   for f in ('eps', 'weight_decay', 'end_learning_rate_factor'):
     need(f'optimizer.{f}', lambda x: _is_num(x) and x >= 0, 'a finite number >= 0')
   one_of('model.mlp_activation', layers.ACTIVATIONS)
+  one_of('model.norm', layers.NORMS)
+  need('model.norm_epsilon', lambda x: _is_num(x) and 0 < x < 1, 'a number in (0, 1)')
   one_of('model.init', layers.INIT_STYLES)
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
   one_of('model.matmul_dtype', layers.MATMUL_DTYPES)

@@ -375,9 +375,22 @@ class Mlp(nn.Module):
                  init=kernel_init(self.init, self.residual_layers), dot_general=dot)(h)
 
 
-def layer_norm(name=None, dtype=jnp.float32, use_bias=True):
-  """LayerNorm with logically named scale and (unless `use_bias` is False) bias.
+# config.model.norm: 'layernorm' (mean and variance; Vaswani et al., BERT, GPT-2) or
+# 'rmsnorm' (root mean square, scale only; T5, LLaMA).
+NORMS = ('layernorm', 'rmsnorm')
 
-  `norms.LayerNorm`: the params of `nn.LayerNorm`, a fused hand-written backward.
+
+def layer_norm(name=None, dtype=jnp.float32, use_bias=True, kind='layernorm', epsilon=1e-6):
+  """A norm (`kind`, one of NORMS) with logically named scale and (unless `use_bias` is
+  False, or for 'rmsnorm', which has none) bias.
+
+  `norms.LayerNorm`: the params of `nn.LayerNorm` / `nn.RMSNorm`, a fused hand-written backward.
+
+  Raises:
+    ValueError: `kind` is not one of NORMS.
   """
-  return norms.LayerNorm(dtype=dtype, name=name, use_bias=use_bias)
+  if kind not in NORMS:
+    raise ValueError(f'config.model.norm={kind!r}: expected one of {", ".join(NORMS)}')
+  rms = kind == 'rmsnorm'
+  return norms.LayerNorm(dtype=dtype, name=name, use_bias=use_bias and not rms, center=not rms,
+                         epsilon=epsilon)

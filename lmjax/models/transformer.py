@@ -47,6 +47,8 @@ class TransformerCoreConfig:
       (`layers.bf16_dot_general`); ~2x faster matmuls on CPUs with AVX-512 BF16.
     attention_impl: 'auto', 'reference', 'xla', 'cudnn' or 'splash' (see
       lmjax/models/attention_impls.py); decoding steps always run 'reference'.
+    norm: 'layernorm' or 'rmsnorm' (scale only, no centring; T5), `layers.NORMS`.
+    norm_epsilon: the norms' epsilon (1e-6 as flax and T5; BERT 1e-12, GPT-2 1e-5).
   """
   vocab_size: int
   emb_dim: int
@@ -67,6 +69,8 @@ class TransformerCoreConfig:
   use_bias: bool = True
   matmul_dtype: str = ''
   attention_impl: str = 'reference'
+  norm: str = 'layernorm'
+  norm_epsilon: float = 1e-6
 
   @property
   def jnp_dtype(self):
@@ -137,7 +141,8 @@ class Block(nn.Module):
                 matmul_dtype=cfg.matmul_dtype)
 
     def sublayer(name, fn, h):
-      ln = layers.layer_norm(name=f'{name}_ln', dtype=dt, use_bias=cfg.use_bias)
+      ln = layers.layer_norm(name=f'{name}_ln', dtype=dt, use_bias=cfg.use_bias, kind=cfg.norm,
+                             epsilon=cfg.norm_epsilon)
       if cfg.pre_ln:
         return h + drop(fn(ln(h)), deterministic=deterministic)
       return ln(h + drop(fn(h), deterministic=deterministic))
@@ -262,7 +267,8 @@ class Encoder(nn.Module):
     x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
                     deterministic=deterministic)
     if cfg.pre_ln:
-      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias)(x)
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias,
+                            kind=cfg.norm, epsilon=cfg.norm_epsilon)(x)
     return x
 
 
@@ -307,7 +313,8 @@ class Decoder(nn.Module):
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
                     max_length=max_length, beam_size=beam_size)
     if cfg.pre_ln:
-      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias)(x)
+      x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias,
+                            kind=cfg.norm, epsilon=cfg.norm_epsilon)(x)
     if cfg.tie_output:
       logits = self.embed.attend(x, deterministic)
     else:
