@@ -16,6 +16,7 @@ A check passes when all of these hold (errors within `TOLERANCE`).
 """
 
 import dataclasses
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -118,17 +119,30 @@ def _rel_err(got: np.ndarray, want: np.ndarray, rows: Optional[np.ndarray]) -> f
   return float(np.max(np.abs(got - want))) / max(scale, 1e-6) if want.size else 0.0
 
 
-def check(impl: str, case: str, head_dim: int, seed: int = 0) -> Check:
-  """Compares `impl` with 'reference' on one case and head_dim (bf16 inputs)."""
+def _inputs(case: str, head_dim: int, seed: int):
+  """(mask, q, k, v (bf16), cotangent (f32, zero on rows without a real key), real rows)."""
   mask, lq, lk = case_mask(case)
   rng = np.random.default_rng(seed)
   draw = lambda length: jnp.asarray(rng.normal(size=(BATCH, length, HEADS, head_dim)), jnp.bfloat16)
   q, k, v = draw(lq), draw(lk), draw(lk)
   rows = _real_rows(mask)
   cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32) * rows[:, :, None, None]
+  return mask, q, k, v, cotangent, np.asarray(rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(case: str, head_dim: int, seed: int):
+  """'reference' outputs and gradients of a case, computed once for every impl compared."""
+  mask, q, k, v, cotangent, _ = _inputs(case, head_dim, seed)
+  out, grads, _ = _forward_backward('reference', mask, q, k, v, cotangent)
+  return out, grads
+
+
+def check(impl: str, case: str, head_dim: int, seed: int = 0) -> Check:
+  """Compares `impl` with 'reference' on one case and head_dim (bf16 inputs)."""
+  mask, q, k, v, cotangent, real = _inputs(case, head_dim, seed)
   out, grads, text = _forward_backward(impl, mask, q, k, v, cotangent)
-  ref_out, ref_grads, _ = _forward_backward('reference', mask, q, k, v, cotangent)
-  real = np.asarray(rows)
+  ref_out, ref_grads = _reference(case, head_dim, seed)
   fwd_err = _rel_err(out, ref_out, real)
   grad_err = max(_rel_err(grads[0], ref_grads[0], real),
                  _rel_err(grads[1], ref_grads[1], None), _rel_err(grads[2], ref_grads[2], None))
@@ -154,8 +168,9 @@ def matrix(platform: str, cases: Sequence[str] = CASES, head_dims: Sequence[int]
   out = []
   for impl in IMPLS.get(platform, ('xla',)):
     for case in cases:
-      if unsupported(impl, case):
-        log(f'[device_check] attention {impl} {case}: skipped ({unsupported(impl, case)})')
+      why = unsupported(impl, case)
+      if why:
+        log(f'[device_check] attention {impl} {case}: skipped ({why})')
         continue
       for head_dim in head_dims:
         try:
