@@ -31,12 +31,18 @@ setuptools.setup(
         'array-record>=0.7',
         # int8 quantization (lmjax/train/quantization.py): Google's JAX quantization library.
         'qwix>=0.1.8,<0.2',
+        # Hugging Face checkpoints in and out (lmjax/hf): tensors without torch.
+        'safetensors>=0.4.3',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7',
                  'gensim>=4.3'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
+        # The Hugging Face parity tests and round trips (tests/hf_*_test.py) build models with
+        # transformers. torch is pinned to the CPU build CI machines carry; transformers to 4.x,
+        # whose T5 v1.1 keeps its untied lm_head (5.x always ties it to the embeddings).
+        'hf': ['torch==2.13.0', 'transformers>=4.50,<5'],
         # NVIDIA GPUs (docs/DEVICES.md): JAX's CUDA build, in the same version range.
         'cuda12': ['jax[cuda12]>=0.4.35,<0.11'],
         'cuda13': ['jax[cuda13]>=0.4.35,<0.11'],

@@ -63,8 +63,18 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.attention_dropout_rate = 0.0
   # Pre-LayerNorm (True) or post-LayerNorm (False).
   c.model.pre_ln = True
-  # 'sinusoidal' or 'learned' positions.
+  # Positions: 'sinusoidal' or 'learned' (added to the embeddings), or 'relative' (T5's
+  # bucketed bias on the self-attention scores: buckets, and the distance they saturate at).
   c.model.position = 'sinusoidal'
+  c.model.relative_buckets = 32
+  c.model.relative_max_distance = 128
+  # Divide attention scores by sqrt(head_dim) (False: T5).
+  c.model.scale_attention = True
+  # Multiply embedding rows by sqrt(emb_dim): 'init' (only when init='xavier'), 'sqrt_dim'
+  # or 'none' (T5, GPT-2, BERT).
+  c.model.embed_scale = 'init'
+  # Multiply the decoder output by emb_dim^-0.5 before tied logits (T5 v1.0).
+  c.model.scale_tied_logits = False
   # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on
   # CPU: lmjax/platforms.py); params and optimizer state stay float32.
   c.model.dtype = 'auto'
@@ -73,7 +83,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Recompute layers in the backward pass: 'none', 'full', 'dots_saveable' or
   # 'dots_with_no_batch_dims_saveable' (keep matmul outputs).
   c.model.remat_policy = 'none'
-  # Feed-forward activation: 'relu', 'gelu' (exact erf form) or 'gelu_tanh'.
+  # Feed-forward activation: 'relu', 'gelu' (exact erf form), 'gelu_tanh' or 'silu', or a
+  # gated unit 'gated_<one of those>' (two input projections; T5 v1.1: 'gated_gelu_tanh').
   c.model.mlp_activation = 'relu'
   # Initialisation: 'xavier' (Glorot kernels, sqrt(D)-scaled embeddings; Vaswani et al.)
   # or 'gpt2' (all N(0, 0.02), residual projections / sqrt(2 * depth); GPT-2, nanoGPT).

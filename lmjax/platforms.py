@@ -16,6 +16,8 @@ KERNEL_PLATFORMS = {'cudnn': 'gpu', 'splash': 'tpu'}
 # What 'auto' picks for attention on CPU: at the benchmark's small train shape 'reference'
 # ran 656 ms/step against 690 for 'xla' (medians of 5 interleaved runs; docs/DEVICES.md).
 CPU_ATTENTION = 'reference'
+# Kernels that take no additive score bias (T5's relative position bias).
+NO_BIAS_KERNELS = ('cudnn', 'splash')
 # cuDNN flash attention takes 16-bit inputs and head widths that are multiples of 8 up to 128.
 CUDNN_DTYPES = ('bfloat16', 'float16')
 CUDNN_MAX_HEAD_DIM = 128
@@ -48,20 +50,23 @@ def resolve_dtype(name: str) -> str:
 
 
 def resolve_attention_impl(name: str, *, dtype: str = 'float32', head_dim: int = 64,
-                           dropout: bool = False) -> str:
+                           dropout: bool = False, bias: bool = False) -> str:
   """`config.model.attention_impl` → the implementation a full-sequence attention runs.
 
   'auto' picks by platform: TPU → 'splash' (at any device count: the kernel runs in a
   shard_map over the batch and head axes, `attention_impls.splash_attention`), GPU →
   'cudnn' when the computation dtype is 16-bit and head_dim fits cuDNN (else 'xla'),
   CPU → CPU_ATTENTION.
-  Attention-weight dropout runs only in 'reference': 'auto' then picks it.
+  Attention-weight dropout runs only in 'reference': 'auto' then picks it. An additive
+  score bias (T5's relative positions) runs in 'reference' and 'xla' only: 'auto' then
+  picks 'xla' on accelerators and CPU_ATTENTION on CPU.
 
   Args:
     name: a value of ATTENTION_IMPLS.
     dtype: computation dtype name (already resolved: 'float32' or 'bfloat16').
     head_dim: width of one attention head.
     dropout: attention-weight dropout is active (training with attention_dropout_rate > 0).
+    bias: the scores get an additive bias (config.model.position='relative').
 
   Returns:
     'reference', 'xla', 'cudnn' or 'splash'.
@@ -77,6 +82,8 @@ def resolve_attention_impl(name: str, *, dtype: str = 'float32', head_dim: int =
   if name == 'auto':
     if dropout:
       return 'reference'
+    if bias:
+      return CPU_ATTENTION if platform == 'cpu' else 'xla'
     if platform == 'tpu':  # under a mesh, in a shard_map over the batch (and head) axes
       return 'splash'
     if platform == 'gpu':
@@ -91,6 +98,10 @@ def resolve_attention_impl(name: str, *, dtype: str = 'float32', head_dim: int =
     raise ValueError(f"config.model.attention_impl='cudnn' needs 16-bit inputs, but "
                      f"config.model.dtype is {dtype!r}: set it to 'bfloat16' (or 'auto'), or "
                      "use attention_impl='xla'")
+  if bias and name in NO_BIAS_KERNELS:
+    raise ValueError(f'config.model.attention_impl={name!r} takes no additive attention bias, '
+                     "which config.model.position='relative' (T5) needs: use 'auto', 'xla' or "
+                     "'reference'")
   if dropout and name != 'reference':
     raise ValueError(f'config.model.attention_impl={name!r} has no attention-weight dropout: '
                      "set config.model.attention_dropout_rate=0, or attention_impl='reference' "

@@ -442,3 +442,31 @@ def test_splash_split_that_does_not_divide_is_one_clear_error():
       parallel.rules_from_config(config))
   with pytest.raises(ValueError, match=r"4 rows of a batch do not split over the 8 devices"):
     step.lower()
+
+
+@pytest.mark.parametrize('platform,expected', [('cpu', platforms.CPU_ATTENTION), ('gpu', 'xla'),
+                                               ('tpu', 'xla')])
+def test_a_score_bias_passes_over_kernels_that_take_none(monkeypatch, platform, expected):
+  """T5's relative position bias: 'auto' picks an implementation that adds it; naming
+  'cudnn' or 'splash' for such a model is one error naming the config field."""
+  monkeypatch.setattr(platforms, 'backend', lambda: platform)
+  assert platforms.resolve_attention_impl('auto', dtype='bfloat16', bias=True) == expected
+  if platform != 'cpu':
+    kernel = 'cudnn' if platform == 'gpu' else 'splash'
+    assert platforms.resolve_attention_impl(kernel, dtype='bfloat16') == kernel
+    with pytest.raises(ValueError, match=rf"config\.model\.attention_impl='{kernel}' takes no "
+                                         r"additive attention bias.*position='relative'"):
+      platforms.resolve_attention_impl(kernel, dtype='bfloat16', bias=True)
+
+
+@pytest.mark.parametrize('case', ['self_padding', 'self_packed_causal'])
+def test_xla_attention_with_a_bias_and_no_scaling_equals_reference(case):
+  """The 'xla' path adds the bias and honours scale=False as the reference does."""
+  bias = jnp.asarray(np.random.default_rng(3).normal(size=(1, 2, L, L)), jnp.float32)
+  ref = lambda q, k, v, mask: attention.dot_product_attention(
+      q, k, v, mask.dense(), None, 0.0, True, jnp.float32, bias, False)
+  xla = lambda q, k, v, mask: attention_impls.fused_attention(q, k, v, mask, 'xla', bias=bias,
+                                                             scale=False)
+  (out, grads), (ref_out, ref_grads) = _core(xla, case), _core(ref, case)
+  np.testing.assert_allclose(out, ref_out, atol=ATOL, rtol=0)
+  _assert_trees_close(grads, ref_grads)

@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own package and any lower layer):
   3  lmjax.objectives                                   losses, their metrics and predictions
   4  lmjax.train
   5  lmjax.tools                                        what runs on a finished workdir
-  6  lmjax.bench
+  6  lmjax.bench | lmjax.hf                            (benchmarks; Hugging Face checkpoints in/out)
 Imports inside functions count as well as module-level ones.
 """
 
@@ -15,7 +15,7 @@ from tests.import_graph import graph as _graph, imports as _imports, modules as 
 
 LAYERS = {'lmjax': 0, 'lmjax.models': 1, 'lmjax.data': 1, 'lmjax.config': 2,
           'lmjax.decoding': 2, 'lmjax.objectives': 3, 'lmjax.train': 4, 'lmjax.tools': 5,
-          'lmjax.bench': 6}
+          'lmjax.bench': 6, 'lmjax.hf': 6}
 
 
 def _package(name):

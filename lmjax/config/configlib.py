@@ -243,6 +243,16 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   one_of('model.norm', layers.NORMS)
   need('model.norm_epsilon', lambda x: _is_num(x) and 0 < x < 1, 'a number in (0, 1)')
   one_of('model.init', layers.INIT_STYLES)
+  one_of('model.embed_scale', layers.EMBED_SCALES)
+  if m.get('family') == 'transformer':
+    one_of('model.position', ('sinusoidal', 'learned', 'relative'))
+  need('model.relative_buckets', lambda x: _is_int(x) and x >= 4 and x % 2 == 0,
+       'an even integer >= 4')
+  need('model.relative_max_distance',
+       lambda x: _is_int(x) and x > _get(config, 'model.relative_buckets') // 2,
+       'an integer > model.relative_buckets / 2 (buckets past the exact ones grow up to it)')
+  for f in ('scale_attention', 'scale_tied_logits'):
+    need(f'model.{f}', lambda x: isinstance(x, bool), 'True or False')
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
   one_of('model.matmul_dtype', layers.MATMUL_DTYPES)
   for f in ('dropout_rate', 'attention_dropout_rate'):

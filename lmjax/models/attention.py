@@ -29,7 +29,8 @@ def masked_softmax(logits, mask, dtype):
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 
-def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype):
+def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministic, dtype,
+                          bias=None, scale: bool = True):
   """Scaled dot-product attention.
 
   Args:
@@ -41,19 +42,28 @@ def dot_product_attention(q, k, v, mask, dropout_rng, dropout_rate, deterministi
     dropout_rate: probability of dropping an attention weight.
     deterministic: disables dropout.
     dtype: computation dtype.
+    bias: (B|1, H|1, Lq, Lk) float32 added to the scores (T5's relative positions), or None.
+    scale: divide the scores by sqrt(D) (False: T5, whose initialisation absorbs it).
 
   Returns:
     (B, Lq, H, D) attended values.
   """
-  q = q * (q.shape[-1] ** -0.5)
-  weights = masked_softmax(jnp.einsum('bqhd,bkhd->bhqk', q, k), mask, dtype)  # (B, H, Lq, Lk)
+  if scale:
+    q = q * (q.shape[-1] ** -0.5)
+  scores = with_bias(jnp.einsum('bqhd,bkhd->bhqk', q, k), bias)
+  weights = masked_softmax(scores, mask, dtype)  # (B, H, Lq, Lk)
   if not deterministic and dropout_rate > 0.0:
     keep = dropout_mask.keep_mask(dropout_rng, weights.shape, dropout_rate)
     weights = jnp.where(keep, weights * (1.0 / (1.0 - dropout_rate)), 0.0).astype(dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
-def cached_attention(q, k_t, v, mask, dtype):
+def with_bias(scores, bias):
+  """Scores plus an additive bias (in float32), or the scores unchanged when bias is None."""
+  return scores if bias is None else scores.astype(jnp.float32) + bias
+
+
+def cached_attention(q, k_t, v, mask, dtype, bias=None, scale: bool = True):
   """Attention over decode caches, every operand batch-major (no layout changes).
 
   Args:
@@ -62,12 +72,16 @@ def cached_attention(q, k_t, v, mask, dtype):
     v: (B, H, M, D) values.
     mask: (B, 1|H, Q|1, M) bool or None; False entries are not attended.
     dtype: computation dtype.
+    bias: (B|1, H, Q|1, M) float32 added to the scores, or None.
+    scale: divide the scores by sqrt(D).
 
   Returns:
     (B, H, Q, D) attended values.
   """
-  q = q * (q.shape[-1] ** -0.5)
-  weights = masked_softmax(jnp.einsum('bhqd,bhdm->bhqm', q, k_t), mask, dtype)  # (B, H, Q, M)
+  if scale:
+    q = q * (q.shape[-1] ** -0.5)
+  scores = with_bias(jnp.einsum('bhqd,bhdm->bhqm', q, k_t), bias)
+  weights = masked_softmax(scores, mask, dtype)  # (B, H, Q, M)
   return jnp.einsum('bhqm,bhmd->bhqd', weights, v)
 
 
@@ -86,6 +100,7 @@ class MultiHeadAttention(nn.Module):
     matmul_dtype: of the projections (see `layers.matmul_fn`).
     attention_impl: of full-sequence attention, a value of
       `lmjax.platforms.ATTENTION_IMPLS` ('auto' resolved by `resolve_attention_impl`).
+    scale_scores: divide the scores by sqrt(head_dim) (False: T5).
   """
   num_heads: int
   qkv_dim: int
@@ -96,6 +111,7 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = True
   matmul_dtype: str = ''
   attention_impl: str = 'reference'
+  scale_scores: bool = True
 
   def _proj(self, name):
     head_dim = self.qkv_dim // self.num_heads
@@ -112,7 +128,7 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, x_q: jnp.ndarray, x_kv: jnp.ndarray,
                mask: Optional[attention_impls.AttentionMask], *,
                deterministic: bool, decode: str = '', position=None,
-               max_length: int = 0, beam_size: int = 1) -> jnp.ndarray:
+               max_length: int = 0, beam_size: int = 1, bias=None) -> jnp.ndarray:
     """Attends from x_q to x_kv.
 
     Args:
@@ -128,6 +144,8 @@ class MultiHeadAttention(nn.Module):
       max_length: cache length for decode='self'.
       beam_size: beams per sentence K for decode='self' (rows b*K + k); the keys/values
         stay in their beam slot (see `_self_step`).
+      bias: float32 added to the scores (T5's relative position bias), or None: (B|1, H,
+        Lq, Lk) for full sequences, (B|1, H, 1, max_length) for decode='self'.
 
     Returns:
       (B, Lq, D) output.
@@ -135,7 +153,8 @@ class MultiHeadAttention(nn.Module):
     features = x_q.shape[-1]
     q = self._proj('query')(x_q)  # (B, Lq, H, Dh)
     if decode == 'self':
-      return self._out(self._self_step(q, x_kv, position, max_length, beam_size), features)
+      return self._out(self._self_step(q, x_kv, position, max_length, beam_size, bias),
+                       features)
     if decode == 'cross':
       return self._out(self._cross_step(q, x_kv, mask), features)
     k = self._proj('key')(x_kv)  # (B, Lk, H, Dh)
@@ -146,7 +165,8 @@ class MultiHeadAttention(nn.Module):
     # The dtype q actually has (with matmul_dtype='bfloat16' the projections return float32
     # whatever config.model.dtype says): cuDNN takes 16-bit inputs only.
     impl = platforms.resolve_attention_impl(self.attention_impl, dtype=q.dtype.name,
-                                            head_dim=q.shape[-1], dropout=dropout)
+                                            head_dim=q.shape[-1], dropout=dropout,
+                                            bias=bias is not None)
     why = attention_impls.cudnn_unsupported(q.shape[1], k.shape[1], mask) if impl == 'cudnn' else ''
     if why and self.attention_impl != 'auto':
       raise ValueError(f"config.model.attention_impl='cudnn': {why}; use 'auto' or 'xla'")
@@ -155,12 +175,13 @@ class MultiHeadAttention(nn.Module):
     if impl == 'reference':
       out = dot_product_attention(q, k, v, attention_impls.dense_or_none(mask),
                                   self.make_rng('dropout') if dropout else None, self.dropout_rate,
-                                  deterministic, self.dtype)  # (B, Lq, H, Dh)
+                                  deterministic, self.dtype, bias, self.scale_scores)  # (B, Lq, H, Dh)
     else:
-      out = attention_impls.fused_attention(q, k, v, mask, impl).astype(self.dtype)
+      out = attention_impls.fused_attention(q, k, v, mask, impl, bias=bias,
+                                            scale=self.scale_scores).astype(self.dtype)
     return self._out(out, features)
 
-  def _self_step(self, q, x_kv, position, max_length: int, beam_size: int):
+  def _self_step(self, q, x_kv, position, max_length: int, beam_size: int, bias=None):
     """Cached causal self-attention of one new token per row.
 
     Every row writes its key/value into its beam slot, where it stays: 'slot_key' and
@@ -177,6 +198,8 @@ class MultiHeadAttention(nn.Module):
       position: scalar int32 position t of the new token.
       max_length: cache length L.
       beam_size: K.
+      bias: (1, H, 1, L) float32 bias of the new token's position against every cache
+        position, or None.
 
     Returns:
       (N, 1, H, Dh) attended values.
@@ -200,7 +223,10 @@ class MultiHeadAttention(nn.Module):
     anc.value = jax.lax.dynamic_update_slice_in_dim(anc.value, own[:, None, :], position, axis=1)
     # Positions after t were never written: their ancestry is all False.
     mask = anc.value.reshape(b, 1, k_size, max_length * k_size)  # (B, 1, K, L*K)
-    out = cached_attention(by_sentence(q), kt.value, v.value, mask, self.dtype)  # (B, H, K, Dh)
+    if bias is not None:  # entry t*K + k holds position t
+      bias = jnp.repeat(bias, k_size, axis=-1)  # (1, H, 1, L*K)
+    out = cached_attention(by_sentence(q), kt.value, v.value, mask, self.dtype, bias,
+                           self.scale_scores)  # (B, H, K, Dh)
     return out.transpose(0, 2, 1, 3).reshape(n, 1, h, dh)
 
   def _cross_step(self, q, x_kv, mask):
@@ -237,7 +263,8 @@ class MultiHeadAttention(nn.Module):
     mask = attention_impls.dense_or_none(mask)
     if mask is not None:
       mask = mask.reshape((b, k_size) + mask.shape[1:])[:, 0]  # (B, 1, 1, S)
-    out = cached_attention(q, kt.value, v.value, mask, self.dtype)  # (B, H, K, Dh)
+    out = cached_attention(q, kt.value, v.value, mask, self.dtype,
+                           scale=self.scale_scores)  # (B, H, K, Dh)
     return out.transpose(0, 2, 1, 3).reshape(n, 1, h, dh)
 
   def _out(self, out, features):

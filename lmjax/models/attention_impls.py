@@ -155,7 +155,7 @@ def check_splash_split(batch: int, heads: int, row_devices: int, head_devices: i
 
 
 def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
-                     interpret: Optional[bool] = None):
+                     interpret: Optional[bool] = None, scale: bool = True):
   """Pallas TPU splash attention (imported here, on first use, so only TPU runs need it).
 
   Under a mesh (the trainer's steps run under `jax.set_mesh` and the logical-axis rules:
@@ -171,6 +171,7 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
     mask: the attention mask, or None.
     interpret: run the kernel in the Pallas interpreter; None = when the devices are not
       TPUs (tests on CPU).
+    scale: divide the scores by sqrt(D).
 
   Returns:
     (B, Lq, H, D) attended values.
@@ -189,7 +190,7 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
   # The kernel takes (H, L, D) per example and does not scale the scores.
   heads_major = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))
                                      ).transpose(0, 2, 1, 3)
-  qh = heads_major(q * jnp.asarray(d ** -0.5, q.dtype), pq)  # (B, H, pq, D)
+  qh = heads_major(q * jnp.asarray(d ** -0.5 if scale else 1.0, q.dtype), pq)  # (B, H, pq, D)
   kh, vh = heads_major(k, pk), heads_major(v, pk)  # (B, H, pk, D)
   shape_mask = sm.CausalMask((pq, pk)) if mask.causal else sm.FullMask((pq, pk))
   bq, bk = _block(pq), _block(pk)
@@ -213,7 +214,8 @@ def splash_attention(q, k, v, mask: Optional[AttentionMask], *,
   return out.transpose(0, 2, 1, 3)[:, :lq].astype(q.dtype)
 
 
-def fused_attention(q, k, v, mask: Optional[AttentionMask], impl: str):
+def fused_attention(q, k, v, mask: Optional[AttentionMask], impl: str, *, bias=None,
+                    scale: bool = True):
   """Attention through a fused implementation ('xla', 'cudnn' or 'splash').
 
   Padding query rows: 'xla' gives what the reference gives (the mean of the values);
@@ -226,15 +228,25 @@ def fused_attention(q, k, v, mask: Optional[AttentionMask], impl: str):
     v: values, shaped like k.
     mask: the attention mask, or None.
     impl: 'xla', 'cudnn' or 'splash' (resolved: see lmjax.platforms.resolve_attention_impl).
+    bias: (B|1, H, Lq, Lk) float32 added to the scores, or None; 'xla' only (the
+      resolver never picks a kernel without bias support for a biased attention).
+    scale: divide the scores by sqrt(D) (False: T5).
 
   Returns:
     (B, Lq, H, D) attended values.
   """
+  if bias is not None and impl != 'xla':
+    raise ValueError(f'fused_attention: impl={impl!r} takes no attention bias')
+  factor = None if scale else 1.0  # None: JAX's default 1/sqrt(D)
   if impl == 'xla':
-    return jax.nn.dot_product_attention(q, k, v, mask=dense_or_none(mask), implementation='xla')
+    if bias is not None:
+      bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=dense_or_none(mask),
+                                        scale=factor, implementation='xla')
   if impl == 'cudnn':
-    return jax.nn.dot_product_attention(q, k, v, implementation='cudnn', **cudnn_arguments(mask))
+    return jax.nn.dot_product_attention(q, k, v, scale=factor, implementation='cudnn',
+                                        **cudnn_arguments(mask))
   if impl == 'splash':
-    return splash_attention(q, k, v, mask)
+    return splash_attention(q, k, v, mask, scale=scale)
   raise ValueError(f'fused_attention: impl={impl!r} is not one of xla, cudnn, splash')
 

@@ -250,7 +250,7 @@ class TransformerEncoderModel(EncoderModelBase):
     cfg = self.config
     check_head_config(cfg)
     dt = cfg.jnp_dtype
-    self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt)
+    self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, scale=cfg.embed_scale)
     self.encoder = transformer.Encoder(cfg, self.embed)
     self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
     if cfg.use_crf:

@@ -99,6 +99,10 @@ class PositionEmbedding(nn.Module):
 
 
 INIT_STYLES = ('xavier', 'gpt2')
+# config.model.embed_scale: whether embedding rows are multiplied by sqrt(D) ('init': when
+# config.model.init is 'xavier', as Vaswani et al.; Marian and BART-large scale, T5, GPT-2
+# and BERT do not).
+EMBED_SCALES = ('init', 'sqrt_dim', 'none')
 GPT2_STD = 0.02
 LSTM_STD = 0.1  # the LSTM models' embedding entries (Embed init='lstm')
 
@@ -141,12 +145,15 @@ class Embed(nn.Module):
       'gpt2': entries N(0, 0.02), unscaled (GPT-2, nanoGPT); 'lstm': entries N(0, 0.1),
       unscaled (the LSTM models: word, byte and VAE embeddings).
     matmul_dtype: of the tied logits (see `matmul_fn`).
+    scale: multiply looked-up rows by sqrt(D): 'init' (as `init` says: only 'xavier'),
+      'sqrt_dim' or 'none' (`config.model.embed_scale`, EMBED_SCALES).
   """
   num_embeddings: int
   features: int
   dtype: Dtype = jnp.float32
   init: str = 'xavier'
   matmul_dtype: str = ''
+  scale: str = 'init'
 
   def setup(self):
     if self.init != 'lstm':  # the LSTM models' own style; the others come from config.model.init
@@ -158,7 +165,10 @@ class Embed(nn.Module):
   def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
     """Args: ids (...) int32. Returns (..., D) embeddings (scaled by sqrt(D) for 'xavier')."""
     emb = lookup(self.embedding, ids).astype(self.dtype)
-    if self.init != 'xavier':
+    if self.scale not in EMBED_SCALES:
+      raise ValueError(f'config.model.embed_scale={self.scale!r}: expected one of '
+                       f'{", ".join(EMBED_SCALES)}')
+    if self.scale == 'none' or (self.scale == 'init' and self.init != 'xavier'):
       return emb
     return emb * jnp.sqrt(self.features).astype(self.dtype)
 
@@ -334,13 +344,19 @@ def dense_general_partitioning(init, names: Sequence[Optional[str]]):
   return boxed
 
 
-# 'gelu' is the exact (erf) form, as torch.nn.GELU / nanoGPT; 'gelu_tanh' the approximation.
-ACTIVATIONS = {'relu': nn.relu, 'gelu': partial(nn.gelu, approximate=False),
-               'gelu_tanh': partial(nn.gelu, approximate=True)}
+# 'gelu' is the exact (erf) form, as torch.nn.GELU / nanoGPT / BERT; 'gelu_tanh' the
+# approximation (GPT-2's gelu_new); 'silu' = swish (Marian). 'gated_X' is a gated linear
+# unit: X(x W_0) * (x W_1) (Shazeer 2020; T5 v1.1 and mT5 use 'gated_gelu_tanh').
+_PLAIN_ACTIVATIONS = {'relu': nn.relu, 'gelu': partial(nn.gelu, approximate=False),
+                      'gelu_tanh': partial(nn.gelu, approximate=True), 'silu': nn.silu}
+ACTIVATIONS = {**_PLAIN_ACTIVATIONS, **{f'gated_{k}': v for k, v in _PLAIN_ACTIVATIONS.items()}}
 
 
 class Mlp(nn.Module):
   """Position-wise feed-forward block: Dense → activation → dropout → Dense.
+
+  A gated activation ('gated_X') has two input projections, `wi_0` (through X) and `wi_1`
+  (linear), multiplied elementwise (T5 v1.1's names); the others have one, `wi`.
 
   Attributes:
     mlp_dim: hidden width F.
@@ -366,9 +382,13 @@ class Mlp(nn.Module):
     """Args: x (B, L, D). Returns (B, L, D)."""
     d = x.shape[-1]
     dot = matmul_fn(self.matmul_dtype)
-    h = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='wi', use_bias=self.use_bias,
-              init=kernel_init(self.init), dot_general=dot)(x)  # (B, L, F)
-    h = ACTIVATIONS[self.activation](h)
+    wi = lambda name: dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name=name,
+                            use_bias=self.use_bias, init=kernel_init(self.init),
+                            dot_general=dot)(x)  # (B, L, F)
+    if self.activation.startswith('gated_'):
+      h = ACTIVATIONS[self.activation](wi('wi_0')) * wi('wi_1')
+    else:
+      h = ACTIVATIONS[self.activation](wi('wi'))
     h = nn.with_logical_constraint(h, ('activation_batch', 'activation_length', 'activation_mlp'))
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense(d, ('mlp', 'embed'), self.dtype, name='wo', use_bias=self.use_bias,

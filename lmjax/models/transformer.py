@@ -28,7 +28,9 @@ class TransformerCoreConfig:
     dropout_rate: residual/embedding dropout.
     attention_dropout_rate: attention-weight dropout.
     pre_ln: pre-LayerNorm (True) or post-LayerNorm (False, original paper).
-    position: 'sinusoidal' or 'learned'.
+    position: 'sinusoidal' or 'learned' (added to the embeddings), or 'relative' (T5's
+      bucketed relative position bias on the self-attention scores, one per stack:
+      lmjax/models/relative_position.py).
     dtype: computation dtype ('float32', 'bfloat16' or 'auto': see
       `lmjax.platforms.resolve_dtype`); params stay float32.
     scan_layers: stack each layer stack with `nn.scan` (params get a leading 'layers'
@@ -49,6 +51,11 @@ class TransformerCoreConfig:
       lmjax/models/attention_impls.py); decoding steps always run 'reference'.
     norm: 'layernorm' or 'rmsnorm' (scale only, no centring; T5), `layers.NORMS`.
     norm_epsilon: the norms' epsilon (1e-6 as flax and T5; BERT 1e-12, GPT-2 1e-5).
+    relative_buckets: distance buckets of position='relative' (T5: 32).
+    relative_max_distance: where the buckets saturate (T5: 128).
+    scale_attention: divide attention scores by sqrt(head_dim) (False: T5).
+    embed_scale: multiply embedding rows by sqrt(D): 'init' (only with init='xavier'),
+      'sqrt_dim' or 'none' (`layers.EMBED_SCALES`).
   """
   vocab_size: int
   emb_dim: int
@@ -71,6 +78,10 @@ class TransformerCoreConfig:
   attention_impl: str = 'reference'
   norm: str = 'layernorm'
   norm_epsilon: float = 1e-6
+  relative_buckets: int = 32
+  relative_max_distance: int = 128
+  scale_attention: bool = True
+  embed_scale: str = 'init'
 
   @property
   def jnp_dtype(self):
@@ -86,11 +97,14 @@ class TransformerConfig(TransformerCoreConfig):
     share_embeddings: one embedding table for source and target (needs equal vocabs).
     tie_output: output logits through the target embedding matrix.
     num_decoder_layers: decoder depth.
+    scale_tied_logits: multiply the decoder output by D^-0.5 before tied logits (T5 v1.0,
+      whose embeddings are not scaled on the way in).
   """
   target_vocab_size: int
   share_embeddings: bool
   tie_output: bool
   num_decoder_layers: int
+  scale_tied_logits: bool = False
 
 
 # config.model.remat_policy → jax.checkpoint policy (None = save nothing, recompute all).
@@ -126,9 +140,10 @@ class Block(nn.Module):
   scanned: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, encoded=None, cross_mask=None, position=None):
+  def __call__(self, x, mask, encoded=None, cross_mask=None, position=None, bias=None):
     """Args: x (B, L, D); mask, cross_mask: `attention_impls.AttentionMask` (L → L, L → S)
-    or None; encoded (B, S, D); position: scalar int32 when decoding.
+    or None; encoded (B, S, D); position: scalar int32 when decoding; bias: the stack's
+    relative position bias for the self-attention (see `MultiHeadAttention`) or None.
 
     Returns: (B, L, D), or ((B, L, D), None) when `scanned`.
     """
@@ -150,16 +165,16 @@ class Block(nn.Module):
     def self_attn(h):
       return attention.MultiHeadAttention(
           cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='self_attention',
-          attention_impl=cfg.attention_impl, **init)(
+          attention_impl=cfg.attention_impl, scale_scores=cfg.scale_attention, **init)(
               h, h, mask, deterministic=deterministic, decode='self' if decode else '',
-              position=position, max_length=max_length, beam_size=self.beam_size)
+              position=position, max_length=max_length, beam_size=self.beam_size, bias=bias)
 
     x = sublayer('self_attention', self_attn, x)
     if self.cross:
       def cross_attn(h):
         return attention.MultiHeadAttention(
             cfg.num_heads, cfg.qkv_dim, cfg.attention_dropout_rate, dt, name='cross_attention',
-            attention_impl=cfg.attention_impl, **init)(
+            attention_impl=cfg.attention_impl, scale_scores=cfg.scale_attention, **init)(
                 h, encoded, cross_mask, deterministic=deterministic,
                 decode='cross' if decode else '', position=position)
       x = sublayer('cross_attention', cross_attn, x)
@@ -171,7 +186,7 @@ class Block(nn.Module):
 
 
 def layer_stack(x, cfg: TransformerCoreConfig, num_layers: int, mask, encoded=None, cross_mask=None,
-                position=None, **block_kwargs):
+                position=None, bias=None, **block_kwargs):
   """Applies `num_layers` Blocks, unrolled (`layer_{i}`) or scanned (`layers`).
 
   Must be called inside a compact method: the blocks are children of the caller.
@@ -182,7 +197,7 @@ def layer_stack(x, cfg: TransformerCoreConfig, num_layers: int, mask, encoded=No
     x: (B, L, D) input.
     cfg: hyperparameters (reads scan_layers, remat_policy).
     num_layers: depth.
-    mask, encoded, cross_mask, position: passed to every block.
+    mask, encoded, cross_mask, position, bias: passed to every block.
     **block_kwargs: Block attributes (causal, cross, deterministic, decode, max_length).
 
   Returns:
@@ -198,17 +213,51 @@ def layer_stack(x, cfg: TransformerCoreConfig, num_layers: int, mask, encoded=No
                          prevent_cse=not cfg.scan_layers)
   if not cfg.scan_layers:
     for i in range(num_layers):
-      x = block_cls(cfg, name=f'layer_{i}', **block_kwargs)(x, mask, encoded, cross_mask, position)
+      x = block_cls(cfg, name=f'layer_{i}', **block_kwargs)(x, mask, encoded, cross_mask,
+                                                            position, bias)
     return x
   if num_layers == 0:
     return x
   scanned = nn.scan(block_cls, variable_axes={'params': 0, 'cache': 1, 'cross_cache': 1},
                     split_rngs={'params': True, 'dropout': True},
-                    in_axes=(nn.broadcast,) * 4, length=num_layers,
+                    in_axes=(nn.broadcast,) * 5, length=num_layers,
                     metadata_params={nn.PARTITION_NAME: 'layers'})
   x, _ = scanned(cfg, scanned=True, name='layers', **block_kwargs)(
-      x, mask, encoded, cross_mask, position)
+      x, mask, encoded, cross_mask, position, bias)
   return x
+
+
+def positions_or_bias(cfg: TransformerCoreConfig, x, positions, *, causal: bool,
+                      decode_position=None, max_length: int = 0):
+  """Adds absolute position embeddings to x, or makes the stack's relative position bias.
+
+  Must be called inside the stack's compact method ('pos' or 'relpos' become its children).
+
+  Args:
+    cfg: hyperparameters (reads position, max_len, num_heads, relative_*).
+    x: (B, L, D) embedded tokens.
+    positions: (B, L) int32 positions (within packed segments), or None for 0..L-1.
+    causal: the decoder's bias (keys after the query share no bucket) or the encoder's.
+    decode_position: scalar int32 position of the one new token when decoding, else None.
+    max_length: the decode cache length (decoding only).
+
+  Returns:
+    (x, bias): x with absolute positions added (unchanged for 'relative'), and the
+    (B|1, H, Lq, Lk) bias ((1, H, 1, max_length) when decoding) or None.
+  """
+  if cfg.position != 'relative':
+    return layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions), None
+  from lmjax.models import relative_position  # pylint: disable=g-import-not-at-top
+  if decode_position is not None:
+    q_positions = jnp.reshape(decode_position, (1, 1))
+    k_positions = jnp.arange(max_length)[None, :]
+  else:
+    q_positions = k_positions = (jnp.arange(x.shape[1])[None, :] if positions is None
+                                 else positions)
+  bias = relative_position.RelativePositionBias(
+      cfg.num_heads, cfg.relative_buckets, cfg.relative_max_distance, bidirectional=not causal,
+      init_std=cfg.emb_dim ** -0.5, name='relpos')(q_positions, k_positions)
+  return x, bias
 
 
 def unstacked_to_scanned(params):
@@ -260,11 +309,11 @@ class Encoder(nn.Module):
     """Args: inputs (B, S) int32; segmentation/positions (B, S) or None. Returns (B, S, D)."""
     cfg = self.config
     x = self.embed(inputs)  # (B, S, D)
-    x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
+    x, bias = positions_or_bias(cfg, x, positions, causal=False)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     valid = inputs > 0
     mask = attention_impls.AttentionMask(valid, valid, segmentation, segmentation)
-    x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, causal=False, cross=False,
+    x = layer_stack(x, cfg, cfg.num_encoder_layers, mask, bias=bias, causal=False, cross=False,
                     deterministic=deterministic)
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias,
@@ -307,15 +356,19 @@ class Decoder(nn.Module):
     else:
       valid = jnp.ones_like(decoder_inputs, dtype=bool)  # pads only follow real tokens
       mask = attention_impls.AttentionMask(valid, valid, segmentation, segmentation, causal=True)
-    x = layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions)
+    x, bias = positions_or_bias(cfg, x, positions, causal=True,
+                                decode_position=position if decode else None,
+                                max_length=max_length)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-    x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position,
+    x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position, bias,
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
                     max_length=max_length, beam_size=beam_size)
     if cfg.pre_ln:
       x = layers.layer_norm(name='final_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias,
                             kind=cfg.norm, epsilon=cfg.norm_epsilon)(x)
     if cfg.tie_output:
+      if cfg.scale_tied_logits:
+        x = x * jnp.asarray(cfg.emb_dim ** -0.5, x.dtype)
       logits = self.embed.attend(x, deterministic)
     else:
       logits = layers.dense(cfg.target_vocab_size, ('embed', 'vocab'), cfg.jnp_dtype,
@@ -335,10 +388,11 @@ class EncoderDecoder(nn.Module):
     if cfg.share_embeddings and cfg.vocab_size != cfg.target_vocab_size:
       raise ValueError('config.model.share_embeddings=True needs equal source and target '
                        f'vocab sizes, got {cfg.vocab_size} and {cfg.target_vocab_size}')
-    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, cfg.init, cfg.matmul_dtype)
+    self.source_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, cfg.init, cfg.matmul_dtype,
+                                     cfg.embed_scale)
     self.target_embed = (self.source_embed if cfg.share_embeddings
                          else layers.Embed(cfg.target_vocab_size, cfg.emb_dim, dt, cfg.init,
-                                           cfg.matmul_dtype))
+                                           cfg.matmul_dtype, cfg.embed_scale))
     self.encoder = Encoder(cfg, self.source_embed)
     self.decoder = Decoder(cfg, self.target_embed, cross=True)
 
@@ -371,7 +425,7 @@ class DecoderOnly(nn.Module):
   def setup(self):
     cfg = self.config
     self.embed = layers.Embed(cfg.target_vocab_size, cfg.emb_dim, cfg.jnp_dtype, cfg.init,
-                              cfg.matmul_dtype)
+                              cfg.matmul_dtype, cfg.embed_scale)
     self.decoder = Decoder(self.config, self.embed, cross=False)
 
   def encode(self, inputs, *, train: bool = False):

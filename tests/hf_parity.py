@@ -1,0 +1,72 @@
+"""Helpers of the Hugging Face conversion tests: tiny transformers models built from a
+config only (nothing downloaded), every tensor perturbed, and lmjax models built from
+their converted parameters."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+from lmjax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lmjax.hf import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lmjax.hf import mapping  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def perturbed(model, seed: int = 0, scale: float = 0.05):
+  """`model` with N(0, scale) noise added to every tensor (norm scales leave 1, biases and
+  relative position tables leave 0), so a converter that skips any tensor cannot pass."""
+  torch.manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * scale)
+  return model.eval()
+
+
+def save(model, directory: str) -> str:
+  model.save_pretrained(directory, safe_serialization=True)
+  return directory
+
+
+def expected_shapes(model_config, sizes, batch):
+  """{lmjax path: shape} of the parameters of `build_model(model_config, **sizes)`."""
+  module = models.build_model(model_config, **sizes)
+  shapes = jax.eval_shape(lambda: module.init({'params': jax.random.key(0)}, batch, train=False))
+  flat = flax.traverse_util.flatten_dict(flax.core.meta.unbox(shapes)['params'], sep='/')
+  return module, {k: v.shape for k, v in flat.items()}
+
+
+def nested(flat):
+  return flax.traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep='/')
+
+
+def flat_numpy(params):
+  return {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(params, sep='/').items()}
+
+
+def source_batch(vocab: int, lengths, width: int, seed: int = 0) -> np.ndarray:
+  """(B, width) int32 ids in [3, vocab), row b real for lengths[b] tokens then padding 0."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(3, vocab, size=(len(lengths), width)).astype(np.int32)
+  for b, n in enumerate(lengths):
+    ids[b, n:] = 0
+  return ids
+
+
+def hf_dir_roundtrip(table: mapping.Table, params, hf_config, directory: str) -> str:
+  """Writes lmjax params as an HF directory (what export_hf.py writes)."""
+  files.write_tensors(mapping.to_hf(table, flat_numpy(params)), directory)
+  files.write_config(hf_config, directory)
+  return directory
+
+
+def assert_logits_close(ours, theirs, atol=1e-4):
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  assert ours.shape == theirs.shape
+  diff = float(np.max(np.abs(ours - theirs)))
+  assert diff <= atol, f'max |logit difference| {diff:.3g} > {atol}'
+  return diff
+
