@@ -75,6 +75,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.embed_scale = 'init'
   # Multiply the decoder output by emb_dim^-0.5 before tied logits (T5 v1.0).
   c.model.scale_tied_logits = False
+  # Embedding/logit rows: 0 = the tokenizer's vocabulary; more pads it (a published
+  # checkpoint's table, e.g. T5's 32128 rows for 32000 pieces; experiments/import_hf.py).
+  c.model.padded_vocab_size = 0
   # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on
   # CPU: lmjax/platforms.py); params and optimizer state stay float32.
   c.model.dtype = 'auto'

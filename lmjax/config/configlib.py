@@ -251,6 +251,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('model.relative_max_distance',
        lambda x: _is_int(x) and x > _get(config, 'model.relative_buckets') // 2,
        'an integer > model.relative_buckets / 2 (buckets past the exact ones grow up to it)')
+  need('model.padded_vocab_size', _nonneg_int, 'an integer >= 0 (0 = the vocabulary size)')
   for f in ('scale_attention', 'scale_tied_logits'):
     need(f'model.{f}', lambda x: isinstance(x, bool), 'True or False')
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')

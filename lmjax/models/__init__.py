@@ -26,6 +26,10 @@ REGISTRY: Dict[Tuple[str, str], Tuple[Callable[..., nn.Module], type]] = {
 
 # Fields of config.model that select the model rather than parameterise it.
 SELECTORS = ('family', 'kind')
+# config.model.padded_vocab_size: > 0 gives the embedding and logits tables this many rows,
+# at least the tokenizer's (a published checkpoint's vocabulary: T5's 32128 rows for 32000
+# SentencePiece pieces and 100 sentinels); 0 = the tokenizer's size.
+PADDED_VOCAB = 'padded_vocab_size'
 
 
 def build_model(model_config, **sizes) -> nn.Module:
@@ -35,7 +39,7 @@ def build_model(model_config, **sizes) -> nn.Module:
     model_config: the `config.model` ConfigDict (or dict): `family`, `kind` and
       every field of the family's hyperparameter dataclass except the sizes.
     **sizes: fields that come from the data, e.g. vocab_size=…, target_vocab_size=…,
-      num_classes=….
+      num_classes=…; vocabulary sizes are raised to `config.model.padded_vocab_size`.
 
   Returns:
     An unbound flax module.
@@ -50,8 +54,15 @@ def build_model(model_config, **sizes) -> nn.Module:
     raise ValueError(f'config.model.family/kind = {key[0]}/{key[1]} is not a model; valid: {valid}')
   module_cls, config_cls = REGISTRY[key]
   fields = {f.name for f in dataclasses.fields(config_cls)}
+  padded = cfg.pop(PADDED_VOCAB, 0) or 0
   values = {k: v for k, v in cfg.items() if k not in SELECTORS}
   values.update({k: v for k, v in sizes.items() if k in fields})
+  for name in ('vocab_size', 'target_vocab_size'):
+    if padded and name in values:
+      if values[name] > padded:
+        raise ValueError(f'config.model.{PADDED_VOCAB}={padded} is smaller than the '
+                         f'vocabulary ({name}={values[name]})')
+      values[name] = padded
   unknown = sorted(set(values) - fields)
   if unknown:
     raise ValueError(f'config.model has fields {unknown} that {config_cls.__name__} does not take; '

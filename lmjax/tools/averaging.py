@@ -194,11 +194,30 @@ def write_averaged(workdir: str, *, last: int = 0, steps: Optional[Sequence[int]
   state['params'] = average_params(workdir, chosen, slot)
   state.pop('ema_params', None)
   meta['averaged_from'] = {'slot': slot, 'steps': chosen}
-  manager = _manager(out_dir, create=True)
+  write_checkpoint(workdir, 'averaged', output_step, state, meta)
+  return path, chosen
+
+
+def write_checkpoint(workdir: str, slot: str, step: int, state: Dict[str, Any],
+                     meta: Dict[str, Any]) -> str:
+  """Writes host arrays as WORKDIR/checkpoints/<slot>/<step> (items 'state' and 'meta'),
+  synchronously, in the layout `read_checkpoint` and the trainer's warm start read.
+
+  Args:
+    workdir: run directory.
+    slot: 'last', 'best' or 'averaged'.
+    step: the directory name.
+    state: {'params': …} and any other TrainState entries, as numpy arrays.
+    meta: JSON bookkeeping.
+
+  Returns:
+    The checkpoint's path.
+  """
+  manager = _manager(slot_dir(workdir, slot), create=True)
   try:
-    manager.save(output_step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave(meta)))
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)))
     manager.wait_until_finished()
   finally:
     manager.close()
-  return path, chosen
+  return fileio.join(slot_dir(workdir, slot), str(step))

@@ -1,0 +1,39 @@
+"""The model families lmjax converts, by Hugging Face `model_type`.
+
+Each family module gives `model_config(hf_config, tensor_names)` (config.model fields),
+`table(model_fields)` (its `mapping.Table`), `hf_config(model_fields)` (config.json for
+export) and `check_expressible(model_fields)`.
+"""
+
+from types import ModuleType
+from typing import Any, Dict
+
+from lmjax.hf import t5
+from lmjax.hf.files import HFError
+
+FAMILIES: Dict[str, ModuleType] = {name: t5 for name in t5.MODEL_TYPES}
+
+
+def by_model_type(hf_config: Dict[str, Any], where: str) -> ModuleType:
+  """The family of a config.json; HFError naming `where` and the supported types."""
+  model_type = hf_config.get('model_type')
+  if model_type not in FAMILIES:
+    raise HFError(f'{where}: model_type={model_type!r} is not one lmjax converts '
+                  f'(supported: {", ".join(sorted(FAMILIES))})')
+  return FAMILIES[model_type]
+
+
+def by_model_config(model: Dict[str, Any]) -> ModuleType:
+  """The family whose architecture an lmjax config.model describes.
+
+  Raises:
+    HFError: no family can hold it (listing what each family needs changed).
+  """
+  problems = []
+  for family in dict.fromkeys(FAMILIES.values()):
+    try:
+      family.check_expressible(model)
+      return family
+    except HFError as e:
+      problems.append(str(e))
+  raise HFError('no Hugging Face family fits config.model: ' + ' | '.join(problems))
