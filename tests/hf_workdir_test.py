@@ -2,8 +2,11 @@
 T5 v1.1 that transformers builds from a config (every tensor perturbed), a SentencePiece
 model trained here as its spiece.model, and a text task written to a temporary data dir."""
 
+import json
 import os
 import sys
+
+import flax
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from lmjax.data import tokenizers as tok_lib
 from lmjax.hf import convert
 from lmjax.hf.files import HFError
 from lmjax.tools import inference
+from lmjax.tools import workdir_tools
+from lmjax.train import checkpoint as ckpt_lib
 from lmjax.train import reporting
 from configs import multi30k_transformer
 
@@ -84,6 +89,8 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
                       decoder_input_ids=torch.tensor(np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
                                                      dtype=torch.long)).logits.numpy()
   hf_parity.assert_logits_close(_logits_of_workdir(workdir, inputs, targets), theirs)
+  report = workdir_tools.evaluate_workdir(workdir)  # evaluate.py's library call
+  assert report['checkpoint']['step'] == 0 and report['metrics']['bleu'] >= 0, report
 
   # decode.py on a text file: what transformers' greedy search writes, detokenized (lmjax's
   # seq2seq tasks end sources without EOS).
@@ -148,3 +155,33 @@ def test_a_bad_checkpoint_is_one_line_naming_the_tensor_and_writes_nothing(setup
     convert.import_checkpoint(broken, workdir,
                               multi30k_transformer.get_config(f'{data_dir},runlocal'))
   assert not os.path.exists(workdir) and not os.path.exists(workdir + '.import-tmp')
+
+
+def test_sharded_bfloat16_checkpoint_imports_as_its_float32_cast(setup, tmp_path):
+  """Shards listed by model.safetensors.index.json, stored in bfloat16: read whole, cast to
+  float32 (or kept as bfloat16 with param_dtype='keep')."""
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  hf_dir, data_dir, _, _ = setup
+  tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in
+             load_file(os.path.join(hf_dir, 'model.safetensors')).items()}
+  sharded = tmp_path / 'sharded'
+  sharded.mkdir()
+  for name in ('config.json', convert.SPIECE):
+    (sharded / name).write_bytes(open(os.path.join(hf_dir, name), 'rb').read())
+  names = sorted(tensors)
+  weight_map = {}
+  for i, part in enumerate((names[::2], names[1::2])):
+    shard = f'model-0000{i + 1}-of-00002.safetensors'
+    save_file({k: tensors[k] for k in part}, str(sharded / shard), metadata={'format': 'pt'})
+    weight_map.update({k: shard for k in part})
+  (sharded / 'model.safetensors.index.json').write_text(json.dumps({'weight_map': weight_map}))
+  config = multi30k_transformer.get_config(f'{data_dir},runlocal')
+  for dtype, want in (('float32', np.float32), ('keep', ml_dtypes.bfloat16)):
+    workdir = str(tmp_path / dtype)
+    report = convert.import_checkpoint(str(sharded), workdir, config, param_dtype=dtype)
+    assert report['tensors'] == len(tensors)
+    params = flax.traverse_util.flatten_dict(ckpt_lib.load_params(workdir)[0], sep='/')
+    embed = params['source_embed/embedding']
+    assert embed.dtype == want
+    np.testing.assert_array_equal(embed.astype(np.float32),
+                                  tensors['shared.weight'].astype(np.float32))
