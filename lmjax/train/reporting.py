@@ -3,6 +3,7 @@
 import io
 import json
 import shutil
+import sys
 import tempfile
 import time
 from typing import Dict, List, Mapping, Optional
@@ -11,6 +12,24 @@ import tqdm
 
 from lmjax import fileio
 from lmjax.train import guard
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch.
+
+  tensorboardX imports torch when it is installed (to accept torch tensors), ~3 s and
+  ~300 MB per process that writes scalars; lmjax passes floats. Unless something already
+  imported torch, the import is hidden from tensorboardX only (later imports see it).
+  """
+  if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
+    sys.modules['torch'] = None  # `import torch` raises ImportError inside tensorboardX
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    finally:
+      del sys.modules['torch']
+    return SummaryWriter
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -42,7 +61,7 @@ class MetricWriter:
     self._tb = None
     self._tb_remote = None
     if enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      summary_writer = _summary_writer_class()
       try:
         repair_jsonl(self.path)
         if resume_step is not None:
@@ -54,7 +73,7 @@ class MetricWriter:
       purge = resume_step + 1 if resume_step is not None and old_events else None
       if fileio.is_remote(tb_dir):  # tensorboardX writes local files; flush() copies them
         self._tb_remote, tb_dir = tb_dir, tempfile.mkdtemp(prefix='lmjax-tensorboard-')
-      self._tb = SummaryWriter(tb_dir, purge_step=purge)
+      self._tb = summary_writer(tb_dir, purge_step=purge)
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     """Appends one record and mirrors it to TensorBoard as `<split>/<name>`.
