@@ -34,15 +34,24 @@ def init(model, batch):
   return nn.meta.unbox(model.init({'params': jax.random.key(0)}, batch, train=False)['params'])
 
 
-@pytest.mark.parametrize('kind', ['encdec', 'decoder'])
-def test_scanned_stack_equals_unrolled_with_converted_params(kind):
+# T5's options (lmjax/hf/t5.py): relative position bias shared by a stack's layers (broadcast
+# into the scan; in decoding, one row of it per step), RMSNorm, gated GELU, no biases.
+T5 = dict(position='relative', relative_buckets=8, relative_max_distance=5, scale_attention=False,
+          embed_scale='none', norm='rmsnorm', use_bias=False, mlp_activation='gated_gelu_tanh',
+          scale_tied_logits=True)
+
+
+@pytest.mark.parametrize('kind,extra', [('encdec', {}), ('decoder', {}), ('encdec', T5)],
+                         ids=['encdec', 'decoder', 'encdec_t5'])
+def test_scanned_stack_equals_unrolled_with_converted_params(kind, extra):
   batch = make_batch()
-  unrolled, scanned = make_model(kind), make_model(kind, scan_layers=True)
+  unrolled, scanned = make_model(kind, **extra), make_model(kind, scan_layers=True, **extra)
   params = init(unrolled, batch)
   converted = transformer.unstacked_to_scanned(params)
   # Same tree as a scanned model creates, with a leading layers axis.
   assert (jax.tree.map(jnp.shape, converted) == jax.tree.map(jnp.shape, init(scanned, batch)))
-  assert converted['decoder']['layers']['mlp']['wi']['kernel'].shape == (3, 16, 32)
+  wi = 'wi_0' if extra else 'wi'
+  assert converted['decoder']['layers']['mlp'][wi]['kernel'].shape == (3, 16, 32)
   full = unrolled.apply({'params': params}, batch, train=False)
   np.testing.assert_allclose(scanned.apply({'params': converted}, batch, train=False), full,
                              atol=1e-5, rtol=1e-5)
