@@ -70,3 +70,14 @@ def assert_logits_close(ours, theirs, atol=1e-4):
   assert diff <= atol, f'max |logit difference| {diff:.3g} > {atol}'
   return diff
 
+
+
+def seq2seq_logits(model, inputs, targets):
+  """A transformers encoder-decoder's logits (B, T, V) for sources `inputs` (B, S; 0 =
+  padding) and teacher-forced `targets` (B, T), decoder inputs shifted right from 0."""
+  decoder_inputs = np.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor(inputs, dtype=torch.long),
+                attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
+                decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long))
+  return out.logits.numpy()

@@ -39,15 +39,6 @@ def import_t5(hf_dir, batch):
   return module, params, dict(model_config, vocab_size=vocab)
 
 
-def hf_logits(model, inputs, targets):
-  decoder_inputs = np.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # decoder start 0
-  with torch.no_grad():
-    out = model(input_ids=torch.tensor(inputs, dtype=torch.long),
-                attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
-                decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long))
-  return out.logits.numpy()
-
-
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_imported_t5_matches_transformers_and_exports_back(variant, tmp_path):
   hf_model = hf_t5(variant)
@@ -59,7 +50,7 @@ def test_imported_t5_matches_transformers_and_exports_back(variant, tmp_path):
   assert model_config['tie_output'] == (variant == 'v1.0_tied')
 
   ours = module.apply({'params': params}, batch, train=False)  # (2, 140, V)
-  theirs = hf_logits(hf_model, inputs, targets)
+  theirs = hf_parity.seq2seq_logits(hf_model, inputs, targets)
   hf_parity.assert_logits_close(ours, theirs)
 
   got = np.asarray(predict.greedy_decode(module, params, inputs, max_length=20))
@@ -73,4 +64,4 @@ def test_imported_t5_matches_transformers_and_exports_back(variant, tmp_path):
   out_dir = hf_parity.hf_dir_roundtrip(t5.table(model_config), params,
                                        t5.hf_config(model_config), str(tmp_path / 'export'))
   reloaded = transformers.T5ForConditionalGeneration.from_pretrained(out_dir).eval()
-  hf_parity.assert_logits_close(hf_logits(reloaded, inputs, targets), ours)
+  hf_parity.assert_logits_close(hf_parity.seq2seq_logits(reloaded, inputs, targets), ours)

@@ -83,11 +83,7 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
   inputs = np.stack([np.pad(tokenizer.encode(s) + [1], (0, 32 - len(tokenizer.encode(s)) - 1))
                      for s in _sentences(4, 5)]).astype(np.int32)
   targets = hf_parity.source_batch(tokenizer.vocab_size, [20, 13, 20, 7], 20, seed=3)
-  with torch.no_grad():
-    theirs = hf_model(input_ids=torch.tensor(inputs, dtype=torch.long),
-                      attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
-                      decoder_input_ids=torch.tensor(np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-                                                     dtype=torch.long)).logits.numpy()
+  theirs = hf_parity.seq2seq_logits(hf_model, inputs, targets)
   hf_parity.assert_logits_close(_logits_of_workdir(workdir, inputs, targets), theirs)
   report = workdir_tools.evaluate_workdir(workdir)  # evaluate.py's library call
   assert report['checkpoint']['step'] == 0 and report['metrics']['bleu'] >= 0, report
@@ -116,11 +112,7 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
   assert train[-1]['loss'] < train[0]['loss'] - 0.3, [r['loss'] for r in train]
   _run('export_hf.py', f'--workdir={tuned}', f'--output={exported}')
   reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
-  with torch.no_grad():
-    again = reloaded(input_ids=torch.tensor(inputs, dtype=torch.long),
-                     attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
-                     decoder_input_ids=torch.tensor(np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-                                                    dtype=torch.long)).logits.numpy()
+  again = hf_parity.seq2seq_logits(reloaded, inputs, targets)
   hf_parity.assert_logits_close(_logits_of_workdir(tuned, inputs, targets), again)
   assert os.path.exists(os.path.join(exported, convert.SPIECE))
 
