@@ -148,7 +148,14 @@ def tagger(tmp_path_factory):
   config.model.dropout_rate = 0.1
   config.task.source.max_eval_examples = 0
   config.optimizer.learning_rate = 2e-2
-  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 120
+  # Training rows of 16 (every sentence has <= 9 words) instead of max_input_length 64: the
+  # same 16 sentences per step at a quarter of the recurrent steps. Evaluation and decoding
+  # still pad to 64.
+  config.task.batching.mode = 'bucket'
+  config.task.batching.bucket_lengths = [16]
+  config.task.batching.max_tokens = 16 * config.train.batch_size
+  # Entity F1 (fixed seeds): 27 after 60 steps, 77 after 70, 100 from 80 on; 100 keeps a margin.
+  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 100
   config.train.async_checkpointing = False
   config.eval.num_samples = 0
   path = os.path.join(root, 'run')
@@ -238,7 +245,8 @@ def classifier(tmp_path_factory):
   config.task.tokenizer.min_count = 10_000  # every word is <unk>
   config.model.dropout_rate = 0.0
   config.optimizer.learning_rate = 2e-2
-  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 150
+  # Accuracy (fixed seeds): 77 % after 20 steps, 100 % from 30 on; 60 keeps a 2x margin.
+  config.train.num_train_steps = config.train.eval_every = config.train.checkpoint_every = 60
   config.train.async_checkpointing = False
   config.eval.num_samples = 0
   path = str(tmp_path / 'run')

@@ -210,6 +210,9 @@ def test_distillation_qat_and_pruning_train_and_resume_bit_identically(data, tea
   config.train.quantization = 'int8'
   config.train.pruning.sparsity, config.train.pruning.update_every = 0.5, 2
   config.train.eval_every = config.train.checkpoint_every = 4  # compile one eval per run
+  # Each run's eval decodes (BLEU) with the untrained student: one row per device and a few
+  # steps are enough for it to run; this test checks the training state, not the decodes.
+  config.eval.batch_size, config.eval.decode_max_length = 8, 4
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   loop.train_and_evaluate(config, straight)
   loop.train_and_evaluate(config, resumed, stop_after_steps=2)
