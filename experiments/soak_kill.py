@@ -35,6 +35,9 @@ _MIN_DELAY = flags.DEFINE_float('min_delay', 0.0, 'Shortest delay before a kill,
 _WAIT = flags.DEFINE_bool('wait_for_progress', False,
                           'Count the delay from the first train row of each launch (kills land '
                           'in training) instead of from the launch.')
+_KILL_BY_STEP = flags.DEFINE_integer(
+    'kill_by_step', 0, 'Kill a launch no later than when its metrics.jsonl reaches this step '
+    '(0 = no limit): kills still land in a live run however fast it trains.')
 _CACHE = flags.DEFINE_bool('compilation_cache', True,
                            'Share a JAX compilation cache between launches (faster relaunches).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Delete an earlier soak in --workdir first.')
@@ -66,7 +69,8 @@ def main(argv):
   kills = soak.kill_and_resume(
       soak.train_command(config, killed, overrides), killed, _KILLS.value, _SEED.value,
       _MAX_DELAY.value or wall, env, wait_for_progress=_WAIT.value, min_delay=_MIN_DELAY.value,
-      timeout=max(600.0, 3 * wall), damage=_parse_damage(_DAMAGE.value))
+      timeout=max(600.0, 3 * wall), damage=_parse_damage(_DAMAGE.value),
+      kill_by_step=_KILL_BY_STEP.value or None)
   comparison = soak.compare(straight, killed)
   print(soak.format_report(kills, comparison))
   print(f'total {time.time() - t0:.1f} s')

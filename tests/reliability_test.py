@@ -81,23 +81,34 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   worker processes reading ArrayRecord shards) vs no kill; each kill also damages the newest
   checkpoint."""
   data = stream_test.write_corpus(str(tmp_path / 'data'), num_train=2000)
-  # 2,000 pairs in batches of 16 packed 32-token rows: ~30 steps an epoch, so checkpoints
-  # every 7 steps fall mid-epoch. Compile time dominates on CPU: 80 steps give each launch a
-  # few seconds of training (steps, background saves, metric writes) for the kill to land in.
-  steps = 80
+  # 2,000 pairs in batches of 16 packed 32-token rows (~3.3 pairs a row): ~38 steps an epoch,
+  # so checkpoints every 7 steps fall mid-epoch, and 42 steps cross an epoch's end, in the
+  # last launch too (kill_by_step kills the one before by step 36: it resumes from 28 or
+  # earlier). Each killed launch gets a few seconds of training (steps, background saves,
+  # metric writes) for its kill to land in, and kill_by_step keeps every kill before the
+  # run's last steps however fast the machine. Tokenizing in-process (preprocess_workers=1)
+  # spares two interpreter start-ups; the Grain workers stay two.
+  steps = 42
   overrides = ['--config.task.tokenizer.type=word', '--config.task.tokenizer.vocab_size=0',
-               '--config.task.batching.workers=2', f'--config.train.num_train_steps={steps}',
-               '--config.train.log_every=1', '--config.train.checkpoint_every=7',
-               f'--config.train.eval_every={steps}', '--config.eval.num_samples=0']
+               '--config.task.preprocess_workers=1', '--config.task.batching.workers=2',
+               f'--config.train.num_train_steps={steps}', '--config.train.log_every=1',
+               '--config.train.checkpoint_every=7', f'--config.train.eval_every={steps}',
+               '--config.eval.num_samples=0']
   spec = f'configs/multi30k_transformer.py:{data},runlocal'
-  env = soak.subprocess_env(str(tmp_path / 'jax_cache'))
+  # The session's compilation cache (tests/conftest.py), so that the launches are forked from
+  # tests/scripts.py's server, which imported jax and lmjax once: each is train.py as its
+  # command line runs it, in its own process group (the SIGKILL takes its Grain workers).
+  env = soak.subprocess_env()
+  start = lambda cmd, env, log: scripts.start(cmd, log, cwd=REPO, env=env)
   straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
-  soak.run_to_completion(soak.train_command(spec, straight, overrides), env, timeout=300)
+  soak.run_to_completion(soak.train_command(spec, straight, overrides), env, timeout=300,
+                         start=start)
   # After each kill the newest checkpoint is also damaged (an array file cut short, then
   # emptied manifests): train.checkpoint_fallback moves it aside and resumes earlier.
   kills = soak.kill_and_resume(soak.train_command(spec, killed, overrides), killed, kills=2,
-                               seed=1, max_delay=2.5, env=env, wait_for_progress=True, timeout=300,
-                               damage={1: 'truncate', 2: 'manifest'})
+                               seed=1, max_delay=1.0, env=env, wait_for_progress=True, timeout=300,
+                               damage={1: 'truncate', 2: 'manifest'}, kill_by_step=steps - 6,
+                               start=start)
   result = soak.compare(straight, killed)
   print(soak.format_report(kills, result))
   assert not any(k.finished for k in kills), kills  # every kill landed in a live run

@@ -10,7 +10,6 @@ Everything is checked before anything is written; the workdir appears whole or n
 """
 
 import json
-import os
 from typing import Any, Dict
 
 import flax
@@ -40,8 +39,8 @@ def bridged_tokenizer(hf_dir: str) -> tok_lib.SentencePieceTokenizer:
   Raises:
     HFError: no spiece.model, or one whose special ids differ from lmjax's.
   """
-  path = os.path.join(hf_dir, SPIECE)
-  if not os.path.exists(path):
+  path = fileio.join(hf_dir, SPIECE)
+  if not fileio.exists(path):
     raise HFError(f'{hf_dir}: no {SPIECE} (the SentencePiece model T5 tokenizers ship); '
                   'copy it from the checkpoint\'s repository')
   try:
@@ -97,7 +96,7 @@ def import_checkpoint(hf_dir: str, workdir: str, config: ml_collections.ConfigDi
     raise HFError(f'--workdir {workdir} is not empty; nothing was written (import into a new '
                   'directory)')
   hf_config = files.read_config(hf_dir)
-  family = families.by_model_type(hf_config, os.path.join(hf_dir, files.CONFIG))
+  family = families.by_model_type(hf_config, fileio.join(hf_dir, files.CONFIG))
   tensors = files.read_tensors(hf_dir, 'float32' if param_dtype == 'float32' else None)
   fields = family.model_config(hf_config, tensors)
   vocab = fields.pop('vocab_size')
@@ -123,7 +122,7 @@ def import_checkpoint(hf_dir: str, workdir: str, config: ml_collections.ConfigDi
   loop.save_config(config, staging, 0)
   fileio.makedirs(fileio.join(staging, 'tokenizers'))
   tokenizer.save(fileio.join(staging, 'tokenizers', 'vocab.json'), options)
-  meta = {'imported_from': os.path.abspath(hf_dir), 'hf_model_type': hf_config['model_type']}
+  meta = {'imported_from': fileio.resolve(hf_dir), 'hf_model_type': hf_config['model_type']}
   averaging.write_checkpoint(staging, 'last', 0, {'step': np.int32(0), 'params': params}, meta)
   if fileio.exists(workdir):
     fileio.rmtree(workdir)  # empty (checked above)
@@ -165,7 +164,7 @@ def export_checkpoint(workdir: str, out_dir: str, checkpoint: str = 'latest') ->
   if fileio.exists(tokenizer_path):
     tokenizer = tok_lib.load(tokenizer_path)
     if isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
-      fileio.write_bytes(os.path.join(out_dir, SPIECE), tokenizer.model_proto)
+      fileio.write_bytes(fileio.join(out_dir, SPIECE), tokenizer.model_proto)
   return {'family': model.get('family'), 'slot': slot, 'step': step, 'tensors': len(tensors)}
 
 

@@ -6,7 +6,6 @@ are read as `ml_dtypes.bfloat16` arrays and kept, or cast to float32 on request.
 """
 
 import json
-import os
 from typing import Dict, Optional
 
 import ml_dtypes
@@ -29,7 +28,7 @@ def read_config(hf_dir: str) -> Dict:
   Raises:
     HFError: no readable config.json in `hf_dir`.
   """
-  path = os.path.join(hf_dir, CONFIG)
+  path = fileio.join(hf_dir, CONFIG)
   try:
     return json.loads(fileio.read_text(path))
   except (OSError, ValueError) as e:
@@ -42,16 +41,16 @@ def tensor_files(hf_dir: str) -> Dict[str, str]:
   Raises:
     HFError: neither model.safetensors nor model.safetensors.index.json.
   """
-  index = os.path.join(hf_dir, INDEX)
-  if os.path.exists(index):
+  index = fileio.join(hf_dir, INDEX)
+  if fileio.exists(index):
     weight_map = json.loads(fileio.read_text(index))['weight_map']
-    return {name: os.path.join(hf_dir, f) for name, f in weight_map.items()}
-  single = os.path.join(hf_dir, SINGLE)
-  if not os.path.exists(single):
+    return {name: fileio.join(hf_dir, f) for name, f in weight_map.items()}
+  single = fileio.join(hf_dir, SINGLE)
+  if not fileio.exists(single):
     raise HFError(f'{hf_dir}: no {SINGLE} or {INDEX} (only safetensors checkpoints are read; '
                   'save the model with save_pretrained(..., safe_serialization=True))')
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  with safe_open(single, framework='np') as f:
+  with fileio.local_copy(single) as local, safe_open(local, framework='np') as f:
     return {name: single for name in f.keys()}
 
 
@@ -72,7 +71,7 @@ def read_tensors(hf_dir: str, dtype: Optional[str] = None) -> Dict[str, np.ndarr
     by_file.setdefault(path, []).append(name)
   out = {}
   for path, names in by_file.items():
-    with safe_open(path, framework='np') as f:
+    with fileio.local_copy(path) as local, safe_open(local, framework='np') as f:
       for name in names:
         out[name] = f.get_tensor(name)
   if dtype == 'float32':
@@ -87,12 +86,12 @@ def _is_float(x: np.ndarray) -> bool:
 def write_tensors(tensors: Dict[str, np.ndarray], out_dir: str) -> None:
   """Writes `tensors` as one model.safetensors (metadata format 'pt', as transformers
   writes and expects), contiguous copies of each array."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  os.makedirs(out_dir, exist_ok=True)
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-            os.path.join(out_dir, SINGLE), metadata={'format': 'pt'})
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
+  fileio.makedirs(out_dir)
+  data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={'format': 'pt'})
+  fileio.write_bytes(fileio.join(out_dir, SINGLE), data)
 
 
 def write_config(config: Dict, out_dir: str) -> None:
-  os.makedirs(out_dir, exist_ok=True)
-  fileio.write_text(os.path.join(out_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True))
+  fileio.makedirs(out_dir)
+  fileio.write_text(fileio.join(out_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True))

@@ -12,8 +12,9 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -79,13 +80,56 @@ def subprocess_env(compilation_cache: Optional[str] = None) -> Dict[str, str]:
   return env
 
 
-def run_to_completion(cmd: Sequence[str], env: Dict[str, str], timeout: float) -> None:
-  """Runs `cmd`; raises RuntimeError with its stderr tail when it fails."""
-  proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE, timeout=timeout, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f'{" ".join(cmd)} exited with {proc.returncode}:\n'
-                       f'{proc.stderr.decode(errors="replace")[-3000:]}')
+# start(cmd, env, log_path) -> a started launch: its own session and process group, stdout
+# and stderr to log_path; the launch has `pid`, `poll()` and `wait(timeout)` as
+# subprocess.Popen has (the default is a subprocess.Popen; tests pass one that forks the
+# command from a server that imported jax once, tests/scripts.py).
+Start = Callable[[Sequence[str], Dict[str, str], str], Any]
+
+
+def popen(cmd: Sequence[str], env: Dict[str, str], log_path: str) -> subprocess.Popen:
+  """The default `Start`: a subprocess in its own session (SIGKILL takes its workers too)."""
+  with open(log_path, 'wb') as log:
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
+                            start_new_session=True)
+
+
+def _log_tail(log_path: str) -> str:
+  with open(log_path, 'rb') as f:
+    return f.read().decode(errors='replace')[-3000:]
+
+
+def _kill_group(proc) -> None:
+  """SIGKILLs the launch's process group (the run and its data-loader workers)."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:  # not yet its own group leader, or already gone
+    if proc.poll() is None:
+      os.kill(proc.pid, signal.SIGKILL)
+
+
+def _wait(proc, timeout: float) -> Optional[int]:
+  """Waits up to `timeout` s; the exit status, or None (still running)."""
+  try:
+    proc.wait(timeout)
+  except subprocess.TimeoutExpired:
+    pass
+  return proc.poll()
+
+
+def run_to_completion(cmd: Sequence[str], env: Dict[str, str], timeout: float,
+                      start: Optional[Start] = None) -> None:
+  """Runs `cmd` (see `Start`); raises RuntimeError with its output tail when it fails."""
+  with tempfile.TemporaryDirectory(prefix='lmjax-soak-') as logs:
+    log = os.path.join(logs, 'launch.log')
+    proc = (start or popen)(cmd, env, log)
+    code = _wait(proc, timeout)
+    if code is None:
+      _kill_group(proc)
+      _wait(proc, 60)
+      raise RuntimeError(f'{" ".join(cmd)} ran past {timeout} s:\n{_log_tail(log)}')
+    if code != 0:
+      raise RuntimeError(f'{" ".join(cmd)} exited with {code}:\n{_log_tail(log)}')
 
 
 def _complete_steps(workdir: str) -> List[str]:
@@ -118,20 +162,43 @@ def partial_checkpoints(workdir: str) -> List[str]:
   return sorted(found)
 
 
-def _train_rows_since(workdir: str, since: float) -> List[Dict]:
-  return [r for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-          if r.get('split') == 'train' and r.get('time', 0) >= since]
+class _Metrics:
+  """WORKDIR/metrics.jsonl as a launch writes it, re-read only when the file changed.
+
+  kill_and_resume polls it every few milliseconds while a launch runs; most polls find
+  the file as it was (same inode, size and modification time) and parse nothing.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._key = None
+    self._rows: List[Dict] = []
+
+  def rows(self) -> List[Dict]:
+    """The parseable records (`reporting.read_jsonl`)."""
+    try:
+      st = os.stat(self.path)
+    except FileNotFoundError:
+      self._key, self._rows = None, []
+      return self._rows
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if key != self._key:
+      rows = reporting.read_jsonl(self.path)
+      self._key, self._rows = key, rows
+    return self._rows
+
+  def train_rows_since(self, since: float) -> List[Dict]:
+    return [r for r in self.rows() if r.get('split') == 'train' and r.get('time', 0) >= since]
+
+  def newest_step(self, since: float = 0.0) -> int:
+    """The newest step of the records written at or after `since` (time.time())."""
+    return max((r['step'] for r in self.rows() if r.get('time', 0) >= since), default=0)
 
 
-def _wait_while_running(proc: subprocess.Popen, until: Callable[[], bool], deadline: float) -> None:
+def _wait_while_running(proc, until: Callable[[], bool], deadline: float) -> None:
   """Polls `until()` while `proc` runs, until it holds or `deadline` (time.time()) passes."""
   while proc.poll() is None and time.time() < deadline and not until():
     time.sleep(0.02)
-
-
-def _newest_step(workdir: str) -> int:
-  return max((r['step'] for r in reporting.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))),
-             default=0)
 
 
 DAMAGE_KINDS = ('truncate', 'manifest')
@@ -167,7 +234,8 @@ def damage_checkpoint(step_dir: str, kind: str) -> str:
 
 def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max_delay: float,
                     env: Dict[str, str], wait_for_progress: bool = False, min_delay: float = 0.0,
-                    timeout: float = 600.0, damage: Optional[Dict[int, str]] = None) -> List[Kill]:
+                    timeout: float = 600.0, damage: Optional[Dict[int, str]] = None,
+                    kill_by_step: Optional[int] = None, start: Optional[Start] = None) -> List[Kill]:
   """Launches `cmd` `kills` times, SIGKILLs each at a random moment, then lets it finish.
 
   Args:
@@ -188,6 +256,11 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
       the moment, after its first train row (when any earlier damage has been set
       aside), that WORKDIR/checkpoints/last holds two complete checkpoints. Only a launch
       that ends on its own before then leaves its damage to the next kill.
+    kill_by_step: if set, a launch that logs this step (a metrics.jsonl record of its own)
+      before its delay is over is killed then: the kill still lands in a live run (steps
+      to go) however fast the machine trains, so a short run can be soaked with delays in
+      seconds.
+    start: how a launch is started (`Start`; default `popen`, a subprocess).
 
   Returns:
     One Kill per launch killed.
@@ -198,41 +271,45 @@ def kill_and_resume(cmd: Sequence[str], workdir: str, kills: int, seed: int, max
   rng = random.Random(seed)
   damage = dict(damage or {})
   record = []
-  for index in range(1, kills + 1):
-    launched = time.time()
-    # Its own process group: the kill takes the run's data-loader workers with it, as a
-    # preempted machine would (a worker that outlived it would hold stderr open).
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    delay = rng.uniform(min_delay, max_delay)
-    damage_due = any(k <= index for k in damage)
-    t = launched
-    if wait_for_progress or damage_due:
-      _wait_while_running(proc, lambda: bool(_train_rows_since(workdir, launched)),
-                          launched + timeout)
-      if damage_due:
-        _wait_while_running(proc, lambda: len(_complete_steps(workdir)) >= 2, launched + timeout)
-      t = time.time()
-    while proc.poll() is None and time.time() < t + delay:
-      time.sleep(0.01)
-    finished = proc.poll() is not None
-    if not finished:
-      os.killpg(proc.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=timeout)
-    if finished and proc.returncode != 0:
-      raise RuntimeError(f'launch {index} failed (exit {proc.returncode}):\n'
-                         f'{err.decode(errors="replace")[-3000:]}')
-    done = ''
-    pending = sorted(k for k in damage if k <= index)
-    complete = _complete_steps(workdir)
-    if pending and len(complete) >= 2 and not finished:
-      kind = damage.pop(pending[0])
-      damage_checkpoint(os.path.join(workdir, 'checkpoints', 'last', complete[-1]), kind)
-      done = f'{kind} step {complete[-1]}'
-    record.append(Kill(index, round(delay, 2), _newest_step(workdir),
-                       latest_complete_checkpoint(workdir), len(partial_checkpoints(workdir)),
-                       finished, done))
-  run_to_completion(cmd, env, timeout)
+  metrics = _Metrics(workdir)
+  start = start or popen
+  with tempfile.TemporaryDirectory(prefix='lmjax-soak-') as logs:
+    for index in range(1, kills + 1):
+      launched = time.time()
+      log = os.path.join(logs, f'launch-{index}.log')
+      # Its own process group: the kill takes the run's data-loader workers with it, as a
+      # preempted machine would (a worker that outlived it would hold its output open).
+      proc = start(cmd, env, log)
+      delay = rng.uniform(min_delay, max_delay)
+      damage_due = any(k <= index for k in damage)
+      t = launched
+      if wait_for_progress or damage_due:
+        _wait_while_running(proc, lambda: bool(metrics.train_rows_since(launched)),
+                            launched + timeout)
+        if damage_due:
+          _wait_while_running(proc, lambda: len(_complete_steps(workdir)) >= 2, launched + timeout)
+        t = time.time()
+      while proc.poll() is None and time.time() < t + delay:
+        if kill_by_step is not None and metrics.newest_step(since=launched) >= kill_by_step:
+          break
+        time.sleep(0.01)
+      finished = proc.poll() is not None
+      if not finished:
+        _kill_group(proc)
+      code = _wait(proc, timeout)
+      if finished and code != 0:
+        raise RuntimeError(f'launch {index} failed (exit {code}):\n{_log_tail(log)}')
+      done = ''
+      pending = sorted(k for k in damage if k <= index)
+      complete = _complete_steps(workdir)
+      if pending and len(complete) >= 2 and not finished:
+        kind = damage.pop(pending[0])
+        damage_checkpoint(os.path.join(workdir, 'checkpoints', 'last', complete[-1]), kind)
+        done = f'{kind} step {complete[-1]}'
+      record.append(Kill(index, round(delay, 2), metrics.newest_step(),
+                         latest_complete_checkpoint(workdir), len(partial_checkpoints(workdir)),
+                         finished, done))
+  run_to_completion(cmd, env, timeout, start)
   return record
 
 
