@@ -1,9 +1,8 @@
 """One table per model family maps every Hugging Face tensor to an lmjax parameter and back.
 
 A `Table` lists `Entry`s (lmjax parameter path, HF tensor name, and the array transforms
-both ways), the HF names that are tied copies of another tensor (`aliases`: present in
-some files, dropped by `save_pretrained` in others), and the HF tensors that provably do
-not change the outputs (`inert`: e.g. a key-projection bias, which softmax cancels).
+both ways) and the HF names that are tied copies of another tensor (`aliases`: present in
+some files, dropped by `save_pretrained` in others).
 `to_lmjax` checks the whole checkpoint before returning anything: every tensor used,
 every parameter assigned, every shape right, or one `HFError` with one line per problem.
 """
@@ -45,11 +44,6 @@ def split_heads_out(num_heads: int) -> Tuple[Transform, Transform]:
   return fwd, back
 
 
-def split_heads_bias(num_heads: int) -> Tuple[Transform, Transform]:
-  """torch (H*Dh,) projection bias ↔ flax DenseGeneral bias (H, Dh)."""
-  return (lambda b: b.reshape(num_heads, -1)), (lambda b: b.reshape(-1))
-
-
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One lmjax parameter ↔ one HF tensor.
@@ -73,14 +67,9 @@ class Table:
   Attributes:
     entries: one per lmjax parameter.
     aliases: {HF name: the HF name it is a tied copy of}; read only to check it is equal.
-    inert: {HF name: why it cannot change the outputs}; checked to exist, then not used.
-      `to_hf` writes zeros of `inert_shapes[name]` for each.
-    inert_shapes: {HF name: shape} of the inert tensors, for export.
   """
   entries: List[Entry]
   aliases: Dict[str, str] = dataclasses.field(default_factory=dict)
-  inert: Dict[str, str] = dataclasses.field(default_factory=dict)
-  inert_shapes: Dict[str, Tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
@@ -102,7 +91,7 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
       no entry assigns, tied copy that differs, and shape mismatch (tensor, both shapes).
   """
   problems, out = [], {}
-  used = {e.hf for e in table.entries} | set(table.aliases) | set(table.inert)
+  used = {e.hf for e in table.entries} | set(table.aliases)
   for name in sorted(set(tensors) - used):
     problems.append(f'{source}: tensor {name} {tuple(tensors[name].shape)} matches no '
                     'parameter of the model')
@@ -142,10 +131,5 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
 
 
 def to_hf(table: Table, params: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """lmjax parameters {path: array} → HF tensors {name: array} (aliases are not written;
-  inert tensors are written as zeros)."""
-  out = {e.hf: np.asarray(e.to_hf(np.asarray(params[e.path]))) for e in table.entries}
-  for name, shape in table.inert_shapes.items():
-    dtype = next(iter(out.values())).dtype if out else np.float32
-    out[name] = np.zeros(shape, dtype)
-  return out
+  """lmjax parameters {path: array} → HF tensors {name: array} (aliases are not written)."""
+  return {e.hf: np.asarray(e.to_hf(np.asarray(params[e.path]))) for e in table.entries}

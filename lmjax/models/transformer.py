@@ -11,6 +11,7 @@ from lmjax import platforms
 from lmjax.models import attention
 from lmjax.models import attention_impls
 from lmjax.models import layers
+from lmjax.models import relative_position
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -247,7 +248,6 @@ def positions_or_bias(cfg: TransformerCoreConfig, x, positions, *, causal: bool,
   """
   if cfg.position != 'relative':
     return layers.PositionEmbedding(cfg.position, cfg.max_len, name='pos')(x, positions), None
-  from lmjax.models import relative_position  # pylint: disable=g-import-not-at-top
   if decode_position is not None:
     q_positions = jnp.reshape(decode_position, (1, 1))
     k_positions = jnp.arange(max_length)[None, :]
