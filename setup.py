@@ -36,7 +36,10 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'hypothesis>=6.100', 'tensorflow-datasets>=4.9.7',
-                 'gensim>=4.3'],
+                 'gensim>=4.3',
+                 # T5Tokenizer's sentinel layout is the reference of the span-corruption tests
+                 # (no torch needed for tokenizers).
+                 'transformers>=4.50,<5'],
         'tfds': ['tensorflow-datasets>=4.9', 'tensorflow-cpu>=2.16'],
         'bench': ['torch>=2.3'],
         # The Hugging Face parity tests and round trips (tests/hf_*_test.py) build models with
