@@ -40,7 +40,7 @@ def test_statistics_over_ten_thousand_chunks_of_raw_length_141():
   span_lengths = collections.Counter()
   for i in range(10_000):
     tokens = rng.integers(3, PIECES, size=141)
-    ex = corrupt(i, tokens)
+    ex = corrupt(i, {'tokens': tokens})
     inputs, targets = ex['inputs'], ex['targets']
     assert len(inputs) == 128 and len(targets) == 29
     assert inputs[-1] == targets[-1] == tok_lib.EOS_ID
@@ -79,13 +79,13 @@ def test_noise_mask_counts_for_every_length(length):
 def test_masks_depend_on_seed_and_stream_index_only():
   tokens = np.arange(3, 144)
   a, b = sc.SpanCorruption(seed=3, vocab_size=V), sc.SpanCorruption(seed=3, vocab_size=V)
-  assert all(np.array_equal(a(i, tokens)['inputs'], b(i, tokens)['inputs']) for i in range(50))
+  assert all(np.array_equal(a(i, {'tokens': tokens})['inputs'], b(i, {'tokens': tokens})['inputs']) for i in range(50))
   n = 50  # the same example one epoch later sits at index i + N: a new mask
-  differ = sum(not np.array_equal(a(i, tokens)['inputs'], a(i + n, tokens)['inputs'])
+  differ = sum(not np.array_equal(a(i, {'tokens': tokens})['inputs'], a(i + n, {'tokens': tokens})['inputs'])
                for i in range(n))
   assert differ >= 45
   other = sc.SpanCorruption(seed=4, vocab_size=V)
-  assert sum(not np.array_equal(a(i, tokens)['inputs'], other(i, tokens)['inputs'])
+  assert sum(not np.array_equal(a(i, {'tokens': tokens})['inputs'], other(i, {'tokens': tokens})['inputs'])
              for i in range(n)) >= 45
 
 

@@ -18,6 +18,14 @@ Example = Mapping[str, np.ndarray]
 Batch = Dict[str, np.ndarray]
 
 
+def example_rng(seed: int, index: int) -> np.random.Generator:
+  """The random generator of the example at `index` of the endless training stream
+  (epoch · N + position), for per-example noise (span corruption, masked LM): it depends
+  on nothing else, so a resumed run draws what an uninterrupted one did, and every epoch
+  draws anew."""
+  return np.random.default_rng([int(seed) % (1 << 32), int(index)])
+
+
 def pad_batch(examples: Sequence[Example], lengths: Mapping[str, int], batch_size: int) -> Batch:
   """Stacks examples into a (batch_size, L, ...) batch, padding rows and positions with 0.
 

@@ -22,10 +22,11 @@ example's position in the endless shuffled stream (epoch · N + position): data 
 masks resume exactly, and every epoch draws new masks.
 """
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from lmjax.data import pipeline
 from lmjax.data import tokenizers as tok_lib
 
 # seqio's defaults (t5.data.preprocessors.span_corruption).
@@ -134,7 +135,7 @@ def corrupt(tokens: Sequence[int], rng: np.random.Generator, vocab_size: int,
 
   Args:
     tokens: the raw chunk (no EOS), ids below the sentinels.
-    rng: the example's generator (`example_rng`).
+    rng: the example's generator (`pipeline.example_rng`).
     vocab_size: V, sentinels included (`<extra_id_0>` = V − 1).
     noise_density, mean_noise_span_length: as `random_spans_noise_mask`.
 
@@ -148,11 +149,6 @@ def corrupt(tokens: Sequence[int], rng: np.random.Generator, vocab_size: int,
   eos = np.array([tok_lib.EOS_ID], np.int32)
   return {'inputs': np.concatenate([_spans_to_sentinels(tokens, mask, first), eos]),
           'targets': np.concatenate([_spans_to_sentinels(tokens, ~mask, first), eos])}
-
-
-def example_rng(seed: int, index: int) -> np.random.Generator:
-  """The generator of the example at `index` of the endless stream (epoch · N + position)."""
-  return np.random.default_rng([int(seed) % (1 << 32), int(index)])
 
 
 def chunk_documents(documents: Iterable[Sequence[int]], raw_length: int) -> List[np.ndarray]:
@@ -174,7 +170,8 @@ def chunk_documents(documents: Iterable[Sequence[int]], raw_length: int) -> List
 
 
 class SpanCorruption:
-  """The per-example transform: (stream index, raw chunk) → corrupted example.
+  """The per-example transform of the training stream: (stream index, {'tokens': raw
+  chunk}) → {'inputs', 'targets'}.
 
   Attributes:
     seed: the data seed.
@@ -193,8 +190,8 @@ class SpanCorruption:
     self.noise_density = float(noise_density)
     self.mean_noise_span_length = float(mean_noise_span_length)
 
-  def __call__(self, index: int, tokens: Sequence[int]) -> Dict[str, np.ndarray]:
-    """Args: index: position in the endless stream; tokens: the raw chunk. Returns the
-    example {'inputs', 'targets'}."""
-    return corrupt(tokens, example_rng(self.seed, index), self.vocab_size, self.noise_density,
-                   self.mean_noise_span_length)
+  def __call__(self, index: int, example: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Args: index: position in the endless stream; example: {'tokens': the raw chunk}.
+    Returns {'inputs', 'targets'}."""
+    return corrupt(example['tokens'], pipeline.example_rng(self.seed, index), self.vocab_size,
+                   self.noise_density, self.mean_noise_span_length)
