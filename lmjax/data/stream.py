@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -105,7 +105,8 @@ class StreamIterator:
   def __init__(self, source: Sequence, global_batch_size: int, lengths: Mapping[str, int],
                seed: int, process_index: int = 0, process_count: int = 1,
                batching: Optional[Mapping[str, Any]] = None, workers: int = 0,
-               decode: Optional[_Decode] = None):
+               decode: Optional[_Decode] = None,
+               transform: Optional[Callable[[int, Mapping[str, np.ndarray]], Batch]] = None):
     """Args:
       source: random-access examples: a `records.RecordSource` (with `decode`) or a list.
       global_batch_size: rows per step (plain, pack); the row multiple of buckets.
@@ -117,6 +118,9 @@ class StreamIterator:
         max_tokens, window).
       workers: Grain worker processes (0: batches are built in this process).
       decode: record bytes → example (None: the source holds examples).
+      transform: (stream index, example) → training example, e.g. span corruption or
+        masked-LM noise drawn from the index (epoch · N + position in the shuffled
+        stream, the same on every host and after a resume).
     """
     grain, batchers = _grain()
     batching = dict(batching or {'mode': 'plain'})
@@ -133,6 +137,10 @@ class StreamIterator:
     self.process_index, self.process_count = process_index, process_count
     local = global_batch_size // process_count
     ds = grain.MapDataset.source(source).shuffle(seed=self.seed % (1 << 32)).repeat()
+    if decode is not None:
+      ds = ds.map(decode)
+    if transform is not None:
+      ds = ds.map_with_index(transform)
     if self.mode in ('plain', 'pack'):
       if self.mode == 'plain' and self.num_examples < global_batch_size:
         raise ValueError(f'the training split has {self.num_examples} examples, fewer than '
@@ -140,8 +148,6 @@ class StreamIterator:
       if process_count > 1:
         ds = grain.MapDataset.range(len(ds) // process_count).map(
             _HostRows(ds, global_batch_size, local, process_index))
-    if decode is not None:
-      ds = ds.map(decode)
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0))
     if self.mode == 'plain':
       ds = ds.batch(local, batch_fn=functools.partial(_pad, lengths=dict(lengths), rows=local))

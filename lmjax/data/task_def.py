@@ -44,6 +44,9 @@ class Task:
       (untruncated), as the training examples are built; used by the decode CLI.
     train_source: the preprocessed training split on disk (lmjax.data.preprocess), read
       at random by the Grain pipeline; None = `train_examples` in memory.
+    train_transform: (stream index, example) → training example, applied by the Grain
+      pipeline (pretraining noise: `span_corruption.SpanCorruption`,
+      `masked_lm.MaskedLM`); None = the examples as they are.
   """
   name: str
   kind: str
@@ -60,6 +63,7 @@ class Task:
   encode_input: Optional[Callable[[str], pipeline.Example]] = None
   eval_annotations: Optional[List[List[str]]] = None
   train_source: Optional[records.RecordSource] = None
+  train_transform: Optional[Callable[[int, pipeline.Example], pipeline.Example]] = None
 
   def num_train_examples(self) -> int:
     """Size of the training split."""
@@ -88,13 +92,16 @@ class Task:
     """
     batching = dict(self.batching or {'mode': 'plain'})
     if batching['mode'] == 'windows':  # a token stream re-cut each epoch: see lm_stream
+      if self.train_transform is not None:
+        raise ValueError(f"config.task.batching.mode='windows' cannot apply task {self.name}'s "
+                         "per-example noise: use 'plain', 'pack' or 'bucket'")
       return lm_stream.WindowIterator.from_rows(self.train_examples, global_batch_size,
                                                 self.lengths['targets'], seed,
                                                 process_index=process_index,
                                                 process_count=process_count)
     kwargs = dict(global_batch_size=global_batch_size, lengths=self.lengths, seed=seed,
                   process_index=process_index, process_count=process_count, batching=batching,
-                  workers=batching.get('workers', 0))
+                  workers=batching.get('workers', 0), transform=self.train_transform)
     if self.train_source is not None:
       return stream.from_records(self.train_source, **kwargs)
     return stream.from_examples(self.train_examples, **kwargs)
