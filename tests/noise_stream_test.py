@@ -21,7 +21,7 @@ def _span_iter(mode='plain', **kw):
   batching = {'mode': mode}
   return stream.from_examples(_chunks(), global_batch_size=4,
                               lengths={'inputs': 128, 'targets': 29}, seed=3,
-                              batching=batching, transform=sc.SpanCorruption(9, V), **kw)
+                              batching=batching, transform=sc.SpanCorruption(V), **kw)
 
 
 def _take(it, n):
@@ -81,7 +81,7 @@ def test_masked_lm_noise_in_the_stream_resumes_exactly():
           for i in range(10)]
   make = lambda: stream.from_examples(rows, global_batch_size=2, lengths={'inputs': 40,
                                                                           'targets': 40},
-                                      seed=1, transform=masked_lm.MaskedLM(2, PIECES))
+                                      seed=1, transform=masked_lm.MaskedLM(PIECES))
   full = _take(make(), 9)
   it = make()
   _take(it, 4)

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from lmjax.data import pipeline
 from lmjax.data import span_corruption as sc
 from lmjax.data import tokenizers as tok_lib
 
@@ -35,12 +36,12 @@ def _reassemble(inputs, targets):
 
 
 def test_statistics_over_ten_thousand_chunks_of_raw_length_141():
-  corrupt = sc.SpanCorruption(seed=7, vocab_size=V)
+  corrupt = sc.SpanCorruption(vocab_size=V)
   rng = np.random.default_rng(0)
   span_lengths = collections.Counter()
   for i in range(10_000):
     tokens = rng.integers(3, PIECES, size=141)
-    ex = corrupt(i, {'tokens': tokens})
+    ex = corrupt(pipeline.example_rng(7, i), {'tokens': tokens})
     inputs, targets = ex['inputs'], ex['targets']
     assert len(inputs) == 128 and len(targets) == 29
     assert inputs[-1] == targets[-1] == tok_lib.EOS_ID
@@ -76,17 +77,17 @@ def test_noise_mask_counts_for_every_length(length):
     assert mask.sum() == expected and not mask[0] and mask[-1]
 
 
-def test_masks_depend_on_seed_and_stream_index_only():
+def test_a_generator_draws_the_same_mask_again():
   tokens = np.arange(3, 144)
-  a, b = sc.SpanCorruption(seed=3, vocab_size=V), sc.SpanCorruption(seed=3, vocab_size=V)
-  assert all(np.array_equal(a(i, {'tokens': tokens})['inputs'], b(i, {'tokens': tokens})['inputs']) for i in range(50))
-  n = 50  # the same example one epoch later sits at index i + N: a new mask
-  differ = sum(not np.array_equal(a(i, {'tokens': tokens})['inputs'], a(i + n, {'tokens': tokens})['inputs'])
-               for i in range(n))
-  assert differ >= 45
-  other = sc.SpanCorruption(seed=4, vocab_size=V)
-  assert sum(not np.array_equal(a(i, {'tokens': tokens})['inputs'], other(i, {'tokens': tokens})['inputs'])
-             for i in range(n)) >= 45
+  corrupt = sc.SpanCorruption(vocab_size=V)
+  same = [np.array_equal(corrupt(pipeline.example_rng(3, i), {'tokens': tokens})['inputs'],
+                         corrupt(pipeline.example_rng(3, i), {'tokens': tokens})['inputs'])
+          for i in range(50)]
+  assert all(same)
+  other = sum(not np.array_equal(corrupt(pipeline.example_rng(3, i), {'tokens': tokens})['inputs'],
+                                 corrupt(pipeline.example_rng(4, i), {'tokens': tokens})['inputs'])
+              for i in range(50))
+  assert other >= 45
 
 
 def test_documents_are_concatenated_then_cut_at_the_raw_length():
@@ -99,9 +100,9 @@ def test_documents_are_concatenated_then_cut_at_the_raw_length():
 
 def test_bad_parameters_are_one_clear_error():
   with pytest.raises(ValueError, match='noise_density'):
-    sc.SpanCorruption(seed=0, vocab_size=V, noise_density=1.5)
+    sc.SpanCorruption(vocab_size=V, noise_density=1.5)
   with pytest.raises(ValueError, match='mean_noise_span_length'):
-    sc.SpanCorruption(seed=0, vocab_size=V, mean_noise_span_length=0.5)
+    sc.SpanCorruption(vocab_size=V, mean_noise_span_length=0.5)
 
 
 def test_sentinels_are_what_transformers_t5_tokenizer_assigns(tmp_path):

@@ -8,16 +8,15 @@ positions and 0 (padding: loss weight 0) everywhere else, so the loss counts onl
 selected positions.
 
 lmjax's tokenizers have no [MASK]: it is the id after the tokenizer's vocabulary
-(`mask_id(pieces)`), and the model's vocabulary is one larger. Each example's draws come
-from (seed, stream index) alone (`pipeline.example_rng`): a resumed run masks what an
-uninterrupted one did, and each epoch masks anew.
+(`mask_id(pieces)`), and the model's vocabulary is one larger. In the training stream each
+example's draws come from (data seed, stream index) alone (`pipeline.example_rng`): a
+resumed run masks what an uninterrupted one did, and each epoch masks anew.
 """
 
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from lmjax.data import pipeline
 
 SELECT_RATE = 0.15
 MASK_FRACTION = 0.8
@@ -63,16 +62,16 @@ def mask_tokens(tokens: Sequence[int], rng: np.random.Generator, mask: int,
 
 
 class MaskedLM:
-  """The per-example transform of the training stream: (stream index, {'tokens': ids}) →
-  {'inputs', 'targets'}.
+  """The per-example noise of a masked-LM stream: (the example's generator, {'tokens': ids})
+  → {'inputs', 'targets'}. The training stream draws the generator from (data seed,
+  stream index): `lmjax.data.stream.StreamIterator`'s `transform`.
 
   Attributes:
-    seed: the data seed.
     mask: the [MASK] id (`mask_id(tokenizer pieces)`).
     select_rate, mask_fraction, random_fraction: BERT's 0.15, 0.8, 0.1.
   """
 
-  def __init__(self, seed: int, mask: int, select_rate: float = SELECT_RATE,
+  def __init__(self, mask: int, select_rate: float = SELECT_RATE,
                mask_fraction: float = MASK_FRACTION, random_fraction: float = RANDOM_FRACTION):
     if not 0.0 < select_rate < 1.0:
       raise ValueError(f'masked LM select_rate must be in (0, 1), got {select_rate}')
@@ -81,12 +80,13 @@ class MaskedLM:
                        f'most 1, got {mask_fraction} and {random_fraction}')
     if mask <= FIRST_REGULAR_ID:
       raise ValueError(f'masked LM [MASK] id must come after the regular tokens, got {mask}')
-    self.seed, self.mask = int(seed), int(mask)
+    self.mask = int(mask)
     self.select_rate, self.mask_fraction = float(select_rate), float(mask_fraction)
     self.random_fraction = float(random_fraction)
 
-  def __call__(self, index: int, example: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Args: index: position in the endless stream; example: {'tokens': (S,) ids}.
+  def __call__(self, rng: np.random.Generator, example: Mapping[str, np.ndarray]
+               ) -> Dict[str, np.ndarray]:
+    """Args: rng: the example's generator; example: {'tokens': (S,) ids}.
     Returns {'inputs', 'targets'}."""
-    return mask_tokens(example['tokens'], pipeline.example_rng(self.seed, index), self.mask,
-                       self.select_rate, self.mask_fraction, self.random_fraction)
+    return mask_tokens(example['tokens'], rng, self.mask, self.select_rate, self.mask_fraction,
+                       self.random_fraction)

@@ -17,16 +17,15 @@ each noise span after its sentinel; both end with EOS:
 Sentinels come after the tokenizer's vocabulary in seqio's layout: with `extra_ids`
 sentinels the vocabulary has V = pieces + extra_ids ids, `<extra_id_0>` = V − 1, and the
 k-th span of a chunk gets V − 1 − k (what `transformers.T5Tokenizer(extra_ids=100)`
-assigns). Each example's mask is drawn from (seed, index) alone, where the index is the
-example's position in the endless shuffled stream (epoch · N + position): data order and
-masks resume exactly, and every epoch draws new masks.
+assigns). In the training stream each example's mask is drawn from (data seed, index)
+alone, where the index is the example's position in the endless shuffled stream
+(epoch · N + position): data order and masks resume exactly, and every epoch draws anew.
 """
 
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from lmjax.data import pipeline
 from lmjax.data import tokenizers as tok_lib
 
 # seqio's defaults (t5.data.preprocessors.span_corruption).
@@ -135,7 +134,7 @@ def corrupt(tokens: Sequence[int], rng: np.random.Generator, vocab_size: int,
 
   Args:
     tokens: the raw chunk (no EOS), ids below the sentinels.
-    rng: the example's generator (`pipeline.example_rng`).
+    rng: the example's generator (`pipeline.example_rng` in the training stream).
     vocab_size: V, sentinels included (`<extra_id_0>` = V − 1).
     noise_density, mean_noise_span_length: as `random_spans_noise_mask`.
 
@@ -170,28 +169,29 @@ def chunk_documents(documents: Iterable[Sequence[int]], raw_length: int) -> List
 
 
 class SpanCorruption:
-  """The per-example transform of the training stream: (stream index, {'tokens': raw
-  chunk}) → {'inputs', 'targets'}.
+  """The per-example noise of a span-corruption stream: (the example's generator,
+  {'tokens': raw chunk}) → {'inputs', 'targets'}. The training stream draws the generator
+  from (data seed, stream index): `lmjax.data.stream.StreamIterator`'s `transform`.
 
   Attributes:
-    seed: the data seed.
     vocab_size: V with sentinels (tokenizer pieces + extra ids).
     noise_density, mean_noise_span_length: seqio's parameters.
   """
 
-  def __init__(self, seed: int, vocab_size: int, noise_density: float = NOISE_DENSITY,
+  def __init__(self, vocab_size: int, noise_density: float = NOISE_DENSITY,
                mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH):
     if not 0.0 < noise_density < 1.0:
       raise ValueError(f'span corruption noise_density must be in (0, 1), got {noise_density}')
     if mean_noise_span_length < 1.0:
       raise ValueError('span corruption mean_noise_span_length must be at least 1, got '
                        f'{mean_noise_span_length}')
-    self.seed, self.vocab_size = int(seed), int(vocab_size)
+    self.vocab_size = int(vocab_size)
     self.noise_density = float(noise_density)
     self.mean_noise_span_length = float(mean_noise_span_length)
 
-  def __call__(self, index: int, example: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Args: index: position in the endless stream; example: {'tokens': the raw chunk}.
+  def __call__(self, rng: np.random.Generator, example: Mapping[str, np.ndarray]
+               ) -> Dict[str, np.ndarray]:
+    """Args: rng: the example's generator; example: {'tokens': the raw chunk}.
     Returns {'inputs', 'targets'}."""
-    return corrupt(example['tokens'], pipeline.example_rng(self.seed, index), self.vocab_size,
-                   self.noise_density, self.mean_noise_span_length)
+    return corrupt(example['tokens'], rng, self.vocab_size, self.noise_density,
+                   self.mean_noise_span_length)

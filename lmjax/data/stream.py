@@ -62,6 +62,16 @@ class _Decode:
     return records.decode(raw, self.spec, self.dtype)
 
 
+class _Noise:
+  """(stream index, example) → transform(the example's generator, example); picklable."""
+
+  def __init__(self, transform, seed: int):
+    self.transform, self.seed = transform, seed
+
+  def __call__(self, index: int, example):
+    return self.transform(pipeline.example_rng(self.seed, index), example)
+
+
 class _HostRows:
   """Local position → global position: host p reads rows [p·L, (p+1)·L) of every global
   batch of B = P·L consecutive shuffled examples, so P hosts together see exactly what one
@@ -106,7 +116,8 @@ class StreamIterator:
                seed: int, process_index: int = 0, process_count: int = 1,
                batching: Optional[Mapping[str, Any]] = None, workers: int = 0,
                decode: Optional[_Decode] = None,
-               transform: Optional[Callable[[int, Mapping[str, np.ndarray]], Batch]] = None):
+               transform: Optional[Callable[[np.random.Generator, Mapping[str, np.ndarray]],
+                                            Batch]] = None):
     """Args:
       source: random-access examples: a `records.RecordSource` (with `decode`) or a list.
       global_batch_size: rows per step (plain, pack); the row multiple of buckets.
@@ -118,9 +129,10 @@ class StreamIterator:
         max_tokens, window).
       workers: Grain worker processes (0: batches are built in this process).
       decode: record bytes → example (None: the source holds examples).
-      transform: (stream index, example) → training example, e.g. span corruption or
-        masked-LM noise drawn from the index (epoch · N + position in the shuffled
-        stream, the same on every host and after a resume).
+      transform: (generator, example) → training example, e.g. span corruption or
+        masked-LM noise; each example's generator comes from (seed, its index in the
+        endless shuffled stream: epoch · N + position), the same on every host and after
+        a resume (`pipeline.example_rng`).
     """
     grain, batchers = _grain()
     batching = dict(batching or {'mode': 'plain'})
@@ -140,7 +152,7 @@ class StreamIterator:
     if decode is not None:
       ds = ds.map(decode)
     if transform is not None:
-      ds = ds.map_with_index(transform)
+      ds = ds.map_with_index(_Noise(transform, self.seed))
     if self.mode in ('plain', 'pack'):
       if self.mode == 'plain' and self.num_examples < global_batch_size:
         raise ValueError(f'the training split has {self.num_examples} examples, fewer than '

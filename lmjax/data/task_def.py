@@ -44,9 +44,10 @@ class Task:
       (untruncated), as the training examples are built; used by the decode CLI.
     train_source: the preprocessed training split on disk (lmjax.data.preprocess), read
       at random by the Grain pipeline; None = `train_examples` in memory.
-    train_transform: (stream index, example) → training example, applied by the Grain
-      pipeline (pretraining noise: `span_corruption.SpanCorruption`,
-      `masked_lm.MaskedLM`); None = the examples as they are.
+    train_transform: (generator, example) → training example, applied by the Grain
+      pipeline with a generator drawn from (data seed, stream index) (pretraining noise:
+      `span_corruption.SpanCorruption`, `masked_lm.MaskedLM`); None = the examples as
+      they are.
   """
   name: str
   kind: str
@@ -63,7 +64,8 @@ class Task:
   encode_input: Optional[Callable[[str], pipeline.Example]] = None
   eval_annotations: Optional[List[List[str]]] = None
   train_source: Optional[records.RecordSource] = None
-  train_transform: Optional[Callable[[int, pipeline.Example], pipeline.Example]] = None
+  train_transform: Optional[Callable[[np.random.Generator, pipeline.Example],
+                                     pipeline.Example]] = None
 
   def num_train_examples(self) -> int:
     """Size of the training split."""
