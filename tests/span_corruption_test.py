@@ -118,3 +118,9 @@ def test_sentinels_are_what_transformers_t5_tokenizer_assigns(tmp_path):
   assert (hf.pad_token_id, hf.eos_token_id, hf.unk_token_id) == (0, tok_lib.EOS_ID, tok_lib.UNK_ID)
   for k in range(100):
     assert hf.convert_tokens_to_ids(f'<extra_id_{k}>') == sc.sentinel_id(vocab_size, k)
+  ours = tok_lib.SentencePieceTokenizer(sp.model_proto, extra_ids=100)
+  ours.save(str(tmp_path / 'vocab.json'))
+  loaded = tok_lib.load(str(tmp_path / 'vocab.json'))
+  assert loaded.vocab_size == ours.vocab_size == vocab_size
+  ids = ours.encode('a small corpus') + [sc.sentinel_id(vocab_size, 0)] + ours.encode('line')
+  assert loaded.decode(ids + [tok_lib.EOS_ID, 5]) == hf.decode(ids, skip_special_tokens=False)

@@ -72,10 +72,15 @@ class Task:
     return len(self.train_source if self.train_source is not None else self.train_examples)
 
   def train_example(self, i: int = 0) -> pipeline.Example:
-    """The i-th training example (e.g. to build a dummy batch of the right shapes)."""
+    """The i-th training example as the model sees it (e.g. to build a dummy batch of the
+    right shapes): with `train_transform`, noised with the generator of stream index i."""
     if self.train_source is not None:
-      return self.train_source.example(i)
-    return self.train_examples[i]
+      example = self.train_source.example(i)
+    else:
+      example = self.train_examples[i]
+    if self.train_transform is not None:
+      example = self.train_transform(pipeline.example_rng(0, i), example)
+    return example
 
   def train_iterator(self, global_batch_size: int, seed: int, process_index: int = 0,
                      process_count: int = 1):

@@ -3,12 +3,14 @@
 `build_task(config.task, workdir)` looks `config.task.name` up in TASKS: task name →
 builder(config.task, workdir) → `lmjax.data.task_def.Task`. The builders live in
 `text_tasks` (synthetic_dates, text_seq2seq, text_lm), `synthetic_tasks`
-(synthetic_dates_lm / _classify / _tag) and `labeled_tasks` (text_classify, text_tag).
+(synthetic_dates_lm / _classify / _tag), `labeled_tasks` (text_classify, text_tag) and
+`pretrain_tasks` (text_span_corruption).
 """
 
 from typing import Callable, Dict, Mapping, Optional
 
 from lmjax.data import labeled_tasks
+from lmjax.data import pretrain_tasks
 from lmjax.data import synthetic_tasks
 from lmjax.data import text_tasks
 from lmjax.data.task_def import Task
@@ -23,6 +25,7 @@ TASKS: Dict[str, Builder] = {
     'synthetic_dates_tag': synthetic_tasks.synthetic_dates_tag,
     'text_classify': labeled_tasks.text_classify,
     'text_tag': labeled_tasks.text_tag,
+    'text_span_corruption': pretrain_tasks.text_span_corruption,
 }
 
 

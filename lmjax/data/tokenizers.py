@@ -104,13 +104,20 @@ class VocabTokenizer:
 class SentencePieceTokenizer:
   """SentencePiece (unigram or BPE) subwords with ids 0 = pad, 1 = EOS, 2 = unk.
 
+  With `extra_ids` sentinels after the pieces (T5's layout, as seqio and
+  `transformers.T5Tokenizer(extra_ids=N)`): `<extra_id_k>` = vocab_size − 1 − k.
+
   Attributes:
     model_proto: the serialized SentencePiece model.
+    extra_ids: sentinel ids after the pieces (span corruption).
   """
 
-  def __init__(self, model_proto: bytes):
+  def __init__(self, model_proto: bytes, extra_ids: int = 0):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     self.model_proto = model_proto
+    if extra_ids < 0:
+      raise ValueError(f'SentencePiece extra_ids must be ≥ 0, got {extra_ids}')
+    self.extra_ids = int(extra_ids)
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
     if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (0, EOS_ID, UNK_ID):
       raise ValueError('SentencePiece model must have pad_id=0, eos_id=1, unk_id=2')
@@ -152,28 +159,42 @@ class SentencePieceTokenizer:
     return cls(model.getvalue())
 
   @property
-  def vocab_size(self) -> int:
+  def pieces(self) -> int:
+    """The SentencePiece model's own ids (sentinels come after them)."""
     return self._sp.get_piece_size()
+
+  @property
+  def vocab_size(self) -> int:
+    return self.pieces + self.extra_ids
 
   def encode(self, text: str) -> List[int]:
     """Text → ids (no EOS)."""
     return self._sp.encode(text)
 
   def decode(self, ids: Iterable[int]) -> str:
-    """Ids → text, stopping at EOS and skipping padding."""
-    out = []
+    """Ids → text, stopping at EOS and skipping padding; sentinels as `<extra_id_k>`."""
+    parts, run = [], []
     for i in ids:
       i = int(i)
       if i == EOS_ID:
         break
-      if i > EOS_ID:
-        out.append(i if i < self.vocab_size else UNK_ID)
-    return self._sp.decode(out)
+      if i <= EOS_ID:
+        continue
+      if self.pieces <= i < self.vocab_size:
+        parts.extend([self._sp.decode(run), f'<extra_id_{self.vocab_size - 1 - i}>'])
+        run = []
+      else:
+        run.append(i if i < self.pieces else UNK_ID)
+    parts.append(self._sp.decode(run))
+    return ' '.join(p for p in parts if p)
 
   def save(self, path: str, options: Optional[Mapping[str, Any]] = None) -> None:
     """Writes the model (base64 inside JSON), atomically."""
-    _write_json_atomic(path, {'type': 'sentencepiece', 'options': dict(options or {}),
-                              'model': base64.b64encode(self.model_proto).decode('ascii')})
+    data = {'type': 'sentencepiece', 'options': dict(options or {}),
+            'model': base64.b64encode(self.model_proto).decode('ascii')}
+    if self.extra_ids:  # (absent: files written before sentinels existed read the same)
+      data['extra_ids'] = self.extra_ids
+    _write_json_atomic(path, data)
 
   @classmethod
   def load(cls, path: str) -> 'SentencePieceTokenizer':
@@ -189,7 +210,8 @@ def load(path: str):
   try:
     data = json.loads(fileio.read_text(path))
     if data.get('type', 'vocab') == 'sentencepiece':
-      tokenizer = SentencePieceTokenizer(base64.b64decode(data['model']))
+      tokenizer = SentencePieceTokenizer(base64.b64decode(data['model']),
+                                         int(data.get('extra_ids', 0)))
     else:
       tokenizer = VocabTokenizer(data['tokens'], data['level'])
   except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -1,0 +1,81 @@
+"""Pretraining tasks on unlabeled text: T5 span corruption (`text_span_corruption`).
+
+The text is the training split only (never an eval or test split): lines of monolingual
+files, or both sides of parallel files (one shared vocabulary, so that a translation
+fine-tune finds both languages covered). Documents are tokenized without EOS,
+concatenated and cut into chunks of the raw length that `max_input_length` needs
+(`span_corruption.random_spans_helper`); the last `source.eval_fraction` of the chunks is
+held out as the eval split, corrupted once with fixed masks. Training chunks are
+corrupted in the Grain stream, anew every epoch (`Task.train_transform`).
+"""
+
+from typing import List, Mapping, Optional
+
+from lmjax.data import pipeline
+from lmjax.data import span_corruption
+from lmjax.data import tokenizers as tok_lib
+from lmjax.data.task_def import Task
+from lmjax.data.text_common import build_tokenizers, limit, lower, read_split
+
+# Seed of the eval split's fixed masks (the training masks come from config.data_seed).
+EVAL_NOISE_SEED = 0x5EED
+
+
+def _documents(cfg: Mapping) -> List[str]:
+  """The training split's texts."""
+  src = cfg['source']
+  records = limit(read_split(cfg, 'train'), src['max_train_examples'])
+  if src['type'] == 'parallel':
+    return [text for pair in records for text in pair]
+  if src['type'] == 'monolingual':
+    return list(records)
+  if src['type'] == 'tfds':
+    return [r[src['target_key']] for r in records]
+  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a pretraining task "
+                   "(use 'monolingual', 'parallel' or 'tfds')")
+
+
+def text_span_corruption(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """T5 span-corruption pretraining (seq2seq: corrupted text → its noise spans).
+
+  Args:
+    cfg: config.task with `span_corruption` (noise_density, mean_noise_span_length,
+      extra_ids) and a shared SentencePiece tokenizer.
+    workdir: where the tokenizer is cached (None: do not cache).
+
+  Returns:
+    The Task; its vocabulary is the SentencePiece pieces + `extra_ids` sentinels.
+  """
+  noise = cfg['span_corruption']
+  tok_cfg = cfg['tokenizer']
+  if tok_cfg['type'] != 'sentencepiece' or not tok_cfg['shared']:
+    raise ValueError("config.task.tokenizer: span corruption needs one shared SentencePiece "
+                     "vocabulary (type='sentencepiece', shared=True)")
+  if noise['extra_ids'] < 1:
+    raise ValueError(f"config.task.span_corruption.extra_ids={noise['extra_ids']}: the "
+                     'sentinels need at least one id')
+  texts = [lower(cfg, t) for t in _documents(cfg)]
+  base = build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
+  tok = tok_lib.SentencePieceTokenizer(base.model_proto, noise['extra_ids'])
+  raw, target_length = span_corruption.random_spans_helper(
+      cfg['max_input_length'], noise['noise_density'], noise['mean_noise_span_length'])
+  chunks = span_corruption.chunk_documents((tok.encode(t) for t in texts), raw)
+  eval_fraction = cfg['source']['eval_fraction']
+  n_eval = max(1, int(round(len(chunks) * eval_fraction)))
+  if len(chunks) < n_eval + 1:
+    raise ValueError(f'the training text makes {len(chunks)} chunk(s) of {raw} tokens: too '
+                     'few to hold out config.task.source.eval_fraction='
+                     f'{eval_fraction} for eval and train on the rest')
+  train, held_out = chunks[:-n_eval], chunks[-n_eval:]
+  if cfg['source']['max_eval_examples']:
+    held_out = held_out[:cfg['source']['max_eval_examples']]
+  noiser = span_corruption.SpanCorruption(tok.vocab_size, noise['noise_density'],
+                                          noise['mean_noise_span_length'])
+  eval_ex = [noiser(pipeline.example_rng(EVAL_NOISE_SEED, i), {'tokens': c})
+             for i, c in enumerate(held_out)]
+  return Task(name=cfg['name'], kind='seq2seq', tokenizers={'inputs': tok, 'targets': tok},
+              lengths={'inputs': cfg['max_input_length'], 'targets': target_length},
+              train_examples=[{'tokens': c} for c in train], eval_examples=eval_ex,
+              eval_sources=[tok.decode(ex['inputs']) for ex in eval_ex],
+              eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
+              bleu_tokenize='none', batching=dict(cfg['batching']), train_transform=noiser)

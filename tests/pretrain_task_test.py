@@ -1,0 +1,84 @@
+"""The T5 span-corruption pretraining task (configs/pretrain_t5_span.py) on a tiny corpus."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lmjax.config import configlib
+from lmjax.data import span_corruption as sc
+from lmjax.data import tasks
+from lmjax.train import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ('a dog runs in the park . ein hund läuft im park . two men play music on a street . '
+         'zwei männer spielen musik auf einer straße . the child eats red apples . ').split()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('corpus')
+  rng = np.random.default_rng(0)
+  folder = root / 'multi30k' / 'tok'
+  folder.mkdir(parents=True)
+  for lang in ('en', 'de'):
+    lines = [' '.join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(400)]
+    (folder / f'train.lc.norm.tok.{lang}').write_text('\n'.join(lines) + '\n')
+  return str(root)
+
+
+def _config(data_dir, **overrides):
+  config = configlib.load_config_file(
+      os.path.join(REPO, 'configs', 'pretrain_t5_span.py') + f':{data_dir},runlocal')
+  config.task.tokenizer.vocab_size = 120
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def test_task_examples_have_seqio_lengths_and_sentinels_after_the_pieces(data_dir):
+  config = _config(data_dir)
+  task = tasks.build_task(config.task, None)
+  tok = task.tokenizers['inputs']
+  assert task.tokenizers['targets'] is tok
+  assert tok.vocab_size == tok.pieces + 100
+  assert task.lengths == {'inputs': 64, 'targets': 14}
+  raw, _ = sc.random_spans_helper(64)
+  for ex in task.eval_examples:
+    # Every held-out chunk but the last is a full 70-token chunk: 64 inputs, 14 targets.
+    assert len(ex['inputs']) <= 64 and len(ex['targets']) <= 14
+  full = [ex for ex in task.eval_examples[:-1]]
+  assert full and all(len(ex['inputs']) == 64 and len(ex['targets']) == 14 for ex in full)
+  assert task.eval_references[0].startswith('<extra_id_0>')
+  example = task.train_example(3)
+  assert set(example) == {'inputs', 'targets'} and example['targets'][0] == tok.vocab_size - 1
+  assert raw == 70 and all(len(ex['tokens']) == raw for ex in task.train_examples[:-1])
+  again = tasks.build_task(config.task, None)  # fixed eval masks
+  assert all(np.array_equal(a['inputs'], b['inputs'])
+             for a, b in zip(task.eval_examples, again.eval_examples))
+
+
+def test_bad_settings_are_one_clear_error(data_dir):
+  with pytest.raises(ValueError, match='shared SentencePiece'):
+    tasks.build_task(_config(data_dir, **{'task.tokenizer.type': 'word'}).task, None)
+  with pytest.raises(ValueError, match='extra_ids'):
+    tasks.build_task(_config(data_dir, **{'task.span_corruption.extra_ids': 0}).task, None)
+  with pytest.raises(ValueError, match='too few'):
+    tasks.build_task(_config(data_dir, **{'task.source.max_train_examples': 3}).task, None)
+
+
+def test_span_corruption_pretraining_trains(data_dir, tmp_path):
+  config = _config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
+                                'train.log_every': 10, 'train.checkpoint_every': 30,
+                                'optimizer.learning_rate': 1e-2})
+  loop.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  losses = [r['loss'] for r in rows if r.get('split') == 'train']
+  assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
+  saved = json.loads((tmp_path / 'tokenizers' / 'vocab.json').read_text())
+  assert saved['type'] == 'sentencepiece'
