@@ -95,6 +95,25 @@ def transformer_encoder(**values) -> ml_collections.ConfigDict:
   return m
 
 
+def t5_v11(m: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes a Transformer `config.model` (configs/default.py) T5 v1.1's architecture: relative
+  position bias, RMSNorm, no biases, gated-GELU (tanh), unscaled attention scores and
+  embeddings, one embedding table, untied logits. Sizes are left as they are.
+
+  The span-corruption pretraining config and the fine-tunes that start from it share this
+  (a warm start needs the same architecture).
+  """
+  m.position = 'relative'
+  m.norm = 'rmsnorm'
+  m.use_bias = False
+  m.mlp_activation = 'gated_gelu_tanh'
+  m.scale_attention = False
+  m.embed_scale = 'none'
+  m.share_embeddings = True
+  m.tie_output = False
+  return m
+
+
 def _update(section: ml_collections.ConfigDict, values) -> None:
   unknown = sorted(set(values) - set(section.keys()))
   if unknown:

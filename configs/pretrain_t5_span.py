@@ -16,6 +16,7 @@ biases, gated-GELU, unscaled attention, untied logits) at Multi30k's Transformer
 import ml_collections
 
 from configs import default
+from configs import model_sections
 from configs import text_task
 
 
@@ -37,12 +38,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task.tokenizer.model_type = 'bpe'
   c.task.tokenizer.vocab_size = 8000
   c.task.tokenizer.shared = True
+  # Sentinel ids after the SentencePiece pieces (T5: 100); fine-tunes keep them.
+  c.task.tokenizer.extra_ids = 100
   c.task.span_corruption = ml_collections.ConfigDict({
       # seqio's span_corruption defaults.
       'noise_density': 0.15,
       'mean_noise_span_length': 3.0,
-      # Sentinel ids after the SentencePiece pieces (T5: 100).
-      'extra_ids': 100,
   })
   c.task.batching.mode = 'plain'
 
@@ -52,14 +53,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.num_encoder_layers = c.model.num_decoder_layers = 4
   c.model.max_len = 64
   c.model.dropout_rate = 0.1
-  c.model.position = 'relative'
-  c.model.norm = 'rmsnorm'
-  c.model.use_bias = False
-  c.model.mlp_activation = 'gated_gelu_tanh'
-  c.model.scale_attention = False
-  c.model.embed_scale = 'none'
-  c.model.share_embeddings = True
-  c.model.tie_output = False
+  model_sections.t5_v11(c.model)
   c.optimizer.learning_rate = 5e-3
   c.optimizer.schedule = 'rsqrt'
   c.optimizer.warmup_steps = 1000

@@ -145,6 +145,9 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.tokenizer.character_coverage = 1.0
   # SentencePiece training-corpus sample size (sentences; 0 = all).
   t.tokenizer.max_sentences = 1_000_000
+  # SentencePiece: sentinel ids after the pieces (T5's `<extra_id_k>` = vocab − 1 − k; span
+  # corruption needs them, and a run fine-tuned from a span-corruption run keeps them).
+  t.tokenizer.extra_ids = 0
   # Word/char: minimum count to get an id (rarer tokens → <unk>).
   t.tokenizer.min_count = 1
   # Lowercase all text before tokenizing.

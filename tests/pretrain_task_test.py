@@ -22,9 +22,10 @@ def data_dir(tmp_path_factory):
   rng = np.random.default_rng(0)
   folder = root / 'multi30k' / 'tok'
   folder.mkdir(parents=True)
-  for lang in ('en', 'de'):
-    lines = [' '.join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(400)]
-    (folder / f'train.lc.norm.tok.{lang}').write_text('\n'.join(lines) + '\n')
+  for split, n in (('train', 400), ('val', 16)):
+    for lang in ('en', 'de'):
+      lines = [' '.join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(n)]
+      (folder / f'{split}.lc.norm.tok.{lang}').write_text('\n'.join(lines) + '\n')
   return str(root)
 
 
@@ -67,12 +68,13 @@ def test_bad_settings_are_one_clear_error(data_dir):
   with pytest.raises(ValueError, match='shared SentencePiece'):
     tasks.build_task(_config(data_dir, **{'task.tokenizer.type': 'word'}).task, None)
   with pytest.raises(ValueError, match='extra_ids'):
-    tasks.build_task(_config(data_dir, **{'task.span_corruption.extra_ids': 0}).task, None)
+    tasks.build_task(_config(data_dir, **{'task.tokenizer.extra_ids': 0}).task, None)
   with pytest.raises(ValueError, match='too few'):
     tasks.build_task(_config(data_dir, **{'task.source.max_train_examples': 3}).task, None)
 
 
-def test_span_corruption_pretraining_trains(data_dir, tmp_path):
+def test_span_corruption_pretraining_trains_and_a_translation_fine_tune_starts_from_it(
+    data_dir, tmp_path):
   config = _config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
                                 'train.log_every': 10, 'train.checkpoint_every': 30,
                                 'optimizer.learning_rate': 1e-2})
@@ -81,4 +83,18 @@ def test_span_corruption_pretraining_trains(data_dir, tmp_path):
   losses = [r['loss'] for r in rows if r.get('split') == 'train']
   assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
   saved = json.loads((tmp_path / 'tokenizers' / 'vocab.json').read_text())
-  assert saved['type'] == 'sentencepiece'
+  assert saved['type'] == 'sentencepiece' and saved['extra_ids'] == 100  # fine-tunes keep them
+
+  # configs/multi30k_t5.py: the same network on translation, from the pretrained run.
+  fine = configlib.load_config_file(os.path.join(REPO, 'configs', 'multi30k_t5.py')
+                                    + f':{data_dir},init_from={tmp_path},runlocal')
+  fine.task.tokenizer.vocab_size = 120
+  fine.train.num_train_steps, fine.train.log_every, fine.train.eval_every = 20, 10, 20
+  fine.train.checkpoint_every = 20
+  fine_dir = tmp_path.parent / (tmp_path.name + '_ft')
+  loop.train_and_evaluate(fine, str(fine_dir))
+  copied = json.loads((fine_dir / 'tokenizers' / 'vocab.json').read_text())
+  assert copied == saved  # the pretraining run's vocabulary and sentinels
+  rows = [json.loads(l) for l in (fine_dir / 'metrics.jsonl').read_text().splitlines()]
+  fine_losses = [r['loss'] for r in rows if r.get('split') == 'train']
+  assert len(fine_losses) == 2 and np.isfinite(fine_losses).all()

@@ -13,7 +13,6 @@ from typing import List, Mapping, Optional
 
 from lmjax.data import pipeline
 from lmjax.data import span_corruption
-from lmjax.data import tokenizers as tok_lib
 from lmjax.data.task_def import Task
 from lmjax.data.text_common import build_tokenizers, limit, lower, read_split
 
@@ -39,24 +38,23 @@ def text_span_corruption(cfg: Mapping, workdir: Optional[str]) -> Task:
   """T5 span-corruption pretraining (seq2seq: corrupted text → its noise spans).
 
   Args:
-    cfg: config.task with `span_corruption` (noise_density, mean_noise_span_length,
-      extra_ids) and a shared SentencePiece tokenizer.
+    cfg: config.task with `span_corruption` (noise_density, mean_noise_span_length) and
+      a shared SentencePiece tokenizer with `extra_ids` sentinels.
     workdir: where the tokenizer is cached (None: do not cache).
 
   Returns:
-    The Task; its vocabulary is the SentencePiece pieces + `extra_ids` sentinels.
+    The Task; its vocabulary is the SentencePiece pieces + the sentinels.
   """
   noise = cfg['span_corruption']
   tok_cfg = cfg['tokenizer']
   if tok_cfg['type'] != 'sentencepiece' or not tok_cfg['shared']:
     raise ValueError("config.task.tokenizer: span corruption needs one shared SentencePiece "
                      "vocabulary (type='sentencepiece', shared=True)")
-  if noise['extra_ids'] < 1:
-    raise ValueError(f"config.task.span_corruption.extra_ids={noise['extra_ids']}: the "
-                     'sentinels need at least one id')
+  if tok_cfg.get('extra_ids', 0) < 1:
+    raise ValueError(f"config.task.tokenizer.extra_ids={tok_cfg.get('extra_ids', 0)}: span "
+                     'corruption needs sentinel ids (T5: 100)')
   texts = [lower(cfg, t) for t in _documents(cfg)]
-  base = build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
-  tok = tok_lib.SentencePieceTokenizer(base.model_proto, noise['extra_ids'])
+  tok = build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
   raw, target_length = span_corruption.random_spans_helper(
       cfg['max_input_length'], noise['noise_density'], noise['mean_noise_span_length'])
   chunks = span_corruption.chunk_documents((tok.encode(t) for t in texts), raw)

@@ -112,6 +112,8 @@ def tokenizer_options(cfg: Mapping) -> Dict:
   if t['type'] == 'sentencepiece':
     opts.update(model_type=t['model_type'], character_coverage=t['character_coverage'],
                 max_sentences=t['max_sentences'])
+    if t.get('extra_ids', 0):  # only then, so that older workdirs' tokenizers still match
+      opts.update(extra_ids=t['extra_ids'])
   else:
     opts.update(min_count=t['min_count'])
   if t.get('vectors', ''):  # only then, so that older workdirs' tokenizers still match

@@ -226,8 +226,8 @@ def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
   Args:
     texts: training sentences (or documents).
     options: 'type' ('sentencepiece' | 'word' | 'char') and its settings: vocab_size,
-      model_type, character_coverage, max_sentences (sentencepiece); min_count,
-      vocab_size (0 = no cap) (word/char).
+      model_type, character_coverage, max_sentences, extra_ids (sentencepiece: sentinels
+      after the pieces, 0 if absent); min_count, vocab_size (0 = no cap) (word/char).
     seed: sampling seed for sentencepiece.
 
   Returns:
@@ -235,9 +235,11 @@ def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
   """
   kind = options['type']
   if kind == 'sentencepiece':
-    return SentencePieceTokenizer.train(
+    trained = SentencePieceTokenizer.train(
         texts, options['vocab_size'], options['model_type'], options['character_coverage'],
         options['max_sentences'], seed)
+    extra_ids = int(options.get('extra_ids', 0))
+    return SentencePieceTokenizer(trained.model_proto, extra_ids) if extra_ids else trained
   if kind in ('word', 'char'):
     return VocabTokenizer.build(texts, kind, options['min_count'], options['vocab_size'])
   raise ValueError(f"tokenizer type must be 'sentencepiece', 'word' or 'char', got {kind!r}")
