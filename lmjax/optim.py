@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules from `config.optimizer`."""
 
-from typing import Mapping
+import re
+from typing import Mapping, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -119,3 +121,53 @@ def make_optimizer(cfg: Mapping, total_steps: int) -> optax.GradientTransformati
   if cfg['grad_clip_norm'] > 0:
     opt = optax.chain(optax.clip_by_global_norm(cfg['grad_clip_norm']), opt)
   return opt
+
+
+def param_path(path) -> str:
+  """A pytree key path → the '/'-joined parameter path ('encoder/layer_0/mlp/wi/kernel')."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
+def freeze(tx: optax.GradientTransformation, patterns: Sequence[str]
+           ) -> optax.GradientTransformation:
+  """`tx` for every parameter but those whose path fully matches one of `patterns`, whose
+  updates are zero (`optax.multi_transform` with `set_to_zero`): frozen parameters stay
+  bit-identical, and `tx` (its clipping, decay and moments) sees only the others.
+
+  Args:
+    tx: the optimizer.
+    patterns: config.train.freeze regexes over '/'-joined parameter paths ([] = none).
+
+  Returns:
+    The gradient transformation.
+
+  Raises:
+    ValueError: a pattern that is not a regex, or matches no parameter (at init).
+  """
+  if not patterns:
+    return tx
+  compiled = []
+  for i, pattern in enumerate(patterns):
+    try:
+      compiled.append(re.compile(pattern))
+    except re.error as e:
+      raise ValueError(f'config.train.freeze[{i}]={pattern!r} is not a regular expression '
+                       f'({e})') from e
+
+  def labels(params):
+    used = set()
+
+    def label(path, _):
+      hits = {i for i, regex in enumerate(compiled) if regex.fullmatch(param_path(path))}
+      used.update(hits)
+      return 'frozen' if hits else 'trained'
+
+    out = jax.tree_util.tree_map_with_path(
+        label, params, is_leaf=lambda x: isinstance(x, flax.core.meta.AxisMetadata))
+    unused = [p for i, p in enumerate(patterns) if i not in used]
+    if unused:
+      raise ValueError(f'config.train.freeze patterns {unused} match no parameter (paths look '
+                       "like 'encoder/layer_0/mlp/wi/kernel')")
+    return out
+
+  return optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)

@@ -74,5 +74,5 @@ def test_bad_sources_are_clear_errors(source, tmp_path):
     started(config, str(tmp_path / 'd'))
   config.train.init_checkpoint = 'latest'
   config.model.emb_dim = config.model.qkv_dim = 2 * config.model.emb_dim
-  with pytest.raises(ValueError, match=r'config.train.init_from=.*do not fit this model'):
+  with pytest.raises(ValueError, match=r'config.train.init_from=.*parameters do not match this model'):
     started(config, str(tmp_path / 'e'))

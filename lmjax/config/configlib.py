@@ -344,6 +344,15 @@ def _check_compression(config, need) -> None:
   need('train.init_from', lambda x: isinstance(x, str), "a trained run's --workdir or '' (off)")
   need('train.init_checkpoint', lambda x: x in ('latest', 'best') or str(x).isdigit(),
        "'latest', 'best' or a step number")
+  for field in ('init_skip', 'freeze'):
+    if field in t:
+      need(f'train.{field}', lambda x: isinstance(x, (list, tuple)) and all(
+          isinstance(p, str) for p in x), 'a list of regexes over parameter paths')
+  if 'init_rules' in t:
+    need('train.init_rules', lambda x: isinstance(x, (list, tuple)) and all(
+        isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[0], str)
+        and (r[1] is None or isinstance(r[1], str)) for r in x),
+         "a list of [model regex, checkpoint path or None] pairs ([] = all by name)")
   need('train.quantization', lambda x: x in ('',) + quantization.MODES,
        "'' (off), 'int8' or 'int8_weights'")
   if 'pruning' not in t:

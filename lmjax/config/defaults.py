@@ -103,6 +103,18 @@ def train() -> ml_collections.ConfigDict:
   t.init_from = ''
   # Its checkpoint: 'latest', 'best' or a step number of its checkpoints/last.
   t.init_checkpoint = 'latest'
+  # Which parameters the warm start loads (lmjax/train/init_rules.py, t5x's assignment map):
+  # [[model regex, checkpoint path], ...] over '/'-joined paths, first match wins; the path
+  # may use the match's groups (\1), and None declares a new parameter (fresh init, e.g. a
+  # classifier head). [] = every parameter by its own name. Every model parameter must be
+  # covered and every checkpoint parameter loaded or skipped (init_skip), or the run stops
+  # with a list; WORKDIR/init_report.json lists what was loaded, new and skipped.
+  t.init_rules = []
+  # Regexes of checkpoint parameters the warm start leaves out (e.g. a pretraining head).
+  t.init_skip = []
+  # Regexes of parameters that never change (their updates are zero: optax.multi_transform),
+  # e.g. ['encoder/.*'] to train only a new head. [] = train everything.
+  t.freeze = []
   # Quantization-aware training with qwix (lmjax/models/quantization.py): '' = off, 'int8'
   # (int8 weights and activations, fake-quantized; straight-through gradients) or
   # 'int8_weights'. Checkpoints stay float; evaluate.py --quantize=int8 runs them in int8.

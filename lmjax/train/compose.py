@@ -3,7 +3,7 @@
     model      models.build_model, wrapped for quantization-aware training
                (config.train.quantization: qwix fake-quantized int8 matmuls);
     tx         the optimizer (config.optimizer), followed by magnitude pruning
-               (config.train.pruning.sparsity > 0);
+               (config.train.pruning.sparsity > 0), frozen where config.train.freeze says;
     objective  lmjax.objectives.registry.build (config.train.objective, or derived from the
                model and task), wrapped by word-level distillation with its frozen
                teacher (config.train.kd_weight > 0).
@@ -45,10 +45,12 @@ def model_for(config, task) -> nn.Module:
 
 
 def optimizer_for(config) -> optax.GradientTransformation:
-  """config.optimizer's optimizer, followed by pruning when config.train.pruning asks."""
+  """config.optimizer's optimizer, followed by pruning when config.train.pruning asks, with
+  zero updates for the parameters config.train.freeze names."""
   steps = config.train.num_train_steps
-  return pruning.from_config(optim.make_optimizer(config.optimizer, steps),
-                             config.train.pruning, steps)
+  tx = pruning.from_config(optim.make_optimizer(config.optimizer, steps),
+                           config.train.pruning, steps)
+  return optim.freeze(tx, list(config.train.get('freeze', [])))
 
 
 def objective_for(config, task, model, dummy_batch, mesh, rules) -> base.Objective:

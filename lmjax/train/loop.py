@@ -168,7 +168,8 @@ class Trainer:
     latest, state, meta, data_states = self.checkpointer.restore_newest_good(
         abstract, self.config.train.checkpoint_fallback)
     if latest is None:
-      self.state, warm = source_run.warm_start(self.state, self.shardings, self.config)
+      report = fileio.join(self.workdir, 'init_report.json') if self.is_main else ''
+      self.state, warm = source_run.warm_start(self.state, self.shardings, self.config, report)
       if warm:
         if self.is_main:
           print(warm, flush=True)

@@ -14,6 +14,7 @@ source's tokenizers/, so both runs share one vocabulary.
 import json
 from typing import Any, Tuple
 
+import flax
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -21,6 +22,7 @@ import numpy as np
 
 from lmjax import fileio
 from lmjax.train import checkpoint as ckpt_lib
+from lmjax.train import init_rules
 
 
 def copy_tokenizers(source: str, workdir: str) -> None:
@@ -127,16 +129,26 @@ def check_fits(host, target, where: str, step: int) -> None:
                      'fresh --workdir takes its tokenizers')
 
 
-def warm_start(state, shardings, config):
+def warm_start(state, shardings, config, report_path: str = ''):
   """The fresh TrainState with config.train.init_from's parameters (unchanged when unset).
+
+  Which parameters are loaded, from which checkpoint parameters, and which stay fresh
+  follows config.train.init_rules / init_skip (lmjax/train/init_rules.py; default: all,
+  by name).
 
   Args:
     state: the freshly initialised TrainState (step 0).
     shardings: its shardings.
     config: the run's config.
+    report_path: where to write the JSON report of loaded / new / skipped parameters
+      ('' = nowhere; the caller's process 0 passes WORKDIR/init_report.json).
 
   Returns:
     (state, a one-line description or '' when config.train.init_from is empty).
+
+  Raises:
+    ValueError: a source without that checkpoint, or parameters that do not match (one
+      line per problem).
   """
   source = config.train.get('init_from', '')
   if not source:
@@ -144,8 +156,18 @@ def warm_start(state, shardings, config):
   field = 'config.train.init_from'
   host, step = read_params(source, str(config.train.get('init_checkpoint', 'latest')), field,
                            'config.train.init_checkpoint')
-  check_fits(host, state.params, f'{field}={source!r}', step)
-  host = jax.tree.map(lambda h, p: np.asarray(h, p.dtype), host, state.params)
-  params = jax.device_put(host, shardings.params)
-  ema = None if state.ema_params is None else jax.device_put(host, shardings.ema_params)
-  return state.replace(params=params, ema_params=ema), f'Warm start: parameters of {source} step {step}'
+  ours, theirs = init_rules.flat_paths(state.params), init_rules.flat_paths(host)
+  assignment = init_rules.assign(
+      {k: np.shape(v) for k, v in ours.items()}, {k: np.shape(v) for k, v in theirs.items()},
+      list(config.train.get('init_rules', [])), list(config.train.get('init_skip', [])),
+      f'{field}={source!r} (step {step})')
+  # Loaded parameters are placed from the host copy; new ones keep their fresh arrays.
+  places = init_rules.flat_paths(shardings.params)
+  merged = {k: jax.device_put(np.asarray(theirs[assignment.loaded[k]], v.dtype), places[k])
+            if k in assignment.loaded else v for k, v in ours.items()}
+  params = flax.traverse_util.unflatten_dict(merged, sep='/')
+  ema = None if state.ema_params is None else jax.device_put(params, shardings.ema_params)
+  if report_path:
+    fileio.write_text(report_path, json.dumps(
+        {'init_from': source, 'step': step, **assignment.report()}, indent=2))
+  return state.replace(params=params, ema_params=ema), assignment.line(source, step)
