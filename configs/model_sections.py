@@ -85,7 +85,7 @@ def transformer_encoder(**values) -> ml_collections.ConfigDict:
   m.pooling = 'mean'
   # Linear-chain CRF over the tags (head='tag').
   m.use_crf = False
-  # 'classify' or 'tag'.
+  # 'classify', 'tag' or 'mlm' (masked-LM pretraining: BERT's head, vocabulary logits).
   m.head = 'classify'
   # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on CPU).
   m.dtype = 'auto'

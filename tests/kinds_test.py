@@ -283,7 +283,7 @@ def _dummy_batch(kind, length=8, rows=2, word_chars=0):
   chars = {'chars': jnp.ones((rows, length, word_chars), jnp.int32)} if word_chars else {}
   return {'seq2seq': {'inputs': x, 'targets': x}, 'lm': {'targets': x},
           'classify': {'inputs': x, 'label': jnp.zeros((rows,), jnp.int32), **chars},
-          'tag': {'inputs': x, 'tags': x, **chars}}[kind]
+          'tag': {'inputs': x, 'tags': x, **chars}, 'mlm': {'inputs': x, 'targets': x}}[kind]
 
 
 # configs/finetune.py takes a workdir, not 'runlocal' (tests/hf_workdir_test.py runs it).

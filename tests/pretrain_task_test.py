@@ -98,3 +98,53 @@ def test_span_corruption_pretraining_trains_and_a_translation_fine_tune_starts_f
   rows = [json.loads(l) for l in (fine_dir / 'metrics.jsonl').read_text().splitlines()]
   fine_losses = [r['loss'] for r in rows if r.get('split') == 'train']
   assert len(fine_losses) == 2 and np.isfinite(fine_losses).all()
+
+
+def _mlm_config(data_dir, **overrides):
+  config = configlib.load_config_file(
+      os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},runlocal')
+  config.task.source.train_files = ['multi30k/tok/train.lc.norm.tok.en',
+                                    'multi30k/tok/train.lc.norm.tok.de']
+  config.task.tokenizer.vocab_size = 120
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def test_masked_lm_task_rows_mask_and_model_head(data_dir):
+  config = _mlm_config(data_dir)
+  task = tasks.build_task(config.task, None)
+  tok = task.tokenizers['inputs']
+  mask = tok.pieces  # the one id after the pieces
+  assert task.kind == 'mlm' and tok.vocab_size == mask + 1
+  assert task.lengths == {'inputs': 64, 'targets': 64}
+  selected = 0
+  for ex in task.eval_examples:
+    sel = ex['targets'] > 0
+    selected += int(sel.sum())
+    assert np.all(ex['targets'][sel] >= 3)  # regular tokens only
+  assert selected > 0 and any(np.any(ex['inputs'] == mask) for ex in task.eval_examples)
+  from lmjax import models  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  model = models.build_model(config.model, **task.model_sizes())
+  batch = {k: np.stack([ex[k] for ex in task.eval_examples[:2]]) for k in ('inputs', 'targets')}
+  variables = model.init(jax.random.key(0), batch, train=False)
+  logits = model.apply(variables, batch, train=False)
+  assert logits.shape == (2, 64, tok.vocab_size)
+  assert variables['params']['head']['bias'].value.shape == (tok.vocab_size,)
+  with pytest.raises(ValueError, match='extra_ids'):
+    tasks.build_task(_mlm_config(data_dir, **{'task.tokenizer.extra_ids': 0}).task, None)
+
+
+def test_masked_lm_pretraining_trains(data_dir, tmp_path):
+  config = _mlm_config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
+                                    'train.log_every': 10, 'train.checkpoint_every': 30,
+                                    'optimizer.learning_rate': 1e-2})
+  loop.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  losses = [r['loss'] for r in rows if r.get('split') == 'train']
+  assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses

@@ -92,10 +92,10 @@ def test_a_generator_draws_the_same_mask_again():
 
 def test_documents_are_concatenated_then_cut_at_the_raw_length():
   docs = [[3, 4, 5], [6], [7, 8, 9, 10, 11]]
-  chunks = sc.chunk_documents(docs, 4)
+  chunks = pipeline.chunk_documents(docs, 4)
   assert [c.tolist() for c in chunks] == [[3, 4, 5, 6], [7, 8, 9, 10], [11]]
-  with pytest.raises(ValueError, match='raw length'):
-    sc.chunk_documents(docs, 0)
+  with pytest.raises(ValueError, match='chunk length'):
+    pipeline.chunk_documents(docs, 0)
 
 
 def test_bad_parameters_are_one_clear_error():

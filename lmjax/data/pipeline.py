@@ -10,12 +10,30 @@ plain, pack and bucket, from records or in-memory examples) and `lm_stream` (win
 of an LM token stream); `Task.train_iterator` picks one from config.task.batching.
 """
 
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 Example = Mapping[str, np.ndarray]
 Batch = Dict[str, np.ndarray]
+
+
+def chunk_documents(documents: Iterable[Sequence[int]], raw_length: int) -> List[np.ndarray]:
+  """Concatenates token documents (as given: T5's pretraining stream has no separators)
+  and cuts the stream into chunks of `raw_length` tokens; the last keeps the remainder.
+
+  Args:
+    documents: token id sequences.
+    raw_length: chunk length (span corruption: `random_spans_helper(inputs_length)[0]`).
+
+  Returns:
+    int32 chunks, in stream order.
+  """
+  if raw_length < 1:
+    raise ValueError(f'chunk length must be positive, got {raw_length}')
+  parts = [np.asarray(d, np.int32) for d in documents]
+  stream = np.concatenate(parts) if parts else np.zeros((0,), np.int32)
+  return [stream[s:s + raw_length] for s in range(0, len(stream), raw_length)]
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:

@@ -1,4 +1,5 @@
-"""Pretraining tasks on unlabeled text: T5 span corruption (`text_span_corruption`).
+"""Pretraining tasks on unlabeled text: T5 span corruption (`text_span_corruption`) and
+BERT masked LM (`text_masked_lm`).
 
 The text is the training split only (never an eval or test split): lines of monolingual
 files, or both sides of parallel files (one shared vocabulary, so that a translation
@@ -6,13 +7,18 @@ fine-tune finds both languages covered). Documents are tokenized without EOS,
 concatenated and cut into chunks of the raw length that `max_input_length` needs
 (`span_corruption.random_spans_helper`); the last `source.eval_fraction` of the chunks is
 held out as the eval split, corrupted once with fixed masks. Training chunks are
-corrupted in the Grain stream, anew every epoch (`Task.train_transform`).
+corrupted in the Grain stream, anew every epoch (`Task.train_transform`). Masked LM cuts
+the stream (sentences separated by EOS, which is never masked) into rows of
+`max_input_length` tokens, as RoBERTa's full-sentence rows; its [MASK] is the first id
+after the SentencePiece pieces (config.task.tokenizer.extra_ids ≥ 1).
 """
 
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
+from lmjax.data import masked_lm
 from lmjax.data import pipeline
 from lmjax.data import span_corruption
+from lmjax.data import tokenizers as tok_lib
 from lmjax.data.task_def import Task
 from lmjax.data.text_common import build_tokenizers, limit, lower, read_split
 
@@ -34,6 +40,33 @@ def _documents(cfg: Mapping) -> List[str]:
                    "(use 'monolingual', 'parallel' or 'tfds')")
 
 
+def _tokenizer(cfg: Mapping, workdir: Optional[str], texts: List[str], what: str):
+  """The run's shared SentencePiece tokenizer with its sentinel ids (built or cached)."""
+  tok_cfg = cfg['tokenizer']
+  if tok_cfg['type'] != 'sentencepiece' or not tok_cfg['shared']:
+    raise ValueError(f"config.task.tokenizer: {what} needs one shared SentencePiece "
+                     "vocabulary (type='sentencepiece', shared=True)")
+  if tok_cfg.get('extra_ids', 0) < 1:
+    raise ValueError(f"config.task.tokenizer.extra_ids={tok_cfg.get('extra_ids', 0)}: {what} "
+                     'needs ids after the pieces (span corruption: T5\'s 100 sentinels; masked '
+                     'LM: 1, its [MASK])')
+  return build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
+
+
+def _hold_out(cfg: Mapping, chunks: List, length: int) -> Tuple[List, List]:
+  """(training chunks, eval chunks): the last `source.eval_fraction` of them is held out."""
+  eval_fraction = cfg['source']['eval_fraction']
+  n_eval = max(1, int(round(len(chunks) * eval_fraction)))
+  if len(chunks) < n_eval + 1:
+    raise ValueError(f'the training text makes {len(chunks)} chunk(s) of {length} tokens: too '
+                     'few to hold out config.task.source.eval_fraction='
+                     f'{eval_fraction} for eval and train on the rest')
+  held_out = chunks[-n_eval:]
+  if cfg['source']['max_eval_examples']:
+    held_out = held_out[:cfg['source']['max_eval_examples']]
+  return chunks[:-n_eval], held_out
+
+
 def text_span_corruption(cfg: Mapping, workdir: Optional[str]) -> Task:
   """T5 span-corruption pretraining (seq2seq: corrupted text → its noise spans).
 
@@ -46,27 +79,12 @@ def text_span_corruption(cfg: Mapping, workdir: Optional[str]) -> Task:
     The Task; its vocabulary is the SentencePiece pieces + the sentinels.
   """
   noise = cfg['span_corruption']
-  tok_cfg = cfg['tokenizer']
-  if tok_cfg['type'] != 'sentencepiece' or not tok_cfg['shared']:
-    raise ValueError("config.task.tokenizer: span corruption needs one shared SentencePiece "
-                     "vocabulary (type='sentencepiece', shared=True)")
-  if tok_cfg.get('extra_ids', 0) < 1:
-    raise ValueError(f"config.task.tokenizer.extra_ids={tok_cfg.get('extra_ids', 0)}: span "
-                     'corruption needs sentinel ids (T5: 100)')
   texts = [lower(cfg, t) for t in _documents(cfg)]
-  tok = build_tokenizers(cfg, workdir, {'inputs': texts}, cfg['tokenizer_seed'])['inputs']
+  tok = _tokenizer(cfg, workdir, texts, 'span corruption')
   raw, target_length = span_corruption.random_spans_helper(
       cfg['max_input_length'], noise['noise_density'], noise['mean_noise_span_length'])
-  chunks = span_corruption.chunk_documents((tok.encode(t) for t in texts), raw)
-  eval_fraction = cfg['source']['eval_fraction']
-  n_eval = max(1, int(round(len(chunks) * eval_fraction)))
-  if len(chunks) < n_eval + 1:
-    raise ValueError(f'the training text makes {len(chunks)} chunk(s) of {raw} tokens: too '
-                     'few to hold out config.task.source.eval_fraction='
-                     f'{eval_fraction} for eval and train on the rest')
-  train, held_out = chunks[:-n_eval], chunks[-n_eval:]
-  if cfg['source']['max_eval_examples']:
-    held_out = held_out[:cfg['source']['max_eval_examples']]
+  chunks = pipeline.chunk_documents((tok.encode(t) for t in texts), raw)
+  train, held_out = _hold_out(cfg, chunks, raw)
   noiser = span_corruption.SpanCorruption(tok.vocab_size, noise['noise_density'],
                                           noise['mean_noise_span_length'])
   eval_ex = [noiser(pipeline.example_rng(EVAL_NOISE_SEED, i), {'tokens': c})
@@ -77,3 +95,34 @@ def text_span_corruption(cfg: Mapping, workdir: Optional[str]) -> Task:
               eval_sources=[tok.decode(ex['inputs']) for ex in eval_ex],
               eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
               bleu_tokenize='none', batching=dict(cfg['batching']), train_transform=noiser)
+
+
+def text_masked_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
+  """BERT masked-LM pretraining of an encoder (head='mlm'): kind 'mlm', targets at the
+  selected positions only.
+
+  Args:
+    cfg: config.task with `masked_lm` (select_rate, mask_fraction, random_fraction) and a
+      shared SentencePiece tokenizer with extra_ids ≥ 1.
+    workdir: where the tokenizer is cached (None: do not cache).
+
+  Returns:
+    The Task; [MASK] is the first id after the pieces.
+  """
+  noise = cfg['masked_lm']
+  texts = [lower(cfg, t) for t in _documents(cfg)]
+  tok = _tokenizer(cfg, workdir, texts, 'masked LM')
+  length = cfg['max_input_length']
+  chunks = pipeline.chunk_documents(
+      (tok.encode(t) + [tok_lib.EOS_ID] for t in texts), length)
+  train, held_out = _hold_out(cfg, chunks, length)
+  noiser = masked_lm.MaskedLM(masked_lm.mask_id(tok.pieces), noise['select_rate'],
+                              noise['mask_fraction'], noise['random_fraction'])
+  eval_ex = [noiser(pipeline.example_rng(EVAL_NOISE_SEED, i), {'tokens': c})
+             for i, c in enumerate(held_out)]
+  return Task(name=cfg['name'], kind='mlm', tokenizers={'inputs': tok},
+              lengths={'inputs': length, 'targets': length},
+              train_examples=[{'tokens': c} for c in train], eval_examples=eval_ex,
+              eval_sources=[tok.decode(ex['inputs']) for ex in eval_ex],
+              eval_references=[tok.decode(ex['targets']) for ex in eval_ex],
+              batching=dict(cfg['batching']), train_transform=noiser)

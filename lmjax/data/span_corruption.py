@@ -22,7 +22,7 @@ alone, where the index is the example's position in the endless shuffled stream
 (epoch · N + position): data order and masks resume exactly, and every epoch draws anew.
 """
 
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -148,24 +148,6 @@ def corrupt(tokens: Sequence[int], rng: np.random.Generator, vocab_size: int,
   eos = np.array([tok_lib.EOS_ID], np.int32)
   return {'inputs': np.concatenate([_spans_to_sentinels(tokens, mask, first), eos]),
           'targets': np.concatenate([_spans_to_sentinels(tokens, ~mask, first), eos])}
-
-
-def chunk_documents(documents: Iterable[Sequence[int]], raw_length: int) -> List[np.ndarray]:
-  """Concatenates token documents (no separators, as T5's pretraining stream) and cuts
-  the stream into chunks of `raw_length` tokens; the last chunk keeps the remainder.
-
-  Args:
-    documents: token id sequences (no EOS).
-    raw_length: chunk length (`random_spans_helper(inputs_length)[0]`).
-
-  Returns:
-    int32 chunks, in stream order.
-  """
-  if raw_length < 1:
-    raise ValueError(f'span corruption raw length must be positive, got {raw_length}')
-  parts = [np.asarray(d, np.int32) for d in documents]
-  stream = np.concatenate(parts) if parts else np.zeros((0,), np.int32)
-  return [stream[s:s + raw_length] for s in range(0, len(stream), raw_length)]
 
 
 class SpanCorruption:

@@ -25,7 +25,7 @@ class Task:
 
   Attributes:
     name: registry name.
-    kind: 'seq2seq' | 'lm' | 'classify' | 'tag'.
+    kind: 'seq2seq' | 'lm' | 'classify' | 'tag' | 'mlm' (masked-LM pretraining).
     tokenizers: feature name ('inputs' / 'targets') → tokenizer.
     lengths: static length per sequence feature.
     train_examples: tokenized training examples (None when `train_source` holds them).

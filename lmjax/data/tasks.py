@@ -4,7 +4,7 @@
 builder(config.task, workdir) → `lmjax.data.task_def.Task`. The builders live in
 `text_tasks` (synthetic_dates, text_seq2seq, text_lm), `synthetic_tasks`
 (synthetic_dates_lm / _classify / _tag), `labeled_tasks` (text_classify, text_tag) and
-`pretrain_tasks` (text_span_corruption).
+`pretrain_tasks` (text_span_corruption, text_masked_lm).
 """
 
 from typing import Callable, Dict, Mapping, Optional
@@ -26,6 +26,7 @@ TASKS: Dict[str, Builder] = {
     'text_classify': labeled_tasks.text_classify,
     'text_tag': labeled_tasks.text_tag,
     'text_span_corruption': pretrain_tasks.text_span_corruption,
+    'text_masked_lm': pretrain_tasks.text_masked_lm,
 }
 
 

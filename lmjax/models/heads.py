@@ -1,9 +1,11 @@
-"""Encoder models (kind = 'encoder'): sequence classification and tagging heads.
+"""Encoder models (kind = 'encoder'): sequence classification, tagging and masked-LM heads.
 
 The same heads sit on a (bi)LSTM or a Transformer encoder so that the families
 can be compared: head='classify' pools over real positions → (B, C) logits;
 head='tag' gives per-position emissions (B, S, C), optionally scored by a
 linear-chain CRF (see `lmjax.models.crf` for how the padding tag 0 is handled).
+head='mlm' (Transformer only) gives per-position vocabulary logits (B, S, V) through
+BERT's masked-LM head, for pretraining (lmjax.data.masked_lm).
 """
 
 import dataclasses
@@ -21,7 +23,7 @@ from lmjax.models import lstm
 from lmjax.models import transformer
 
 POOLINGS = ('last', 'mean', 'max', 'attention')
-HEADS = ('classify', 'tag')
+HEADS = ('classify', 'tag', 'mlm')
 UNK_ID = 2  # the tokenizers' <unk> id (CONTRACT.md)
 NUM_BYTE_IDS = 257  # batch['chars']: UTF-8 byte + 1, 0 = padding
 
@@ -32,7 +34,7 @@ class TransformerEncoderConfig(transformer.TransformerCoreConfig):
   Attributes:
     pooling: 'last', 'mean', 'max' or 'attention' (head='classify').
     use_crf: linear-chain CRF on the tag emissions (head='tag').
-    head: 'classify' or 'tag'.
+    head: 'classify', 'tag' or 'mlm' (masked-LM pretraining: vocabulary logits per position).
     num_classes: classes (classify) or tag ids incl. padding id 0 (tag); set by the trainer.
   """
   pooling: str
@@ -48,7 +50,7 @@ def check_head_config(cfg):
   lstm.check(cfg.head != 'classify' or cfg.pooling in POOLINGS, 'pooling',
              f'must be one of {POOLINGS}, got {cfg.pooling!r}')
   lstm.check(not cfg.use_crf or cfg.head == 'tag', 'use_crf', "needs head='tag'")
-  lstm.check(cfg.vocab_size > 0 and cfg.num_classes > 0, 'num_classes',
+  lstm.check(cfg.vocab_size > 0 and (cfg.num_classes > 0 or cfg.head == 'mlm'), 'num_classes',
              'vocab_size and num_classes must be > 0 (passed by the trainer to build_model)')
 
 
@@ -157,6 +159,36 @@ class Head(nn.Module):
     return out('class_logits')(drop(pooled, deterministic=deterministic)).astype(jnp.float32)
 
 
+class MLMHead(nn.Module):
+  """BERT's masked-LM head: dense + exact GELU + norm, then logits tied to the input
+  embedding plus a vocabulary bias (Devlin et al., 2019; `cls.predictions` in BERT
+  checkpoints).
+
+  Attributes:
+    embed: the encoder's token embedding (its table gives the logits).
+    norm, norm_epsilon: the norm after the transform (the encoder's kind and epsilon).
+    dtype: computation dtype.
+  """
+  embed: nn.Module
+  norm: str = 'layernorm'
+  norm_epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, mask, last, *, deterministic: bool):
+    """Args: features (B, S, D); mask, last: unused (the head scores every position).
+    Returns (B, S, V) float32 logits."""
+    del mask, last
+    d = features.shape[-1]
+    h = layers.dense(d, ('hidden_in', 'embed'), self.dtype, name='transform')(features)
+    h = layers.layer_norm(name='transform_ln', dtype=self.dtype, kind=self.norm,
+                          epsilon=self.norm_epsilon)(nn.gelu(h, approximate=False))
+    logits = self.embed.attend(h, deterministic).astype(jnp.float32)  # (B, S, V)
+    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('vocab',)),
+                      (logits.shape[-1],))
+    return logits + bias
+
+
 class CRFParams(nn.Module):
   """Transition, start and end scores of a linear-chain CRF over `num_tags` tag ids."""
   num_tags: int
@@ -217,6 +249,8 @@ class LSTMEncoderModel(EncoderModelBase):
     check_head_config(cfg)
     dt = cfg.jnp_dtype
     lstm.check(0.0 <= cfg.word_dropout < 1.0, 'word_dropout', f'must be in [0, 1), got {cfg.word_dropout}')
+    lstm.check(cfg.head != 'mlm', 'head', "'mlm' needs family='transformer' (pretrain an LSTM "
+               "as a language model: kind='decoder')")
     self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, init='lstm')
     if cfg.char_dim:
       self.chars = CharCNN(cfg.char_dim, cfg.char_filters, cfg.char_width, cfg.dropout_rate, dt)
@@ -252,7 +286,10 @@ class TransformerEncoderModel(EncoderModelBase):
     dt = cfg.jnp_dtype
     self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dt, scale=cfg.embed_scale)
     self.encoder = transformer.Encoder(cfg, self.embed)
-    self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
+    if cfg.head == 'mlm':
+      self.head = MLMHead(self.embed, cfg.norm, cfg.norm_epsilon, dt)
+    else:
+      self.head = Head(cfg.head, cfg.pooling, cfg.num_classes, cfg.dropout_rate, dt)
     if cfg.use_crf:
       self.crf = CRFParams(cfg.num_classes)
 

@@ -31,7 +31,8 @@ from lmjax.objectives import vae
 Factory = Callable[..., base.Objective]
 FIELD = 'config.train.objective'
 # Which batch field holds the labels of each task kind.
-LABEL_FIELDS = {'seq2seq': 'targets', 'lm': 'targets', 'classify': 'label', 'tag': 'tags'}
+LABEL_FIELDS = {'seq2seq': 'targets', 'lm': 'targets', 'classify': 'label', 'tag': 'tags',
+                'mlm': 'targets'}
 
 
 def _cross_entropy(config, task, model) -> base.Objective:
