@@ -22,6 +22,13 @@ def data_dir(tmp_path_factory):
   rng = np.random.default_rng(0)
   folder = root / 'multi30k' / 'tok'
   folder.mkdir(parents=True)
+  sst = root / 'sst2'
+  (sst / 'glue').mkdir(parents=True)
+  (sst / 'stsa_binary').mkdir()
+  rows = [(' '.join(rng.choice(WORDS, size=6)), i % 2) for i in range(200)]
+  (sst / 'glue' / 'train.tsv').write_text('sentence\tlabel\n' + ''.join(
+      f'{t}\t{y}\n' for t, y in rows))
+  (sst / 'stsa_binary' / 'stsa.binary.dev').write_text(''.join(f'{y} {t}\n' for t, y in rows[:32]))
   for split, n in (('train', 400), ('val', 16)):
     for lang in ('en', 'de'):
       lines = [' '.join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(n)]
@@ -140,7 +147,8 @@ def test_masked_lm_task_rows_mask_and_model_head(data_dir):
     tasks.build_task(_mlm_config(data_dir, **{'task.tokenizer.extra_ids': 0}).task, None)
 
 
-def test_masked_lm_pretraining_trains(data_dir, tmp_path):
+def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_head(data_dir,
+                                                                                  tmp_path):
   config = _mlm_config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
                                     'train.log_every': 10, 'train.checkpoint_every': 30,
                                     'optimizer.learning_rate': 1e-2})
@@ -148,3 +156,17 @@ def test_masked_lm_pretraining_trains(data_dir, tmp_path):
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   losses = [r['loss'] for r in rows if r.get('split') == 'train']
   assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
+
+  # configs/sst2_mlm_finetune.py: the encoder and embeddings loaded, the MLM head skipped,
+  # a fresh classifier head.
+  fine = configlib.load_config_file(os.path.join(REPO, 'configs', 'sst2_mlm_finetune.py')
+                                    + f':{data_dir},init_from={tmp_path},runlocal')
+  fine.task.tokenizer.vocab_size = 120
+  fine.train.num_train_steps, fine.train.eval_every = 10, 10
+  fine.train.checkpoint_every = 10
+  fine_dir = tmp_path.parent / (tmp_path.name + '_cls')
+  loop.train_and_evaluate(fine, str(fine_dir))
+  report = json.loads((fine_dir / 'init_report.json').read_text())
+  assert report['new'] == ['head/class_logits/bias', 'head/class_logits/kernel']
+  assert report['skipped'] and all(p.startswith('head/') for p in report['skipped'])
+  assert 'embed/embedding' in report['loaded'] and len(report['loaded']) > 10
