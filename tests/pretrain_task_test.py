@@ -36,9 +36,11 @@ def data_dir(tmp_path_factory):
   return str(root)
 
 
-def _config(data_dir, **overrides):
+def _load(config_name, data_dir, overrides):
+  """A pretraining config at runlocal size with a 120-piece vocabulary, then `overrides`
+  ({'dotted.field': value})."""
   config = configlib.load_config_file(
-      os.path.join(REPO, 'configs', 'pretrain_t5_span.py') + f':{data_dir},runlocal')
+      os.path.join(REPO, 'configs', config_name) + f':{data_dir},runlocal')
   config.task.tokenizer.vocab_size = 120
   for key, value in overrides.items():
     node = config
@@ -47,6 +49,10 @@ def _config(data_dir, **overrides):
       node = node[p]
     node[last] = value
   return config
+
+
+def _config(data_dir, **overrides):
+  return _load('pretrain_t5_span.py', data_dir, overrides)
 
 
 def test_task_examples_have_seqio_lengths_and_sentinels_after_the_pieces(data_dir):
@@ -108,18 +114,9 @@ def test_span_corruption_pretraining_trains_and_a_translation_fine_tune_starts_f
 
 
 def _mlm_config(data_dir, **overrides):
-  config = configlib.load_config_file(
-      os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},runlocal')
-  config.task.source.train_files = ['multi30k/tok/train.lc.norm.tok.en',
-                                    'multi30k/tok/train.lc.norm.tok.de']
-  config.task.tokenizer.vocab_size = 120
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  files = ['multi30k/tok/train.lc.norm.tok.en', 'multi30k/tok/train.lc.norm.tok.de']
+  return _load('pretrain_bert_mlm.py', data_dir,
+               {'task.source.train_files': files, **overrides})
 
 
 def test_masked_lm_task_rows_mask_and_model_head(data_dir):
