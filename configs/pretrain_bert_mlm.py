@@ -50,12 +50,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.mlp_activation = 'gelu'
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = 'cosine'
-  c.optimizer.warmup_steps = 500
+  c.optimizer.warmup_steps = 200
   c.optimizer.weight_decay = 0.01
   c.train.batch_size = 64
-  c.train.num_train_steps = 10000
-  c.train.eval_every = 1000
-  c.train.checkpoint_every = 500
+  # ~1.35 steps/s alone on 2 CPU cores: 2,000 steps fit the 30-minute pretraining budget.
+  c.train.num_train_steps = 2000
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 250
   c.train.best_metric = 'loss'
   c.train.best_mode = 'min'
   c.eval.batch_size = 256
