@@ -42,6 +42,11 @@ def _load(config_name, data_dir, overrides):
   config = configlib.load_config_file(
       os.path.join(REPO, 'configs', config_name) + f':{data_dir},runlocal')
   config.task.tokenizer.vocab_size = 120
+  return _apply(config, overrides)
+
+
+def _apply(config, overrides):
+  """Sets {'dotted.field': value} in `config` (as launch.sh sweeps do); returns it."""
   for key, value in overrides.items():
     node = config
     *path, last = key.split('.')
@@ -167,3 +172,14 @@ def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_hea
   assert report['new'] == ['head/class_logits/bias', 'head/class_logits/kernel']
   assert report['skipped'] and all(p.startswith('head/') for p in report['skipped'])
   assert 'embed/embedding' in report['loaded'] and len(report['loaded']) > 10
+
+
+def test_fine_tune_sweeps_apply_to_the_config(data_dir):
+  from configs import sst2_mlm_finetune  # pylint: disable=g-import-not-at-top
+  for name in ('lr', 'seeds'):
+    for trial in sst2_mlm_finetune.get_sweep(name):
+      config = _apply(sst2_mlm_finetune.get_config(f'{data_dir},labelled=1000,runlocal'), trial)
+      configlib.validate(config)
+      assert config.task.source.max_train_examples == 1000
+  with pytest.raises(ValueError, match="no sweep 'x'"):
+    sst2_mlm_finetune.get_sweep('x')
