@@ -91,15 +91,21 @@ def test_bad_settings_are_one_clear_error(data_dir):
     tasks.build_task(_config(data_dir, **{'task.source.max_train_examples': 3}).task, None)
 
 
-def test_span_corruption_pretraining_trains_and_a_translation_fine_tune_starts_from_it(
-    data_dir, tmp_path):
-  config = _config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
-                                'train.log_every': 10, 'train.checkpoint_every': 30,
-                                'optimizer.learning_rate': 1e-2})
-  loop.train_and_evaluate(config, str(tmp_path))
-  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+SHORT_RUN = {'train.num_train_steps': 30, 'train.eval_every': 30, 'train.log_every': 10,
+             'train.checkpoint_every': 30, 'optimizer.learning_rate': 1e-2}
+
+
+def _pretrain_and_check_the_loss_falls(config, workdir):
+  """Trains `config` 30 steps in `workdir`; its logged training loss falls by > 0.5."""
+  loop.train_and_evaluate(config, str(workdir))
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   losses = [r['loss'] for r in rows if r.get('split') == 'train']
   assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
+
+
+def test_span_corruption_pretraining_trains_and_a_translation_fine_tune_starts_from_it(
+    data_dir, tmp_path):
+  _pretrain_and_check_the_loss_falls(_config(data_dir, **SHORT_RUN), tmp_path)
   saved = json.loads((tmp_path / 'tokenizers' / 'vocab.json').read_text())
   assert saved['type'] == 'sentencepiece' and saved['extra_ids'] == 100  # fine-tunes keep them
 
@@ -151,13 +157,7 @@ def test_masked_lm_task_rows_mask_and_model_head(data_dir):
 
 def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_head(data_dir,
                                                                                   tmp_path):
-  config = _mlm_config(data_dir, **{'train.num_train_steps': 30, 'train.eval_every': 30,
-                                    'train.log_every': 10, 'train.checkpoint_every': 30,
-                                    'optimizer.learning_rate': 1e-2})
-  loop.train_and_evaluate(config, str(tmp_path))
-  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  losses = [r['loss'] for r in rows if r.get('split') == 'train']
-  assert len(losses) == 3 and losses[-1] < losses[0] - 0.5, losses
+  _pretrain_and_check_the_loss_falls(_mlm_config(data_dir, **SHORT_RUN), tmp_path)
 
   # configs/sst2_mlm_finetune.py: the encoder and embeddings loaded, the MLM head skipped,
   # a fresh classifier head.
