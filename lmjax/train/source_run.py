@@ -110,7 +110,8 @@ def read_params(workdir: str, checkpoint: str, field: str, checkpoint_field: str
 
 
 def check_fits(host, target, where: str, step: int) -> None:
-  """Raises ValueError when `host` params differ from `target`'s names or shapes.
+  """Raises ValueError when `host` params differ from `target`'s names or shapes (every
+  parameter by its own name: `init_rules.assign` with the default rules).
 
   Args:
     host: the source's parameters.
@@ -118,15 +119,8 @@ def check_fits(host, target, where: str, step: int) -> None:
     where: 'config.FIELD=VALUE' of the source, for the message.
     step: the source checkpoint's step, for the message.
   """
-  got = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(host)}
-  want = {jax.tree_util.keystr(p): tuple(x.shape)
-          for p, x in jax.tree_util.tree_leaves_with_path(target)}
-  if got != want:
-    diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[:2]
-    detail = ', '.join(f'{k}: checkpoint {got.get(k)} vs {want.get(k)}' for k in diff)
-    raise ValueError(f'{where}: its parameters (step {step}) do not fit this model and '
-                     f'vocabulary ({detail}); the model config must match that run\'s, and a '
-                     'fresh --workdir takes its tokenizers')
+  shapes = lambda tree: {k: tuple(np.shape(v)) for k, v in init_rules.flat_paths(tree).items()}
+  init_rules.assign(shapes(target), shapes(host), [], [], f'{where} (step {step})')
 
 
 def warm_start(state, shardings, config, report_path: str = ''):
