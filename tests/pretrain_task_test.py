@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,23 @@ def test_masked_lm_task_rows_mask_and_model_head(data_dir):
   assert variables['params']['head']['bias'].value.shape == (tok.vocab_size,)
   with pytest.raises(ValueError, match='extra_ids'):
     tasks.build_task(_mlm_config(data_dir, **{'task.tokenizer.extra_ids': 0}).task, None)
+
+
+def test_masked_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
+  config = configlib.load_config_file(
+      os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},text=sst2,runlocal')
+  config.task.tokenizer.vocab_size = 120
+  task = tasks.build_task(config.task, None)
+  tok = task.tokenizers['inputs']
+  rows = (Path(data_dir) / 'sst2' / 'glue' / 'train.tsv').read_text().splitlines()[1:]
+  texts = [r.split('\t')[0] for r in rows]
+  # The rows are the file's sentences (not its header or labels), EOS after each.
+  stream = [t for ex in task.train_examples for t in ex['tokens']]
+  want = [t for text in texts for t in tok.encode(text) + [1]]
+  assert stream == want[:len(stream)] and len(stream) > len(want) // 2
+  with pytest.raises(ValueError, match="text='x'"):
+    configlib.load_config_file(
+        os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},text=x')
 
 
 def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_head(data_dir,

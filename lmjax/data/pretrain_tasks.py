@@ -2,7 +2,8 @@
 BERT masked LM (`text_masked_lm`).
 
 The text is the training split only (never an eval or test split): lines of monolingual
-files, or both sides of parallel files (one shared vocabulary, so that a translation
+files, the text of labelled files (their labels unused: in-domain text for a later
+fine-tune), or both sides of parallel files (one shared vocabulary, so that a translation
 fine-tune finds both languages covered). Documents are tokenized without EOS,
 concatenated and cut into chunks of the raw length that `max_input_length` needs
 (`span_corruption.random_spans_helper`); the last `source.eval_fraction` of the chunks is
@@ -27,17 +28,21 @@ EVAL_NOISE_SEED = 0x5EED
 
 
 def _documents(cfg: Mapping) -> List[str]:
-  """The training split's texts."""
+  """The training split's texts (of a labelled source: its text columns, labels unused)."""
   src = cfg['source']
+  kind = src.get('train_type') or src['type']
   records = limit(read_split(cfg, 'train'), src['max_train_examples'])
-  if src['type'] == 'parallel':
+  if kind == 'parallel':
     return [text for pair in records for text in pair]
-  if src['type'] == 'monolingual':
+  if kind == 'monolingual':
     return list(records)
-  if src['type'] == 'tfds':
+  if kind == 'tfds':
     return [r[src['target_key']] for r in records]
-  raise ValueError(f"config.task.source.type={src['type']!r} cannot feed a pretraining task "
-                   "(use 'monolingual', 'parallel' or 'tfds')")
+  if kind in ('tsv', 'labeled_lines'):
+    return [' '.join(texts) for texts, _ in records]
+  field = 'train_type' if src.get('train_type') else 'type'
+  raise ValueError(f"config.task.source.{field}={kind!r} cannot feed a pretraining task (use "
+                   "'monolingual', 'parallel', 'tfds', or the text of 'tsv' / 'labeled_lines')")
 
 
 def _tokenizer(cfg: Mapping, workdir: Optional[str], texts: List[str], what: str):
