@@ -5,10 +5,9 @@ r"""BERT masked-LM pretraining of a small Transformer encoder on local English t
 The argument is the data directory (e.g. shared/data) holding the training splits it reads:
 Multi30k's English side and the Penn Treebank (never a validation or test file); add
 `,runlocal` for a smoke test, `,text=sst2` to pretrain on the text of SST-2's training
-split instead (sst2/glue/train.tsv, its labels unused: in-domain text for the SST-2
-fine-tune of configs/sst2_mlm_finetune.py, as Dai & Le (2015) pretrain on the task's own
-unlabelled text). Sentences are joined with EOS between them and cut into
-64-token rows (RoBERTa's full-sentence rows); 15 % of the regular tokens are selected,
+split instead (sst2/glue/train.tsv, its labels unused: in-domain text for the fine-tune
+of configs/sst2_mlm_finetune.py; `text_task.use_pretraining_text`). Sentences are joined
+with EOS between them and cut into 64-token rows (RoBERTa's full-sentence rows); 15 % of the regular tokens are selected,
 80 % of those become [MASK], 10 % a random token, 10 % stay (lmjax/data/masked_lm.py),
 drawn anew every epoch; the loss counts the selected positions only. [MASK] is the one id
 after the 8,000 SentencePiece pieces (`tokenizer.extra_ids = 1`). 2 % of the rows are held
@@ -30,13 +29,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.task = text_task.task_config('text_masked_lm', data_dir)
   c.task.source.type = 'monolingual'
   c.task.source.train_files = ['multi30k/tok/train.lc.norm.tok.en', 'ptb/ptb.train.txt']
-  if values.get('text', 'general') == 'sst2':
-    c.task.source.type = 'tsv'  # `phrase<TAB>label` with a header line; the text only
-    c.task.source.labels = ['0', '1']
-    c.task.source.train_files = ['sst2/glue/train.tsv']
-  elif values.get('text', 'general') != 'general':
-    raise ValueError(f"configs/pretrain_bert_mlm.py: text={values['text']!r}; valid: "
-                     "'general' (Multi30k English + PTB), 'sst2'")
+  text_task.use_pretraining_text(c, values, 'pretrain_bert_mlm.py')
   c.task.source.eval_files = []  # held out from the training text: eval_fraction
   c.task.source.eval_fraction = 0.02
   c.task.source.max_eval_examples = 512

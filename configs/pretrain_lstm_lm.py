@@ -5,8 +5,9 @@ LM-initialised classifier (configs/sst2_lm_finetune.py).
 
 The argument is the data directory holding `ptb/ptb.train.txt` (the Penn Treebank's
 training split only: the last 2 % of its text is held out for eval, no validation or test
-file is read); add `,runlocal` for a smoke test. The text is one stream (an EOS after each
-line) cut into 64-token rows, tokenized with a lowercased SentencePiece vocabulary of
+file is read); add `,runlocal` for a smoke test, `,text=sst2` to pretrain on the text of
+SST-2's training split instead (its labels unused; `text_task.use_pretraining_text`).
+The text is one stream (an EOS after each line) cut into 64-token rows, tokenized with a lowercased SentencePiece vocabulary of
 8,000 pieces that a fine-tune copies. A one-layer unidirectional LSTM (width 256), whose
 embedding and layers a classifier of the same width loads.
 """
@@ -19,12 +20,13 @@ from configs import text_task
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """Returns the config; `arg` = 'DATA_DIR[,runlocal]'."""
-  data_dir, options, _ = text_task.parse_arg(arg)
+  """Returns the config; `arg` = 'DATA_DIR[,text=general|sst2][,runlocal]'."""
+  data_dir, options, values = text_task.parse_arg(arg)
   c = default.get_config()
   c.task = text_task.task_config('text_lm', data_dir)
   c.task.source.type = 'monolingual'
   c.task.source.train_files = ['ptb/ptb.train.txt']
+  text_task.use_pretraining_text(c, values, 'pretrain_lstm_lm.py')
   c.task.source.eval_files = []  # the last eval_fraction of the training text
   c.task.source.eval_fraction = 0.02
   c.task.source.lm_mode = 'stream'

@@ -38,6 +38,24 @@ def use_vectors(c: ml_collections.ConfigDict, values: Dict[str, str]) -> None:
     c.model.emb_dim = int(values.get('vectors_dim', 100))
 
 
+def use_pretraining_text(c: ml_collections.ConfigDict, values: Dict[str, str],
+                         config_name: str) -> None:
+  """Applies a pretraining config's `text=general|sst2` argument to `c.task.source`.
+
+  'general' keeps the config's own files; 'sst2' reads the text of SST-2's training split
+  (sst2/glue/train.tsv: 67,349 phrases, labels unused), in-domain text for the SST-2
+  fine-tunes, as Dai & Le (2015) pretrain on the task's own unlabelled text.
+  """
+  text = values.get('text', 'general')
+  if text == 'sst2':
+    c.task.source.type = 'tsv'  # `phrase<TAB>label` with a header line; the text only
+    c.task.source.labels = ['0', '1']
+    c.task.source.train_files = ['sst2/glue/train.tsv']
+  elif text != 'general':
+    raise ValueError(f"configs/{config_name}: text={text!r}; valid: 'general' (the config's "
+                     "own training text), 'sst2'")
+
+
 def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   """The generic task section (lmjax.data.tasks text_* builders) with every field.
 

@@ -173,6 +173,21 @@ def test_masked_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
         os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},text=x')
 
 
+def test_lstm_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
+  config = configlib.load_config_file(
+      os.path.join(REPO, 'configs', 'pretrain_lstm_lm.py') + f':{data_dir},text=sst2,runlocal')
+  config.task.tokenizer.vocab_size = 120
+  task = tasks.build_task(config.task, None)
+  tok = task.tokenizers['targets']
+  rows = (Path(data_dir) / 'sst2' / 'glue' / 'train.tsv').read_text().splitlines()[1:]
+  want = [t for r in rows for t in tok.encode(r.split('\t')[0]) + [1]]
+  # One stream of the file's sentences, EOS after each; its last 1 % held out for eval
+  train = [t for ex in task.train_examples for t in ex['targets']]
+  # (the text is cut at 99 % of its characters: the cut line ends in an EOS of its own)
+  assert train[:-1] == want[:len(train) - 1] and train[-1] == 1
+  assert 0.9 * len(want) < len(train) < len(want)
+
+
 def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_head(data_dir,
                                                                                   tmp_path):
   _pretrain_and_check_the_loss_falls(_mlm_config(data_dir, **SHORT_RUN), tmp_path)

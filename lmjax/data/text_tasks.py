@@ -119,10 +119,16 @@ def text_seq2seq(cfg: Mapping, workdir: Optional[str]) -> Task:
               decode_metrics=cfg['decode_metrics'], eval_annotations=annotations)
 
 
-def _lm_texts(cfg: Mapping, records) -> List[str]:
+def _lm_texts(cfg: Mapping, records, split: str) -> List[str]:
+  """The texts of a split's records; of a labelled file, its text columns (labels unused),
+  as one document in lm_mode='stream' (a line per row)."""
   src = cfg['source']
-  if src['type'] == 'tfds':
+  kind = (split == 'train' and src.get('train_type')) or src['type']
+  if kind == 'tfds':
     return [r[src['target_key']] for r in records]
+  if kind in ('tsv', 'labeled_lines'):
+    texts = [' '.join(texts) for texts, _ in records]
+    return ['\n'.join(texts)] if src['lm_mode'] == 'stream' else texts
   return records
 
 
@@ -139,12 +145,12 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
   if preprocess.streamable(cfg) and workdir is not None and (src['eval_files'] or src['type'] == 'tfds'):
     train = []  # the training lines stream from preprocessed records
     evals = [lower(cfg, t) for t in _lm_texts(cfg, limit(read_split(cfg, 'eval'),
-                                                          src['max_eval_examples']))]
+                                                          src['max_eval_examples']), 'eval')]
     train_source, toks = _streamed(cfg, workdir, ('targets',))
     tok = toks['targets']
   else:
     train_source = None
-    train = _lm_texts(cfg, limit(read_split(cfg, 'train'), src['max_train_examples']))
+    train = _lm_texts(cfg, limit(read_split(cfg, 'train'), src['max_train_examples']), 'train')
     if src['train_files'] and not src['eval_files'] and src['type'] != 'tfds':
       if src['lm_mode'] != 'stream' or len(train) != 1:
         raise ValueError('config.task.source.eval_files is empty: an eval split carved from the '
@@ -152,7 +158,7 @@ def text_lm(cfg: Mapping, workdir: Optional[str]) -> Task:
       cut = int(len(train[0]) * (1 - src['eval_fraction']))
       train, evals = [train[0][:cut]], [train[0][cut:]]
     else:
-      evals = _lm_texts(cfg, limit(read_split(cfg, 'eval'), src['max_eval_examples']))
+      evals = _lm_texts(cfg, limit(read_split(cfg, 'eval'), src['max_eval_examples']), 'eval')
     train = [lower(cfg, t) for t in train]
     evals = [lower(cfg, t) for t in evals]
     tok_texts = train if src['lm_mode'] != 'stream' or cfg['tokenizer']['type'] == 'char' else \
