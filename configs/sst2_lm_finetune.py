@@ -34,12 +34,39 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       kind='encoder', head='classify', pooling='last', emb_dim=lm.emb_dim,
       hidden_dim=lm.hidden_dim, num_layers=lm.num_layers, dropout_rate=lm.dropout_rate,
       bidirectional=False)
+  c.task.batching.mode = 'plain'
   if values.get('labelled'):
     c.task.source.max_train_examples = int(values['labelled'])
   c.train.ema_decay = 0.0
+  # The protocol of configs/sst2_mlm_finetune.py: 1,000 steps of 32, evals every 100.
+  c.train.batch_size = 32
+  c.train.num_train_steps = 1000
+  c.train.eval_every = c.train.checkpoint_every = 100
+  c.optimizer.warmup_steps = 50
   c.train.init_from = values.get('init_from', '')
   if c.train.init_from:
     c.train.init_rules = [('encoder/(.*)', r'lstm/\1'), ('head/.*', None),
                           ('embed/.*', r'\g<0>')]
     c.train.init_skip = ['output/.*']  # the LM's next-token layer
+  if 'runlocal' in options:
+    c.train.num_train_steps, c.train.eval_every = 20, 10
+    c.train.checkpoint_every = 10
+    c.optimizer.warmup_steps = 5
   return c
+
+
+def get_sweep(arg: str = 'lr') -> list:
+  """Sweeps for `launch.sh local configs/sst2_lm_finetune.py:DATA[,init_from=W] --sweep NAME`:
+  'lr' picks the learning rate on the validation split (seed 0), 'seeds' repeats a run
+  (give the chosen rate as --config.optimizer.learning_rate=...).
+
+  Returns:
+    One dict of overrides (dotted field → value) per trial.
+  """
+  sweeps = {
+      'lr': [{'optimizer.learning_rate': lr} for lr in (3e-4, 1e-3, 3e-3)],
+      'seeds': [{'seed': s, 'data_seed': s} for s in (0, 1, 2)],
+  }
+  if arg not in sweeps:
+    raise ValueError(f'configs/sst2_lm_finetune.py: no sweep {arg!r}; valid: {sorted(sweeps)}')
+  return sweeps[arg]

@@ -207,12 +207,13 @@ def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_hea
   assert 'embed/embedding' in report['loaded'] and len(report['loaded']) > 10
 
 
-def test_fine_tune_sweeps_apply_to_the_config(data_dir):
-  from configs import sst2_mlm_finetune  # pylint: disable=g-import-not-at-top
-  for name in ('lr', 'seeds'):
-    for trial in sst2_mlm_finetune.get_sweep(name):
-      config = _apply(sst2_mlm_finetune.get_config(f'{data_dir},labelled=1000,runlocal'), trial)
+@pytest.mark.parametrize('name', ['sst2_mlm_finetune', 'sst2_lm_finetune'])
+def test_fine_tune_sweeps_apply_to_the_config(data_dir, name):
+  module = __import__(f'configs.{name}', fromlist=['get_config'])
+  for sweep in ('lr', 'seeds'):
+    for trial in module.get_sweep(sweep):
+      config = _apply(module.get_config(f'{data_dir},labelled=1000,runlocal'), trial)
       configlib.validate(config)
       assert config.task.source.max_train_examples == 1000
   with pytest.raises(ValueError, match="no sweep 'x'"):
-    sst2_mlm_finetune.get_sweep('x')
+    module.get_sweep('x')
