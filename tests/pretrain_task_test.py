@@ -207,6 +207,26 @@ def test_masked_lm_pretraining_trains_and_a_classifier_fine_tunes_with_a_new_hea
   assert 'embed/embedding' in report['loaded'] and len(report['loaded']) > 10
 
 
+def test_lstm_lm_pretraining_trains_and_seeds_the_classifier_of_dai_and_le(data_dir, tmp_path):
+  config = configlib.load_config_file(
+      os.path.join(REPO, 'configs', 'pretrain_lstm_lm.py') + f':{data_dir},text=sst2,runlocal')
+  config.task.tokenizer.vocab_size = 120
+  _pretrain_and_check_the_loss_falls(_apply(config, SHORT_RUN), tmp_path)
+
+  fine = configlib.load_config_file(os.path.join(REPO, 'configs', 'sst2_lm_finetune.py')
+                                    + f':{data_dir},init_from={tmp_path},runlocal')
+  fine.task.tokenizer.vocab_size = 120
+  fine.train.num_train_steps = fine.train.eval_every = fine.train.checkpoint_every = 10
+  fine_dir = tmp_path.parent / (tmp_path.name + '_cls')
+  loop.train_and_evaluate(fine, str(fine_dir))
+  report = json.loads((fine_dir / 'init_report.json').read_text())
+  # The LM's layers read left to right become the encoder; its next-token layer is left out.
+  assert report['new'] == ['head/class_logits/bias', 'head/class_logits/kernel']
+  assert report['skipped'] and all(p.startswith('output/') for p in report['skipped'])
+  assert 'embed/embedding' in report['loaded']
+  assert any(p.startswith('encoder/') for p in report['loaded'])
+
+
 @pytest.mark.parametrize('name', ['sst2_mlm_finetune', 'sst2_lm_finetune'])
 def test_fine_tune_sweeps_apply_to_the_config(data_dir, name):
   module = __import__(f'configs.{name}', fromlist=['get_config'])
