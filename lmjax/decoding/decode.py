@@ -9,7 +9,7 @@ scalar int32 and `logits` (N, V) float32. `cache` is any pytree whose leaves hav
 the batch N as leading axis. `lmjax.decoding.predict` builds step functions from models.
 """
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +17,15 @@ import jax.numpy as jnp
 StepFn = Callable[[Any, jnp.ndarray, jnp.ndarray], Tuple[jnp.ndarray, Any]]
 
 
+def ban(logits: jnp.ndarray, banned_ids: Sequence[int]) -> jnp.ndarray:
+  """logits (..., V) with the columns `banned_ids` at -inf (unchanged when there are none)."""
+  if not banned_ids:
+    return logits
+  return logits.at[..., jnp.asarray(tuple(banned_ids), jnp.int32)].set(-jnp.inf)
+
+
 def greedy(step_fn: StepFn, cache: Any, batch_size: int, max_length: int,
-           eos_id: int = 1) -> jnp.ndarray:
+           eos_id: int = 1, banned_ids: Sequence[int] = ()) -> jnp.ndarray:
   """Greedy decoding with per-sentence early finishing.
 
   Args:
@@ -27,6 +34,8 @@ def greedy(step_fn: StepFn, cache: Any, batch_size: int, max_length: int,
     batch_size: number of rows B.
     max_length: number of tokens to produce L (static).
     eos_id: end-of-sequence id; tokens after it are 0 (padding).
+    banned_ids: ids never chosen (e.g. copies of a row that an imported vocabulary
+      needs at several lmjax ids, as GPT-2's <|endoftext|> at BOS, EOS and unknown).
 
   Returns:
     (B, L) int32 decoded ids, EOS included, padded with 0 after EOS.
@@ -35,7 +44,7 @@ def greedy(step_fn: StepFn, cache: Any, batch_size: int, max_length: int,
   def body(carry, position):
     cache, token, done = carry
     logits, cache = step_fn(cache, token, position)  # (B, V)
-    nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    nxt = jnp.argmax(ban(logits, banned_ids), axis=-1).astype(jnp.int32)
     nxt = jnp.where(done, 0, nxt)
     done = done | (nxt == eos_id)
     return (cache, nxt, done), nxt
@@ -204,7 +213,7 @@ def _filter_logits(logits: jnp.ndarray, top_k: int, top_p: float):
 
 def sample(step_fn: StepFn, cache: Any, rng: jax.Array, batch_size: int, max_length: int, *,
            eos_id: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           prefix: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+           prefix: Optional[jnp.ndarray] = None, banned_ids: Sequence[int] = ()) -> jnp.ndarray:
   """Ancestral sampling with temperature, top-k and nucleus (top-p) filtering.
 
   Filters apply in the order temperature, top-k, top-p (as in Hugging Face
@@ -224,6 +233,7 @@ def sample(step_fn: StepFn, cache: Any, rng: jax.Array, batch_size: int, max_len
     prefix: optional (B, P) int32 forced start tokens, P <= L; 0 = not forced at that
       position (e.g. prompts of different lengths, right-padded). Forced tokens appear
       in the output.
+    banned_ids: ids never chosen (forced prefix tokens may still be any id).
 
   Returns:
     (B, L) int32 ids, 0 after EOS.
@@ -243,7 +253,7 @@ def sample(step_fn: StepFn, cache: Any, rng: jax.Array, batch_size: int, max_len
     cache, token, done = carry
     position, forced = xs
     logits, cache = step_fn(cache, token, position)  # (B, V)
-    logits = logits.astype(jnp.float32)
+    logits = ban(logits.astype(jnp.float32), banned_ids)
     if temperature == 0.0:
       nxt = jnp.argmax(logits, axis=-1)
     else:

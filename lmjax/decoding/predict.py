@@ -1,6 +1,6 @@
 """Binds models to the decoding algorithms in `lmjax.decoding.decode`."""
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +89,8 @@ def repeat_batch(tree: Any, n: int) -> Any:
   return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), tree)
 
 
-def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: int = 1) -> jnp.ndarray:
+def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: int = 1,
+                  banned_ids: Sequence[int] = ()) -> jnp.ndarray:
   """Greedy-decodes a batch of sources (encdec) or continues from BOS (decoder).
 
   Args:
@@ -98,6 +99,7 @@ def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: i
     inputs: (B, S) int32 source ids; for decoder-only models only B is used.
     max_length: tokens to produce.
     eos_id: end-of-sequence id.
+    banned_ids: ids never chosen (see `decode.greedy`).
 
   Returns:
     (B, max_length) int32 ids, 0 after EOS.
@@ -106,7 +108,7 @@ def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: i
   encoded = model.apply({'params': params}, inputs, method='encode')
   cache = init_cache(model, params, encoded, inputs, batch_size, max_length)
   step_fn = make_step_fn(model, params, encoded, inputs, max_length)
-  return decode.greedy(step_fn, cache, batch_size, max_length, eos_id)
+  return decode.greedy(step_fn, cache, batch_size, max_length, eos_id, banned_ids)
 
 
 def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: int, *,
@@ -151,7 +153,8 @@ def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: 
 
 def sample_decode(model, params, inputs: jnp.ndarray, rng: jax.Array, max_length: int, *,
                   temperature: float, top_k: int, top_p: float,
-                  prefix: Optional[jnp.ndarray] = None, eos_id: int = 1) -> jnp.ndarray:
+                  prefix: Optional[jnp.ndarray] = None, eos_id: int = 1,
+                  banned_ids: Sequence[int] = ()) -> jnp.ndarray:
   """Samples one output per source (encdec) or per row (decoder, optionally from `prefix`).
 
   Args:
@@ -165,6 +168,7 @@ def sample_decode(model, params, inputs: jnp.ndarray, rng: jax.Array, max_length
     top_p: nucleus mass (1 = all).
     prefix: optional (B, P) int32 forced first tokens (0 = not forced), e.g. a prompt.
     eos_id: end-of-sequence id.
+    banned_ids: ids never chosen (see `decode.sample`).
 
   Returns:
     (B, L) int32 ids (prefix included), 0 after EOS.
@@ -174,4 +178,5 @@ def sample_decode(model, params, inputs: jnp.ndarray, rng: jax.Array, max_length
   cache = init_cache(model, params, encoded, inputs, batch_size, max_length)
   step_fn = make_step_fn(model, params, encoded, inputs, max_length)
   return decode.sample(step_fn, cache, rng, batch_size, max_length, eos_id=eos_id,
-                       temperature=temperature, top_k=top_k, top_p=top_p, prefix=prefix)
+                       temperature=temperature, top_k=top_k, top_p=top_p, prefix=prefix,
+                       banned_ids=banned_ids)

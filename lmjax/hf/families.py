@@ -8,10 +8,12 @@ export) and `check_expressible(model_fields)`.
 from types import ModuleType
 from typing import Any, Dict
 
+from lmjax.hf import gpt2
 from lmjax.hf import t5
 from lmjax.hf.files import HFError
 
-FAMILIES: Dict[str, ModuleType] = {name: t5 for name in t5.MODEL_TYPES}
+FAMILIES: Dict[str, ModuleType] = {name: family for family in (t5, gpt2)
+                                   for name in family.MODEL_TYPES}
 
 
 def by_model_type(hf_config: Dict[str, Any], where: str) -> ModuleType:

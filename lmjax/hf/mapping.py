@@ -2,13 +2,15 @@
 
 A `Table` lists `Entry`s (lmjax parameter path, HF tensor name, and the array transforms
 both ways) and the HF names that are tied copies of another tensor (`aliases`: present in
-some files, dropped by `save_pretrained` in others).
+some files, dropped by `save_pretrained` in others). A fused HF tensor (GPT-2's `c_attn`:
+query|key|value along its last axis) has one entry per equal part (`Entry.part`): split on
+import, concatenated on export.
 `to_lmjax` checks the whole checkpoint before returning anything: every tensor used,
 every parameter assigned, every shape right, or one `HFError` with one line per problem.
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,18 +48,23 @@ def split_heads_out(num_heads: int) -> Tuple[Transform, Transform]:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One lmjax parameter ↔ one HF tensor.
+  """One lmjax parameter ↔ one HF tensor, or one part of it.
 
   Attributes:
-    path: lmjax parameter path, '/'-joined ('encoder/layer_0/self_attention/query/kernel').
+    path: lmjax parameter path, '/'-joined ('encoder/layer_0/self_attention/query/kernel');
+      None for a part that no parameter holds because it cannot change the model's output
+      (a key bias, which softmax cancels): dropped on import, zeros on export.
     hf: HF tensor name ('encoder.block.0.layer.0.SelfAttention.q.weight').
-    to_lmjax: HF array → lmjax array.
-    to_hf: lmjax array → HF array.
+    to_lmjax: HF array (the part) → lmjax array.
+    to_hf: lmjax array → HF array (the part).
+    part: (k, n): the entry holds the k-th of n equal chunks of the tensor's last axis;
+      (0, 1) is the whole tensor. The entries of one tensor name every k once.
   """
-  path: str
+  path: Optional[str]
   hf: str
   to_lmjax: Transform = same
   to_hf: Transform = same
+  part: Tuple[int, int] = (0, 1)
 
 
 @dataclasses.dataclass
@@ -70,6 +77,34 @@ class Table:
   """
   entries: List[Entry]
   aliases: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _by_tensor(table: Table) -> Dict[str, List[Entry]]:
+  """{HF name: its entries in part order}, checking that the parts of each tensor tile it.
+
+  Raises:
+    ValueError: a table whose parts of one tensor are not (0, n) … (n - 1, n) (a bug in the
+      family module, not in the checkpoint).
+  """
+  groups: Dict[str, List[Entry]] = {}
+  for entry in table.entries:
+    groups.setdefault(entry.hf, []).append(entry)
+  for name, group in groups.items():
+    group.sort(key=lambda e: e.part[0])
+    n = group[0].part[1]
+    if [e.part for e in group] != [(k, n) for k in range(n)] or all(e.path is None for e in group):
+      raise ValueError(f'table entries of {name} have parts {[e.part for e in group]}; '
+                       f'expected (0, n) … (n - 1, n), at least one with a parameter path')
+  return groups
+
+
+def _split(value: np.ndarray, n: int) -> List[np.ndarray]:
+  """n equal chunks of the last axis (ValueError when it does not divide)."""
+  if n == 1:
+    return [value]
+  if value.ndim == 0 or value.shape[-1] % n:
+    raise ValueError(f'its last axis does not split into {n} equal parts')
+  return np.split(value, n, axis=-1)
 
 
 def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
@@ -88,39 +123,53 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
 
   Raises:
     HFError: listing every unmatched checkpoint tensor, missing tensor, model parameter
-      no entry assigns, tied copy that differs, and shape mismatch (tensor, both shapes).
+      no entry assigns, tied copy that differs, and shape mismatch (tensor, both shapes);
+      one line per tensor.
   """
   problems, out = [], {}
-  used = {e.hf for e in table.entries} | set(table.aliases)
+  groups = _by_tensor(table)
+  used = set(groups) | set(table.aliases)
   for name in sorted(set(tensors) - used):
     problems.append(f'{source}: tensor {name} {tuple(tensors[name].shape)} matches no '
                     'parameter of the model')
-  by_path = {e.path: e for e in table.entries}
+  by_path = {e.path: e for e in table.entries if e.path is not None}
   for path in sorted(set(expected) - set(by_path)):
     problems.append(f'model parameter {path} {tuple(expected[path])} is assigned by no tensor '
                     f'of {source}')
-  for entry in table.entries:
-    if entry.path not in expected:
-      problems.append(f'{source}: tensor {entry.hf} maps to {entry.path}, which the model '
+  for name, group in groups.items():
+    entries = [e for e in group if e.path is not None]
+    absent = [e.path for e in entries if e.path not in expected]
+    if absent:
+      problems.append(f'{source}: tensor {name} maps to {", ".join(absent)}, which the model '
                       'does not have')
       continue
-    if entry.hf not in tensors:
-      problems.append(f'{source}: tensor {entry.hf} is missing (model parameter {entry.path} '
-                      f'{tuple(expected[entry.path])})')
+    if name not in tensors:
+      wanted = ', '.join(f'{e.path} {tuple(expected[e.path])}' for e in entries)
+      plural = 's' if len(entries) > 1 else ''
+      problems.append(f'{source}: tensor {name} is missing (model parameter{plural} {wanted})')
       continue
-    value = tensors[entry.hf]
+    value = tensors[name]
     try:
-      converted = entry.to_lmjax(value)
+      parts = _split(value, group[0].part[1])
     except ValueError as e:
-      problems.append(f'{source}: tensor {entry.hf} has shape {tuple(value.shape)}, which does '
-                      f'not fit model parameter {entry.path} {tuple(expected[entry.path])} ({e})')
+      wanted = ', '.join(f'{e.path} {tuple(expected[e.path])}' for e in entries)
+      problems.append(f'{source}: tensor {name} has shape {tuple(value.shape)}, which does '
+                      f'not fit model parameters {wanted} ({e})')
       continue
-    if tuple(converted.shape) != tuple(expected[entry.path]):
-      problems.append(f'{source}: tensor {entry.hf} has shape {tuple(value.shape)} '
-                      f'(→ {tuple(converted.shape)}), model parameter {entry.path} has '
-                      f'{tuple(expected[entry.path])}')
-      continue
-    out[entry.path] = converted
+    for entry in entries:
+      part = parts[entry.part[0]]
+      try:
+        converted = entry.to_lmjax(part)
+      except ValueError as e:
+        problems.append(f'{source}: tensor {name} has shape {tuple(value.shape)}, which does '
+                        f'not fit model parameter {entry.path} {tuple(expected[entry.path])} ({e})')
+        break
+      if tuple(converted.shape) != tuple(expected[entry.path]):
+        problems.append(f'{source}: tensor {name} has shape {tuple(value.shape)} '
+                        f'(→ {tuple(converted.shape)}), model parameter {entry.path} has '
+                        f'{tuple(expected[entry.path])}')
+        break
+      out[entry.path] = converted
   for alias, target in table.aliases.items():
     if alias in tensors and target in tensors and not np.array_equal(tensors[alias],
                                                                       tensors[target]):
@@ -131,5 +180,19 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
 
 
 def to_hf(table: Table, params: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """lmjax parameters {path: array} → HF tensors {name: array} (aliases are not written)."""
-  return {e.hf: np.asarray(e.to_hf(np.asarray(params[e.path]))) for e in table.entries}
+  """lmjax parameters {path: array} → HF tensors {name: array} (aliases are not written).
+
+  The parts of a fused tensor are concatenated along its last axis; a part no parameter
+  holds is written as zeros shaped like its siblings.
+
+  Raises:
+    HFError: a family transform that finds the parameters inexpressible in HF form.
+  """
+  out = {}
+  for name, group in _by_tensor(table).items():
+    parts = [None if e.path is None else np.asarray(e.to_hf(np.asarray(params[e.path])))
+             for e in group]
+    like = next(p for p in parts if p is not None)
+    parts = [np.zeros_like(like) if p is None else p for p in parts]
+    out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+  return out
