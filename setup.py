@@ -45,7 +45,8 @@ setuptools.setup(
         # The Hugging Face parity tests and round trips (tests/hf_*_test.py) build models with
         # transformers. torch is pinned to the CPU build CI machines carry; transformers to 4.x,
         # whose T5 v1.1 keeps its untied lm_head (5.x always ties it to the embeddings).
-        'hf': ['torch==2.13.0', 'transformers>=4.50,<5'],
+        # `tokenizers` reads an imported GPT-2's tokenizer.json (the 'hf_bpe' tokenizer).
+        'hf': ['torch==2.13.0', 'transformers>=4.50,<5', 'tokenizers>=0.19'],
         # NVIDIA GPUs (docs/DEVICES.md): JAX's CUDA build, in the same version range.
         'cuda12': ['jax[cuda12]>=0.4.35,<0.11'],
         'cuda13': ['jax[cuda13]>=0.4.35,<0.11'],

@@ -78,6 +78,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Embedding/logit rows: 0 = the tokenizer's vocabulary; more pads it (a published
   # checkpoint's table, e.g. T5's 32128 rows for 32000 pieces; experiments/import_hf.py).
   c.model.padded_vocab_size = 0
+  # Token ids the decoders never choose ([] = none; an imported GPT-2 bans the copies of its
+  # <|endoftext|> row at BOS and unknown, which score as EOS does: lmjax/hf/gpt2.py).
+  c.model.never_emit = ()
   # Computation dtype: 'float32', 'bfloat16' or 'auto' (bfloat16 on TPU/GPU, float32 on
   # CPU: lmjax/platforms.py); params and optimizer state stay float32.
   c.model.dtype = 'auto'

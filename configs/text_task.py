@@ -153,7 +153,8 @@ def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   t.source.max_eval_examples = 0
 
   t.tokenizer = ml_collections.ConfigDict()
-  # 'sentencepiece' (trained on the training split), 'word' or 'char'.
+  # 'sentencepiece' (trained on the training split), 'word' or 'char'; 'hf_bpe' is a
+  # Hugging Face tokenizer.json (GPT-2) that experiments/import_hf.py writes, never trained.
   t.tokenizer.type = 'sentencepiece'
   # Vocabulary size incl. pad/EOS/unk (sentencepiece: target size; word/char: cap, 0 = none).
   t.tokenizer.vocab_size = 8000

@@ -2,9 +2,11 @@ r"""Exports an lmjax workdir's parameters as a Hugging Face checkpoint directory
 
     python experiments/export_hf.py --workdir=workdirs/t5_ft --output=exported/t5_ft [--checkpoint=best]
 
-Writes config.json, model.safetensors and (for a SentencePiece vocabulary) spiece.model;
-`transformers.T5ForConditionalGeneration.from_pretrained(OUTPUT)` loads it. The model
-must be one a supported family (T5) can hold, else one error names the fields.
+Writes config.json, model.safetensors and the tokenizer (a SentencePiece vocabulary as
+spiece.model; an imported GPT-2's as tokenizer.json);
+`transformers.T5ForConditionalGeneration.from_pretrained(OUTPUT)` (or GPT2LMHeadModel)
+loads it. The model must be one a supported family (T5, GPT-2) can hold, else one error
+names the fields.
 """
 
 import sys

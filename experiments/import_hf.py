@@ -1,13 +1,16 @@
-r"""Imports a Hugging Face checkpoint (T5 v1.0 / v1.1, mT5) into a new lmjax workdir.
+r"""Imports a Hugging Face checkpoint (T5 v1.0 / v1.1, mT5, GPT-2) into a new lmjax workdir.
 
     python experiments/import_hf.py --hf_dir=DIR --workdir=workdirs/t5 \
         --config=configs/multi30k_transformer.py:/path/to/data
     python experiments/import_hf.py --hf_model=t5-small --workdir=workdirs/t5 --config=...
+    python experiments/import_hf.py --hf_model=gpt2 --workdir=workdirs/gpt2 \
+        --config=configs/shakespeare_char.py:/path/to/data
 
 DIR holds config.json, model.safetensors (or shards + model.safetensors.index.json) and
-spiece.model; --hf_model downloads them with huggingface_hub (needs the network; offline,
-give the local --hf_dir). --config is the task and training setup to evaluate and
-fine-tune with; its model section is replaced by the checkpoint's. Then:
+the tokenizer (T5: spiece.model; GPT-2: tokenizer.json); --hf_model downloads them with
+huggingface_hub (needs the network; offline, give the local --hf_dir). --config is the
+task and training setup to evaluate and fine-tune with; its model section is replaced by
+the checkpoint's, and its tokenizer by the checkpoint's. Then:
 
     python experiments/evaluate.py --workdir=workdirs/t5
     python experiments/decode.py --workdir=workdirs/t5 --input=sources.txt
@@ -47,7 +50,7 @@ def _download(name: str) -> str:
   try:
     return huggingface_hub.snapshot_download(
         name, allow_patterns=['config.json', '*.safetensors', '*.safetensors.index.json',
-                              'spiece.model'])
+                              'spiece.model', 'tokenizer.json'])
   except Exception as e:  # pylint: disable=broad-except  (network, auth, missing repo)
     raise HFError(f'--hf_model={name}: download failed ({type(e).__name__}: {e}); offline, '
                   'pass the local --hf_dir') from e

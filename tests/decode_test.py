@@ -128,6 +128,30 @@ def test_beam_one_with_alpha_zero_equals_greedy():
   assert np.any(greedy == EOS) and not np.all(np.any(greedy == EOS, axis=1))  # both cases hit
 
 
+def test_banned_ids_are_never_chosen_and_beam_scores_stay_the_models():
+  """An imported GPT-2's BOS row copies EOS's (`banned_ids`): greedy, sampling and every
+  beam hypothesis skip the banned ids; beam scores are still the unbanned model's."""
+  vocab, length, beam, h0 = 6, 7, 3, [0, 11, 42, 5]
+  table, proj = make_toy(4, vocab)
+  table[:, 0] = table[:, 2] = table.max() + 1.0  # banned: otherwise always the best tokens
+  step, banned = toy_step_fn(table, proj), (0, 2)
+  greedy = jax.jit(lambda c: decode.greedy(step, c, 4, length, banned_ids=banned))(toy_cache(h0))
+  sampled = jax.jit(lambda c: decode.sample(step, c, jax.random.key(0), 4, length,
+                                            banned_ids=banned))(toy_cache(h0))
+  seqs, scores = jax.jit(lambda c: decode.beam_search(step, c, 4, beam, length, alpha=0.6,
+                                                      banned_ids=banned))(toy_cache(h0, beam))
+  for out in (greedy, sampled, seqs):
+    assert_nothing_after_eos(out)
+    tokens = [t for row in np.asarray(out).reshape(-1, length) for t in hyp_tokens(row)]
+    assert not set(tokens) & set(banned), out
+  for b in range(4):
+    for k in range(beam):
+      np.testing.assert_allclose(scores[b, k], np_score(table, proj, h0[b], seqs[b, k], 0.6),
+                                 rtol=1e-5)
+  unbanned = jax.jit(lambda c: decode.greedy(step, c, 4, length))(toy_cache(h0))
+  assert np.all(np.isin(unbanned[:, 0], banned))  # the ban, not the toy, kept them out
+
+
 def table_step_fn(logp):
   """Step function with log-probabilities logp[position, previous token] (L, V, V)."""
   logp = jnp.asarray(logp, jnp.float32)

@@ -1,16 +1,22 @@
 """Helpers of the Hugging Face conversion tests: tiny transformers models built from a
-config only (nothing downloaded), every tensor perturbed, and lmjax models built from
-their converted parameters."""
+config only (nothing downloaded), every tensor perturbed, lmjax models built from
+their converted parameters, edited copies of a checkpoint directory, and the
+experiments/ scripts run as from the command line."""
+
+import os
+import sys
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+from tests import scripts  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lmjax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lmjax.hf import files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lmjax.hf import mapping  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -28,6 +34,29 @@ def perturbed(model, seed: int = 0, scale: float = 0.05):
 
 def save(model, directory: str) -> str:
   model.save_pretrained(directory, safe_serialization=True)
+  return directory
+
+
+def run_experiment(script: str, *args: str) -> str:
+  """Runs experiments/`script` with `args` (cheaply: `tests.scripts.run`); asserts that it
+  exits 0 and returns its stdout."""
+  proc = scripts.run([sys.executable, os.path.join(scripts.REPO, 'experiments', script), *args],
+                     text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def edited_copy(hf_dir: str, directory: str, edit) -> str:
+  """Copies every file of `hf_dir` to `directory`, with `edit(tensors)` applied to the
+  {name: array} of its model.safetensors (in place: add, pop, rename)."""
+  os.makedirs(directory)
+  for name in os.listdir(hf_dir):
+    with open(os.path.join(hf_dir, name), 'rb') as src, open(os.path.join(directory, name),
+                                                             'wb') as dst:
+      dst.write(src.read())
+  tensors = load_file(os.path.join(directory, 'model.safetensors'))
+  edit(tensors)
+  save_file(tensors, os.path.join(directory, 'model.safetensors'), metadata={'format': 'pt'})
   return directory
 
 

@@ -4,7 +4,6 @@ model trained here as its spiece.model, and a text task written to a temporary d
 
 import json
 import os
-import sys
 
 import flax
 
@@ -59,12 +58,6 @@ def setup(tmp_path_factory):
   return hf_dir, str(root / 'data'), model, tokenizer
 
 
-def _run(script, *args):
-  proc = scripts.run([sys.executable, os.path.join(REPO, 'experiments', script), *args], text=True)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout
-
-
 def _logits_of_workdir(workdir, inputs, targets):
   run = inference.Run(workdir)
   params, _ = run.restore()
@@ -76,7 +69,8 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
   hf_dir, data_dir, hf_model, tokenizer = setup
   workdir, tuned, exported = (str(tmp_path / n) for n in ('t5', 't5_ft', 'exported'))
   config_arg = f'--config={REPO}/configs/multi30k_transformer.py:{data_dir},runlocal'
-  out = _run('import_hf.py', f'--hf_dir={hf_dir}', f'--workdir={workdir}', config_arg)
+  out = hf_parity.run_experiment('import_hf.py', f'--hf_dir={hf_dir}', f'--workdir={workdir}',
+                                 config_arg)
   assert '"family": "t5"' in out
 
   # The workdir's parameters give the PyTorch model's logits.
@@ -92,8 +86,9 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
   # seq2seq tasks end sources without EOS).
   sources = _sentences(3, 7)
   (tmp_path / 'sources.txt').write_text('\n'.join(sources) + '\n')
-  _run('decode.py', f'--workdir={workdir}', f'--input={tmp_path / "sources.txt"}',
-       f'--output={tmp_path / "decoded.txt"}', '--max_length=12')
+  hf_parity.run_experiment('decode.py', f'--workdir={workdir}',
+                           f'--input={tmp_path / "sources.txt"}',
+                           f'--output={tmp_path / "decoded.txt"}', '--max_length=12')
   decoded = (tmp_path / 'decoded.txt').read_text().splitlines()
   with torch.no_grad():
     ids = [tokenizer.encode(s) for s in sources]
@@ -103,30 +98,20 @@ def test_import_evaluate_decode_finetune_export(setup, tmp_path):
   assert decoded == want
 
   # Fine-tune on the task: the loss falls; then export and load in transformers.
-  _run('train.py', f'--config={REPO}/configs/finetune.py:{workdir}', f'--workdir={tuned}',
-       '--config.train.num_train_steps=30', '--config.train.log_every=10',
-       '--config.train.eval_every=30', '--config.train.checkpoint_every=30',
-       '--config.eval.decode_max_length=4',  # the final eval's BLEU decodes are not checked
-       '--config.optimizer.learning_rate=0.003')
+  hf_parity.run_experiment(
+      'train.py', f'--config={REPO}/configs/finetune.py:{workdir}', f'--workdir={tuned}',
+      '--config.train.num_train_steps=30', '--config.train.log_every=10',
+      '--config.train.eval_every=30', '--config.train.checkpoint_every=30',
+      '--config.eval.decode_max_length=4',  # the final eval's BLEU decodes are not checked
+      '--config.optimizer.learning_rate=0.003')
   train = [r for r in reporting.read_jsonl(os.path.join(tuned, 'metrics.jsonl'))
            if r['split'] == 'train']
   assert train[-1]['loss'] < train[0]['loss'] - 0.3, [r['loss'] for r in train]
-  _run('export_hf.py', f'--workdir={tuned}', f'--output={exported}')
+  hf_parity.run_experiment('export_hf.py', f'--workdir={tuned}', f'--output={exported}')
   reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
   again = hf_parity.seq2seq_logits(reloaded, inputs, targets)
   hf_parity.assert_logits_close(_logits_of_workdir(tuned, inputs, targets), again)
   assert os.path.exists(os.path.join(exported, convert.SPIECE))
-
-
-def _broken_copy(hf_dir, tmp_path, edit):
-  broken = tmp_path / 'broken'
-  broken.mkdir()
-  for name in os.listdir(hf_dir):
-    (broken / name).write_bytes(open(os.path.join(hf_dir, name), 'rb').read())
-  tensors = load_file(str(broken / 'model.safetensors'))
-  edit(tensors)
-  save_file(tensors, str(broken / 'model.safetensors'), metadata={'format': 'pt'})
-  return str(broken)
 
 
 @pytest.mark.parametrize('edit,message', [
@@ -142,7 +127,7 @@ def _broken_copy(hf_dir, tmp_path, edit):
 def test_a_bad_checkpoint_is_one_line_naming_the_tensor_and_writes_nothing(setup, tmp_path, edit,
                                                                           message):
   hf_dir, data_dir, _, _ = setup
-  broken = _broken_copy(hf_dir, tmp_path, edit)
+  broken = hf_parity.edited_copy(hf_dir, str(tmp_path / 'broken'), edit)
   workdir = str(tmp_path / 'w')
   with pytest.raises(HFError, match=message):
     convert.import_checkpoint(broken, workdir,

@@ -12,9 +12,11 @@ import ml_collections
 import numpy as np
 
 from lmjax import fileio
+from lmjax import models
 from lmjax import optim
 from lmjax import platforms
 from lmjax.data import task_def
+from lmjax.data import tokenizers as tok_lib
 from lmjax.data import word_vectors
 from lmjax.models import layers
 from lmjax.models import quantization
@@ -254,6 +256,8 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   need('model.padded_vocab_size', _nonneg_int, 'an integer >= 0 (0 = the vocabulary size)')
   for f in ('scale_attention', 'scale_tied_logits'):
     need(f'model.{f}', lambda x: isinstance(x, bool), 'True or False')
+  need(f'model.{models.NEVER_EMIT}', lambda x: isinstance(x, (list, tuple)) and all(
+      _nonneg_int(i) for i in x), 'a list of token ids >= 0 ([] = none)')
   need('model.use_bias', lambda x: isinstance(x, bool), 'True or False')
   one_of('model.matmul_dtype', layers.MATMUL_DTYPES)
   for f in ('dropout_rate', 'attention_dropout_rate'):
@@ -302,6 +306,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
   if config.task.get('batching', {}).get('mode') == 'windows':
     need('task.source.lm_mode', lambda x: x == 'stream', "'stream' (batching.mode='windows')")
   need('task.tokenizer.vocab_size', _nonneg_int, 'an integer >= 0')
+  one_of('task.tokenizer.type', tok_lib.TYPES)
   tok = config.task.get('tokenizer', {})
   if tok.get('vectors', ''):
     need('task.tokenizer.type', lambda x: x == 'word',

@@ -63,7 +63,8 @@ def load_or_build_tokenizer(workdir: Optional[str], name: str, build: Callable[[
 # ---------------------------------------------------------------------------------------
 # Generic tasks driven by config.task: a source (local files or TFDS), a tokenizer
 # (sentencepiece / word / char, trained on the training split and cached in the
-# workdir), length handling and a batching mode. See configs/multi30k_transformer.py.
+# workdir; or hf_bpe, imported into it by experiments/import_hf.py), length handling and
+# a batching mode. See configs/multi30k_transformer.py.
 
 
 def _path(cfg: Mapping, name: str) -> str:
@@ -114,7 +115,7 @@ def tokenizer_options(cfg: Mapping) -> Dict:
                 max_sentences=t['max_sentences'])
     if t.get('extra_ids', 0):  # only then, so that older workdirs' tokenizers still match
       opts.update(extra_ids=t['extra_ids'])
-  else:
+  elif t['type'] != 'hf_bpe':  # an imported tokenizer has no build settings
     opts.update(min_count=t['min_count'])
   if t.get('vectors', ''):  # only then, so that older workdirs' tokenizers still match
     opts.update(vectors=t['vectors'], vectors_vocab=t.get('vectors_vocab', 0))

@@ -2,7 +2,9 @@
 
 Every tokenizer has the same interface: `encode(text) -> ids` (no EOS), `decode(ids)`
 (stops at EOS, skips padding), `vocab_size`, `save(path)` and `load(path)`. Files are
-JSON with a 'type' field; `load(path)` reads any of them.
+JSON with a 'type' field (`TYPES`); `load(path)` reads any of them. 'hf_bpe' files hold
+a Hugging Face tokenizer.json that experiments/import_hf.py bridged (GPT-2's byte-level
+BPE); they need the `tokenizers` package, imported only when one is read.
 """
 
 import base64
@@ -17,6 +19,8 @@ from lmjax import fileio
 PAD, EOS, UNK = '<pad>', '</s>', '<unk>'
 SPECIALS = (PAD, EOS, UNK)
 EOS_ID, UNK_ID = 1, 2
+# config.task.tokenizer.type values; 'hf_bpe' is only imported (`HFBPETokenizer`), never trained.
+TYPES = ('sentencepiece', 'word', 'char', 'hf_bpe')
 
 
 def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
@@ -201,6 +205,105 @@ class SentencePieceTokenizer:
     return load(path)
 
 
+def ids_from_hf(hf_ids, hf_vocab: int, offset: int = 3) -> np.ndarray:
+  """Ids of a vocabulary whose last id ends the text (GPT-2's <|endoftext|>) → lmjax ids.
+
+  Args:
+    hf_ids: the vocabulary's ids, any shape.
+    hf_vocab: its size V (the end token is V − 1).
+    offset: lmjax ids reserved before its first one (padding/BOS, EOS, unknown).
+
+  Returns:
+    int32 lmjax ids, the shape of `hf_ids`: V − 1 → EOS (1), i → i + offset.
+  """
+  hf_ids = np.asarray(hf_ids)
+  return np.where(hf_ids == hf_vocab - 1, EOS_ID, hf_ids + offset).astype(np.int32)
+
+
+def ids_to_hf(ids, hf_vocab: int, offset: int = 3) -> np.ndarray:
+  """lmjax ids → the vocabulary's ids (the inverse of `ids_from_hf` on its range).
+
+  Args:
+    ids: lmjax ids, any shape.
+    hf_vocab: the vocabulary's size V.
+    offset: as for `ids_from_hf`.
+
+  Returns:
+    int64 ids (torch's index dtype), the shape of `ids`: every id below `offset` → the end
+    token V − 1, i → i − offset.
+  """
+  ids = np.asarray(ids)
+  return np.where(ids < offset, hf_vocab - 1, ids - offset).astype(np.int64)
+
+
+HF_BPE_NEEDS = ("a 'hf_bpe' tokenizer (a Hugging Face tokenizer.json that "
+                "experiments/import_hf.py bridged) needs the `tokenizers` package: "
+                "pip install 'lmjax[hf]' (or pip install tokenizers)")
+
+
+class HFBPETokenizer:
+  """A Hugging Face `tokenizers` tokenizer (tokenizer.json: GPT-2's byte-level BPE) with
+  lmjax's ids.
+
+  Its last id ends the text (GPT-2's <|endoftext|>, its BOS and EOS) and becomes EOS (1);
+  its id i becomes i + offset (`ids_from_hf`). lmjax's ids below `offset` (padding, which is
+  also the BOS the decoder starts from, EOS and unknown) are special: `decode` stops at EOS
+  and drops the others. Text is encoded and decoded by the `tokenizers` library exactly as
+  the checkpoint's tokenizer does (no special tokens added, no clean-up of spaces).
+
+  Attributes:
+    tokenizer_json: the tokenizer.json text.
+    offset: lmjax ids before the tokenizer's first one.
+    hf_vocab: the tokenizer's size V, added tokens included.
+  """
+
+  def __init__(self, tokenizer_json: str, offset: int = 3):
+    try:
+      from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError(HF_BPE_NEEDS) from None
+    if offset < 3:
+      raise ValueError(f'hf_bpe offset must be >= 3 (padding, EOS and unknown come first), '
+                       f'got {offset}')
+    self.tokenizer_json = tokenizer_json
+    self.offset = int(offset)
+    try:
+      self._tok = Tokenizer.from_str(tokenizer_json)
+    except Exception as e:  # pylint: disable=broad-except  (the Rust parser's own errors)
+      raise ValueError(f'not a Hugging Face tokenizer.json ({e})') from None
+    self.hf_vocab = self._tok.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.hf_vocab - 1 + self.offset
+
+  def encode(self, text: str) -> List[int]:
+    """Text → ids (no EOS)."""
+    hf_ids = self._tok.encode(text, add_special_tokens=False).ids
+    return ids_from_hf(hf_ids, self.hf_vocab, self.offset).tolist()
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Ids → text, stopping at EOS and dropping the other special ids."""
+    kept = []
+    for i in ids:
+      i = int(i)
+      if i == EOS_ID:
+        break
+      if self.offset <= i < self.vocab_size:
+        kept.append(i)
+    return self._tok.decode(ids_to_hf(kept, self.hf_vocab, self.offset).tolist(),
+                            skip_special_tokens=False)
+
+  def save(self, path: str, options: Optional[Mapping[str, Any]] = None) -> None:
+    """Writes the tokenizer.json text and the offset inside JSON, atomically."""
+    _write_json_atomic(path, {'type': 'hf_bpe', 'options': dict(options or {}),
+                              'offset': self.offset, 'tokenizer_json': self.tokenizer_json})
+
+  @classmethod
+  def load(cls, path: str) -> 'HFBPETokenizer':
+    return load(path)
+
+
 def load(path: str):
   """Reads any tokenizer written by a `save` method.
 
@@ -209,11 +312,16 @@ def load(path: str):
   """
   try:
     data = json.loads(fileio.read_text(path))
-    if data.get('type', 'vocab') == 'sentencepiece':
+    kind = data.get('type', 'vocab')
+    if kind == 'sentencepiece':
       tokenizer = SentencePieceTokenizer(base64.b64decode(data['model']),
                                          int(data.get('extra_ids', 0)))
+    elif kind == 'hf_bpe':
+      tokenizer = HFBPETokenizer(data['tokenizer_json'], int(data['offset']))
     else:
       tokenizer = VocabTokenizer(data['tokens'], data['level'])
+  except ImportError as e:  # a missing package, not a bad file: deleting it would not help
+    raise ValueError(f'tokenizer file {path}: {e}') from None
   except (OSError, ValueError, KeyError, RuntimeError) as e:
     raise ValueError(f'tokenizer file {path} is unreadable ({e}); delete it to rebuild it') from e
   tokenizer.options = data.get('options', {})
@@ -225,9 +333,10 @@ def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
 
   Args:
     texts: training sentences (or documents).
-    options: 'type' ('sentencepiece' | 'word' | 'char') and its settings: vocab_size,
-      model_type, character_coverage, max_sentences, extra_ids (sentencepiece: sentinels
-      after the pieces, 0 if absent); min_count, vocab_size (0 = no cap) (word/char).
+    options: 'type' ('sentencepiece' | 'word' | 'char'; 'hf_bpe' is only imported) and its
+      settings: vocab_size, model_type, character_coverage, max_sentences, extra_ids
+      (sentencepiece: sentinels after the pieces, 0 if absent); min_count, vocab_size
+      (0 = no cap) (word/char).
     seed: sampling seed for sentencepiece.
 
   Returns:
@@ -242,7 +351,12 @@ def build(texts: Sequence[str], options: Mapping[str, Any], seed: int = 0):
     return SentencePieceTokenizer(trained.model_proto, extra_ids) if extra_ids else trained
   if kind in ('word', 'char'):
     return VocabTokenizer.build(texts, kind, options['min_count'], options['vocab_size'])
-  raise ValueError(f"tokenizer type must be 'sentencepiece', 'word' or 'char', got {kind!r}")
+  if kind == 'hf_bpe':
+    raise ValueError("config.task.tokenizer.type='hf_bpe' is a Hugging Face tokenizer that "
+                     'experiments/import_hf.py writes into the workdir (tokenizers/vocab.json); '
+                     'it is not trained from text: fine-tune from the imported workdir '
+                     '(configs/finetune.py:WORKDIR), or choose another tokenizer type')
+  raise ValueError(f'config.task.tokenizer.type must be one of {TYPES}, got {kind!r}')
 
 
 # Byte ids of `word_bytes`: UTF-8 byte + 1, so that 0 stays padding.

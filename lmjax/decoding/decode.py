@@ -90,7 +90,8 @@ def reorder_cache(cache: Any, rows: jnp.ndarray) -> Any:
 
 def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, max_length: int,
                 *, eos_id: int = 1, alpha: float = 0.6,
-                max_lengths: Optional[jnp.ndarray] = None) -> Tuple[jnp.ndarray, jnp.ndarray]:
+                max_lengths: Optional[jnp.ndarray] = None,
+                banned_ids: Sequence[int] = ()) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """Beam search with GNMT length penalty and per-sentence early finishing.
 
   At each step the K live hypotheses of a sentence are extended by every token and the
@@ -118,6 +119,8 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     max_lengths: optional (B,) int32: sentence b gets at most max_lengths[b] tokens
       before EOS, i.e. EOS is forced at position max_lengths[b] (fairseq's
       max_len_a * src_len + max_len_b). None: only `max_length` limits.
+    banned_ids: ids never chosen (see `greedy`); the others keep the model's
+      log-probabilities.
 
   Returns:
     sequences: (B, K, L) int32 n-best hypotheses, best first, 0 after EOS.
@@ -147,6 +150,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, beam_size: int, ma
     logits = logits.astype(jnp.float32).reshape(b_size, k_size, vocab)  # (B, K, V)
     # log-probabilities only of the kept candidates: logit − logsumexp (no (B, K, V) log_softmax).
     lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # (B, K, 1)
+    logits = ban(logits, banned_ids)
     forced = (i >= limit)[:, None, None] & (jnp.arange(vocab) != eos_id)
     logits = jnp.where(forced, neg_inf, logits)
     num = min(2 * k_size, k_size * vocab)

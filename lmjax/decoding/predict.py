@@ -113,7 +113,8 @@ def greedy_decode(model, params, inputs: jnp.ndarray, max_length: int, eos_id: i
 
 def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: int, *,
                 alpha: float, eos_id: int = 1, max_len_a: float = 0.0,
-                max_len_b: Optional[int] = None) -> Tuple[jnp.ndarray, jnp.ndarray]:
+                max_len_b: Optional[int] = None,
+                banned_ids: Sequence[int] = ()) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """Beam-search decodes a batch of sources (encdec) or continues from BOS (decoder).
 
   The encoder runs once per sentence; its output and the inputs are repeated K times
@@ -130,6 +131,7 @@ def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: 
     max_len_a: per-sentence limit max_len_a * src_len + max_len_b tokens before EOS,
       src_len = number of non-pad source tokens (fairseq's --max-len-a/--max-len-b).
     max_len_b: see max_len_a; with max_len_a = 0 and max_len_b None only L limits.
+    banned_ids: ids never chosen (see `decode.beam_search`).
 
   Returns:
     sequences: (B, K, L) int32 n-best hypotheses, best first, 0 after EOS.
@@ -148,7 +150,7 @@ def beam_decode(model, params, inputs: jnp.ndarray, beam_size: int, max_length: 
     src_len = jnp.sum(inputs > 0, axis=1).astype(jnp.float32)  # (B,)
     max_lengths = jnp.floor(max_len_a * src_len + (max_len_b or 0)).astype(jnp.int32)
   return decode.beam_search(step_fn, cache, batch_size, beam_size, max_length, eos_id=eos_id,
-                            alpha=alpha, max_lengths=max_lengths)
+                            alpha=alpha, max_lengths=max_lengths, banned_ids=banned_ids)
 
 
 def sample_decode(model, params, inputs: jnp.ndarray, rng: jax.Array, max_length: int, *,

@@ -2,10 +2,12 @@
 directory (experiments/import_hf.py, experiments/export_hf.py).
 
 An imported workdir is what a training run leaves: config.json (the given experiment
-config with the checkpoint's `config.model`), tokenizers/vocab.json (bridged from the
-checkpoint's SentencePiece `spiece.model`) and checkpoints/last/0 (its parameters), so
-evaluate.py and decode.py read it, and `train.py --config=configs/finetune.py:W` (or any
-config with the same model and `--config.train.init_from=W`) fine-tunes from it.
+config with the checkpoint's `config.model`, and `config.task.tokenizer` describing the
+bridged tokenizer), tokenizers/vocab.json (bridged from the checkpoint's tokenizer file,
+which its family names: T5's SentencePiece `spiece.model`, GPT-2's `tokenizer.json`) and
+checkpoints/last/0 (its parameters), so evaluate.py and decode.py read it, and
+`train.py --config=configs/finetune.py:W` (or any config with the same model and
+`--config.train.init_from=W`) fine-tunes from it. Export writes the tokenizer file back.
 Everything is checked before anything is written; the workdir appears whole or not at all.
 """
 
@@ -29,34 +31,43 @@ from lmjax.hf.files import HFError
 from lmjax.tools import averaging
 from lmjax.train import loop
 
-SPIECE = 'spiece.model'
+SPIECE = 'spiece.model'  # T5's (t5.TOKENIZER_FILE)
 PARAM_DTYPES = ('float32', 'keep')
 
 
-def bridged_tokenizer(hf_dir: str) -> tok_lib.SentencePieceTokenizer:
-  """The checkpoint's SentencePiece model as an lmjax tokenizer (pad 0, EOS 1, unk 2).
+def bridged_tokenizer(hf_dir: str, family, hf_config: Dict[str, Any]):
+  """The checkpoint's tokenizer file (the family's `TOKENIZER_FILE`) as an lmjax tokenizer
+  (pad 0, EOS 1, unk 2).
+
+  Args:
+    hf_dir: the checkpoint directory.
+    family: its family module (`families.by_model_type`).
+    hf_config: its config.json.
+
+  Returns:
+    The tokenizer.
 
   Raises:
-    HFError: no spiece.model, or one whose special ids differ from lmjax's.
+    HFError: no tokenizer file, or one the family cannot bridge (one line naming it).
   """
-  path = fileio.join(hf_dir, SPIECE)
+  path = fileio.join(hf_dir, family.TOKENIZER_FILE)
   if not fileio.exists(path):
-    raise HFError(f'{hf_dir}: no {SPIECE} (the SentencePiece model T5 tokenizers ship); '
-                  'copy it from the checkpoint\'s repository')
+    raise HFError(f'{hf_dir}: no {family.TOKENIZER_FILE} ({family.TOKENIZER_HINT}); nothing '
+                  'was written')
   try:
-    return tok_lib.SentencePieceTokenizer(fileio.read_bytes(path))
-  except (ValueError, RuntimeError) as e:
+    return family.tokenizer(fileio.read_bytes(path), hf_config)
+  except (ValueError, RuntimeError, ImportError) as e:
     raise HFError(f'{path}: {e}') from e
 
 
-def _task_tokenizer(config, tokenizer) -> Dict[str, Any]:
+def _task_tokenizer(config, family, tokenizer) -> Dict[str, Any]:
   """Sets config.task.tokenizer to describe the bridged tokenizer; returns its options."""
   task = config.task
-  if 'tokenizer' not in task or task.tokenizer.get('type') != 'sentencepiece' or not (
-      task.tokenizer.get('shared', False)):
-    raise HFError('--config: its task must read text with one shared SentencePiece vocabulary '
-                  "(config.task.tokenizer.type='sentencepiece', shared=True), e.g. "
-                  'configs/multi30k_transformer.py:DATA')
+  if 'tokenizer' not in task:
+    raise HFError('--config: its task must read text with a tokenizer (config.task.tokenizer), '
+                  'e.g. configs/multi30k_transformer.py:DATA or configs/shakespeare_char.py:DATA')
+  task.tokenizer.type = family.TOKENIZER_TYPE
+  task.tokenizer.shared = True  # one vocabulary file: tokenizers/vocab.json
   task.tokenizer.vocab_size = tokenizer.vocab_size
   return text_common.tokenizer_options(task)
 
@@ -76,7 +87,7 @@ def import_checkpoint(hf_dir: str, workdir: str, config: ml_collections.ConfigDi
 
   Args:
     hf_dir: a directory with config.json, model.safetensors (or shards and their index)
-      and spiece.model.
+      and the family's tokenizer file (T5: spiece.model; GPT-2: tokenizer.json).
     workdir: the new run directory (must not exist, or be empty).
     config: the experiment config to fine-tune and evaluate with (task, optimizer, ...);
       its `config.model` is replaced by the checkpoint's.
@@ -100,12 +111,12 @@ def import_checkpoint(hf_dir: str, workdir: str, config: ml_collections.ConfigDi
   tensors = files.read_tensors(hf_dir, 'float32' if param_dtype == 'float32' else None)
   fields = family.model_config(hf_config, tensors)
   vocab = fields.pop('vocab_size')
-  tokenizer = bridged_tokenizer(hf_dir)
+  tokenizer = bridged_tokenizer(hf_dir, family, hf_config)
   if tokenizer.vocab_size > vocab:
-    raise HFError(f'{hf_dir}: {SPIECE} has {tokenizer.vocab_size} pieces, more than the '
-                  f'{vocab} embedding rows of the checkpoint')
+    raise HFError(f'{hf_dir}: {family.TOKENIZER_FILE} gives {tokenizer.vocab_size} lmjax ids, '
+                  f'more than the {vocab} embedding rows of the checkpoint')
   config = ml_collections.ConfigDict(config.to_dict())
-  options = _task_tokenizer(config, tokenizer)
+  options = _task_tokenizer(config, family, tokenizer)
   kept = {k: config.model[k] for k in ('dtype', 'attention_impl', 'scan_layers',
                                         'remat_policy', 'matmul_dtype') if k in config.model}
   kept['scan_layers'] = False  # the table names unrolled layers
@@ -133,7 +144,9 @@ def import_checkpoint(hf_dir: str, workdir: str, config: ml_collections.ConfigDi
 
 
 def export_checkpoint(workdir: str, out_dir: str, checkpoint: str = 'latest') -> Dict[str, Any]:
-  """Writes a workdir's parameters as a Hugging Face directory that `from_pretrained` loads.
+  """Writes a workdir's parameters as a Hugging Face directory that `from_pretrained` loads,
+  with the family's tokenizer file when the workdir's tokenizer is the family's bridge
+  (spiece.model, tokenizer.json).
 
   Args:
     workdir: an lmjax run directory whose model a supported family can hold.
@@ -144,7 +157,8 @@ def export_checkpoint(workdir: str, out_dir: str, checkpoint: str = 'latest') ->
     A report: family, step, number of tensors.
 
   Raises:
-    HFError: a model no family holds, or a non-empty output directory.
+    HFError: a model no family holds, an unreadable tokenizer file, or a non-empty output
+      directory; nothing is written then.
   """
   from lmjax.tools import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if fileio.exists(out_dir) and fileio.listdir(out_dir):
@@ -155,16 +169,23 @@ def export_checkpoint(workdir: str, out_dir: str, checkpoint: str = 'latest') ->
   slot, step = workdir_lib.resolve_checkpoint(workdir, checkpoint)
   state, _ = averaging.read_checkpoint(workdir, slot, step)
   flat = flax.traverse_util.flatten_dict(averaging.model_params(state), sep='/')
-  vocab = flat['source_embed/embedding'].shape[0]
+  if family.EMBEDDING not in flat:
+    raise HFError(f'{workdir}: its checkpoint has no {family.EMBEDDING} parameter (the '
+                  'word embedding this family exports)')
+  vocab = flat[family.EMBEDDING].shape[0]
   fields = dict(model, vocab_size=vocab)
   tensors = mapping.to_hf(family.table(fields), flat)
-  files.write_tensors(tensors, out_dir)
-  files.write_config(family.hf_config(fields), out_dir)
+  tokenizer_data = None
   tokenizer_path = fileio.join(workdir, 'tokenizers', 'vocab.json')
   if fileio.exists(tokenizer_path):
-    tokenizer = tok_lib.load(tokenizer_path)
-    if isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
-      fileio.write_bytes(fileio.join(out_dir, SPIECE), tokenizer.model_proto)
+    try:
+      tokenizer_data = family.tokenizer_file(tok_lib.load(tokenizer_path))
+    except ValueError as e:
+      raise HFError(str(e)) from e
+  files.write_tensors(tensors, out_dir)
+  files.write_config(family.hf_config(fields), out_dir)
+  if tokenizer_data is not None:
+    fileio.write_bytes(fileio.join(out_dir, family.TOKENIZER_FILE), tokenizer_data)
   return {'family': model.get('family'), 'slot': slot, 'step': step, 'tensors': len(tensors)}
 
 

@@ -2,7 +2,11 @@
 
 Each family module gives `model_config(hf_config, tensor_names)` (config.model fields),
 `table(model_fields)` (its `mapping.Table`), `hf_config(model_fields)` (config.json for
-export) and `check_expressible(model_fields)`.
+export) and `check_expressible(model_fields)`; `EMBEDDING` (the parameter whose rows are
+the vocabulary); and its tokenizer bridge: `TOKENIZER_FILE` (spiece.model, tokenizer.json),
+`TOKENIZER_HINT` (what that file is, for errors), `TOKENIZER_TYPE`
+(config.task.tokenizer.type), `tokenizer(file bytes, hf_config)` (the lmjax tokenizer) and
+`tokenizer_file(tokenizer)` (the file back, for export).
 """
 
 from types import ModuleType

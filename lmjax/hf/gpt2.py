@@ -20,13 +20,22 @@ so a GPT-2 document [E, t1, t2, ...] is lmjax's BOS-shifted [0, t1 + 3, t2 + 3, 
 same positions. Export keeps row 1 for E and drops rows 0 and 2, after checking that row 0
 equals row 1 (a fine-tune that taught BOS and EOS different vectors is not a GPT-2).
 With tied logits rows 0 and 2 score as EOS does, so decoding must never emit them
-(`NEVER_EMITTED`, for the decoders' `banned_ids`); EOS then wins the tie.
+(`NEVER_EMITTED`, for the decoders' `banned_ids`); EOS then wins the tie. An imported
+workdir keeps them in config.model.never_emit, which every lmjax decoder honours.
+
+Files. GPT2LMHeadModel names its tensors `transformer.wte.weight`, ...; GPT2Model (and the
+hub's `gpt2` repository) `wte.weight`, ..., with the causal-mask buffers
+`h.{i}.attn.bias` / `h.{i}.attn.masked_bias` in older files: both are read (the table's
+`prefix` and `buffers`). The tokenizer is the checkpoint's tokenizer.json (byte-level BPE),
+kept whole as an lmjax 'hf_bpe' tokenizer (`lmjax.data.tokenizers.HFBPETokenizer`) that
+maps ids as above.
 """
 
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 
+from lmjax.data import tokenizers as tok_lib
 from lmjax.hf import mapping
 from lmjax.hf.files import HFError
 
@@ -39,6 +48,15 @@ RESERVED = 3
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 # Ids a decoder must not choose: copies of <|endoftext|>'s row that are not EOS.
 NEVER_EMITTED = (PAD_ID, UNK_ID)
+# The word embedding parameter (its rows: lmjax's vocabulary).
+EMBEDDING = 'embed/embedding'
+# The tokenizer file of the checkpoint, what it is, and the config.task.tokenizer.type of
+# its bridge.
+TOKENIZER_FILE = 'tokenizer.json'
+TOKENIZER_HINT = ('the byte-level BPE tokenizer GPT-2 checkpoints ship; from vocab.json and '
+                  'merges.txt, transformers.GPT2TokenizerFast.from_pretrained(DIR)'
+                  '.save_pretrained(DIR) writes it')
+TOKENIZER_TYPE = 'hf_bpe'
 
 
 def lmjax_ids(hf_ids, hf_vocab: int) -> np.ndarray:
@@ -51,8 +69,7 @@ def lmjax_ids(hf_ids, hf_vocab: int) -> np.ndarray:
   Returns:
     int32 lmjax ids, the shape of `hf_ids`.
   """
-  hf_ids = np.asarray(hf_ids)
-  return np.where(hf_ids == hf_vocab - 1, EOS_ID, hf_ids + RESERVED).astype(np.int32)
+  return tok_lib.ids_from_hf(hf_ids, hf_vocab, RESERVED)
 
 
 def hf_ids(ids, hf_vocab: int) -> np.ndarray:
@@ -65,8 +82,7 @@ def hf_ids(ids, hf_vocab: int) -> np.ndarray:
   Returns:
     int64 GPT-2 ids (torch's index dtype), the shape of `ids`.
   """
-  ids = np.asarray(ids)
-  return np.where(ids < RESERVED, hf_vocab - 1, ids - RESERVED).astype(np.int64)
+  return tok_lib.ids_to_hf(ids, hf_vocab, RESERVED)
 
 
 def hf_logits(logits) -> np.ndarray:
@@ -146,7 +162,37 @@ def model_config(hf: Dict[str, Any], tensor_names: Iterable[str]) -> Dict[str, A
       pre_ln=True, position='learned', scale_attention=hf.get('scale_attn_weights', True),
       embed_scale='none', init='gpt2', use_bias=True, norm='layernorm',
       norm_epsilon=hf.get('layer_norm_epsilon', 1e-5), mlp_activation=ACTIVATIONS[activation],
-      share_embeddings=False, tie_output=True, scale_tied_logits=False)
+      share_embeddings=False, tie_output=True, scale_tied_logits=False,
+      never_emit=list(NEVER_EMITTED))
+
+
+def tokenizer(data: bytes, hf: Dict[str, Any]) -> tok_lib.HFBPETokenizer:
+  """The checkpoint's tokenizer.json as an lmjax tokenizer (GPT-2 id i → lmjax i + 3).
+
+  Args:
+    data: the tokenizer.json file.
+    hf: the checkpoint's config.json.
+
+  Returns:
+    The tokenizer.
+
+  Raises:
+    ValueError: not a tokenizer.json, or one whose size is not the model's (lmjax maps its
+      last id, <|endoftext|>, to EOS); ImportError: no `tokenizers` package.
+  """
+  bridged = tok_lib.HFBPETokenizer(data.decode('utf-8'), RESERVED)
+  if bridged.hf_vocab != hf['vocab_size']:
+    raise ValueError(f'it has {bridged.hf_vocab} tokens and config.json vocab_size='
+                     f'{hf["vocab_size"]}; lmjax maps the last id of both (<|endoftext|>) to EOS, '
+                     'so they must be equal')
+  return bridged
+
+
+def tokenizer_file(bridged) -> Optional[bytes]:
+  """tokenizer.json of a workdir's tokenizer, for export (None unless it is an imported one)."""
+  if isinstance(bridged, tok_lib.HFBPETokenizer):
+    return bridged.tokenizer_json.encode('utf-8')
+  return None
 
 
 def hf_config(model: Dict[str, Any]) -> Dict[str, Any]:
@@ -215,4 +261,6 @@ def table(model: Dict[str, Any]) -> mapping.Table:
     for norm, hf_norm in (('self_attention_ln', 'ln_1'), ('mlp_ln', 'ln_2')):
       entries.append(mapping.Entry(f'{ours}/{norm}/scale', f'{theirs}.{hf_norm}.weight'))
       entries.append(mapping.Entry(f'{ours}/{norm}/bias', f'{theirs}.{hf_norm}.bias'))
-  return mapping.Table(entries, {'lm_head.weight': 'transformer.wte.weight'})
+  return mapping.Table(entries, {'lm_head.weight': 'transformer.wte.weight'},
+                       buffers=(r'transformer\.h\.\d+\.attn\.(bias|masked_bias)',),
+                       prefix='transformer.')

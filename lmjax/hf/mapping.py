@@ -7,9 +7,13 @@ query|key|value along its last axis) has one entry per equal part (`Entry.part`)
 import, concatenated on export.
 `to_lmjax` checks the whole checkpoint before returning anything: every tensor used,
 every parameter assigned, every shape right, or one `HFError` with one line per problem.
+A table may also name the HF tensors that are buffers, not parameters (`Table.buffers`:
+skipped), and a prefix that files of the family's base model leave out (`Table.prefix`:
+GPT2Model's `wte.weight` is GPT2LMHeadModel's `transformer.wte.weight`).
 """
 
 import dataclasses
+import re
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -74,9 +78,42 @@ class Table:
   Attributes:
     entries: one per lmjax parameter.
     aliases: {HF name: the HF name it is a tied copy of}; read only to check it is equal.
+    buffers: regexes (whole names, prefix included) of HF tensors that hold no parameter
+      (e.g. GPT-2's causal masks `transformer.h.{i}.attn.bias`); skipped on import,
+      not written on export.
+    prefix: the start of every entry's HF name that some files of the family leave out
+      (their base model's tensors); a name without it is read as if it had it, when the
+      table knows that name or it is a buffer.
   """
   entries: List[Entry]
   aliases: Dict[str, str] = dataclasses.field(default_factory=dict)
+  buffers: Tuple[str, ...] = ()
+  prefix: str = ''
+
+
+def canonical_tensors(table: Table, tensors: Mapping[str, np.ndarray]
+                      ) -> Dict[str, np.ndarray]:
+  """The checkpoint's tensors under the table's names, buffers dropped.
+
+  Args:
+    table: the family's table.
+    tensors: {HF name: array}, with or without `table.prefix`.
+
+  Returns:
+    {HF name: array}: a name without the prefix gets it when the table knows the prefixed
+    name or it names a buffer (others keep their name, to be reported as unmatched, as does
+    a name that the file also holds prefixed); then every buffer is left out.
+  """
+  known = {e.hf for e in table.entries} | set(table.aliases)
+  is_buffer = lambda name: any(re.fullmatch(p, name) for p in table.buffers)
+  out = {}
+  for name, value in tensors.items():
+    full = table.prefix + name
+    if (table.prefix and not name.startswith(table.prefix) and full not in tensors
+        and (full in known or is_buffer(full))):
+      name = full
+    out[name] = value
+  return {name: value for name, value in out.items() if not is_buffer(name)}
 
 
 def _by_tensor(table: Table) -> Dict[str, List[Entry]]:
@@ -114,7 +151,8 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
 
   Args:
     table: the family's table for this configuration.
-    tensors: {HF name: array}.
+    tensors: {HF name: array} (with or without `table.prefix`; buffers are skipped:
+      `canonical_tensors`).
     expected: {lmjax path: shape} of the model's parameters (from `jax.eval_shape`).
     source: the checkpoint's name, for messages.
 
@@ -127,6 +165,7 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
       one line per tensor.
   """
   problems, out = [], {}
+  tensors = canonical_tensors(table, tensors)
   groups = _by_tensor(table)
   used = set(groups) | set(table.aliases)
   for name in sorted(set(tensors) - used):

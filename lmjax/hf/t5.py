@@ -8,12 +8,21 @@ embeddings and the decoder output scaled by d_model^-0.5 (v1.0), or a gated-GELU
 lmjax's contract (0 = padding and decoder start, 1 = EOS, 2 = unknown).
 """
 
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
+from lmjax.data import tokenizers as tok_lib
 from lmjax.hf import mapping
 from lmjax.hf.files import HFError
 
 MODEL_TYPES = ('t5', 'mt5')
+# The word embedding parameter (its rows: lmjax's vocabulary).
+EMBEDDING = 'source_embed/embedding'
+# The tokenizer file of the checkpoint, what it is, and the config.task.tokenizer.type of
+# its bridge.
+TOKENIZER_FILE = 'spiece.model'
+TOKENIZER_HINT = ("the SentencePiece model T5 tokenizers ship; copy it from the checkpoint's "
+                  'repository')
+TOKENIZER_TYPE = 'sentencepiece'
 # HF feed_forward_proj → config.model.mlp_activation ('gated-gelu' is gelu_new, tanh form).
 ACTIVATIONS = {'relu': 'relu', 'gelu': 'gelu', 'gelu_new': 'gelu_tanh', 'silu': 'silu',
                'gated-relu': 'gated_relu', 'gated-gelu': 'gated_gelu_tanh',
@@ -62,7 +71,33 @@ def model_config(hf: Dict[str, Any], tensor_names: Iterable[str]) -> Dict[str, A
       relative_max_distance=hf.get('relative_attention_max_distance', 128),
       scale_attention=False, embed_scale='none', use_bias=False, norm='rmsnorm',
       norm_epsilon=hf.get('layer_norm_epsilon', 1e-6), mlp_activation=_activation(hf),
-      share_embeddings=True, tie_output=is_tied, scale_tied_logits=bool(is_tied and scale))
+      share_embeddings=True, tie_output=is_tied, scale_tied_logits=bool(is_tied and scale),
+      never_emit=[])
+
+
+def tokenizer(data: bytes, hf: Dict[str, Any]) -> tok_lib.SentencePieceTokenizer:
+  """The checkpoint's spiece.model as an lmjax tokenizer (its ids are lmjax's already).
+
+  Args:
+    data: the spiece.model file.
+    hf: the checkpoint's config.json (unused: T5's ids need no mapping).
+
+  Returns:
+    The tokenizer.
+
+  Raises:
+    ValueError, RuntimeError: not a SentencePiece model, or one whose pad/EOS/unknown ids
+      are not 0, 1, 2.
+  """
+  del hf
+  return tok_lib.SentencePieceTokenizer(data)
+
+
+def tokenizer_file(bridged) -> Optional[bytes]:
+  """spiece.model of a workdir's tokenizer, for export (None unless it is SentencePiece)."""
+  if isinstance(bridged, tok_lib.SentencePieceTokenizer):
+    return bridged.model_proto
+  return None
 
 
 def hf_config(model: Dict[str, Any]) -> Dict[str, Any]:

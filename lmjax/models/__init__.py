@@ -30,6 +30,23 @@ SELECTORS = ('family', 'kind')
 # at least the tokenizer's (a published checkpoint's vocabulary: T5's 32128 rows for 32000
 # SentencePiece pieces and 100 sentinels); 0 = the tokenizer's size.
 PADDED_VOCAB = 'padded_vocab_size'
+# config.model.never_emit: token ids the decoders never choose (`never_emitted`), e.g. the
+# copies of GPT-2's <|endoftext|> row at lmjax's BOS and unknown ids, which score exactly as
+# EOS does (experiments/import_hf.py sets it); [] = none.
+NEVER_EMIT = 'never_emit'
+
+
+def never_emitted(model_config) -> Tuple[int, ...]:
+  """The ids the decoders must never choose for this `config.model` (its `never_emit`).
+
+  Args:
+    model_config: the `config.model` ConfigDict (or dict); model sections without the field
+      (LSTM sections, workdirs written before it) ban nothing.
+
+  Returns:
+    A tuple of ints, for `lmjax.decoding` `banned_ids`.
+  """
+  return tuple(int(i) for i in dict(model_config).get(NEVER_EMIT, ()))
 
 
 def build_model(model_config, **sizes) -> nn.Module:
@@ -55,6 +72,7 @@ def build_model(model_config, **sizes) -> nn.Module:
   module_cls, config_cls = REGISTRY[key]
   fields = {f.name for f in dataclasses.fields(config_cls)}
   padded = cfg.pop(PADDED_VOCAB, 0) or 0
+  cfg.pop(NEVER_EMIT, None)  # the decoders' business (`never_emitted`), not the module's
   values = {k: v for k, v in cfg.items() if k not in SELECTORS}
   values.update({k: v for k, v in sizes.items() if k in fields})
   for name in ('vocab_size', 'target_vocab_size'):

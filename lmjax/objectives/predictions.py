@@ -12,12 +12,13 @@ tagger along its precision/recall curve.
 """
 
 import functools
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from lmjax import metrics as metrics_lib
+from lmjax import models
 from lmjax.decoding import predict
 
 
@@ -76,14 +77,17 @@ class Predictor:
 class Decode(Predictor):
   """Greedy decoding of a seq2seq model, scored as text (`task.score_predictions`)."""
 
-  def __init__(self, task, model, max_length: int):
+  def __init__(self, task, model, max_length: int, banned_ids: Sequence[int] = ()):
+    """Args: task, model: the run's; max_length: decoded tokens; banned_ids: ids never
+    chosen (config.model.never_emit)."""
     super().__init__(task)
-    self.model, self.max_length = model, max_length
+    self.model, self.max_length, self.banned_ids = model, max_length, tuple(banned_ids)
     rouge = ('rouge1', 'rouge2', 'rougeL') if task.decode_metrics == 'rouge' else ()
     self.metric_names = ('exact_match', 'bleu', 'chrf') + rouge
 
   def predict_batch(self, params, batch) -> jnp.ndarray:
-    return predict.greedy_decode(self.model, params, batch['inputs'], max_length=self.max_length)
+    return predict.greedy_decode(self.model, params, batch['inputs'], max_length=self.max_length,
+                                 banned_ids=self.banned_ids)
 
   def texts(self, predictions, examples) -> List[str]:
     del examples
@@ -156,7 +160,7 @@ def for_task(task, objective, config) -> Optional[Predictor]:
   """The predictor of `task`'s kind (None for language modelling)."""
   if task.kind == 'seq2seq':
     length = config.eval.decode_max_length or task.lengths.get('targets', 0)
-    return Decode(task, objective.model, length)
+    return Decode(task, objective.model, length, models.never_emitted(config.model))
   if task.kind == 'classify':
     return Classes(task, objective, outside_bias(task, config.eval.outside_bias))
   if task.kind == 'tag':

@@ -184,7 +184,8 @@ class Run:
     """Compiled (params, inputs (B, W), rng) -> (B, length) ids for `options` (cached).
 
     For encdec runs `inputs` are the sources; for decoder-only runs they are the
-    prompts (right-padded with 0, W = length - 1), forced as the first tokens.
+    prompts (right-padded with 0, W = length - 1), forced as the first tokens. No decoder
+    chooses the ids of config.model.never_emit (`models.never_emitted`).
     """
     kind, o, model = self.config.model.kind, options, self.model
     if kind not in ('encdec', 'decoder') or self.task.kind not in ('seq2seq', 'lm'):
@@ -195,18 +196,21 @@ class Run:
       raise ToolError('--beam_size > 1 is not supported for language-model (decoder-only) runs: '
                       'use greedy decoding or --temperature > 0')
     key = (o.method, length, o.beam_size, o.alpha, o.temperature, o.top_k, o.top_p)
+    banned = models.never_emitted(self.config.model)
     if key not in self._decoders:
       if kind == 'decoder':  # temperature 0 = greedy continuation of the prompt
         fn = lambda p, x, rng: predict.sample_decode(model, p, x, rng, length, temperature=o.temperature,
-                                                     top_k=o.top_k, top_p=o.top_p, prefix=x)
+                                                     top_k=o.top_k, top_p=o.top_p, prefix=x,
+                                                     banned_ids=banned)
       elif o.method == 'greedy':
-        fn = lambda p, x, rng: predict.greedy_decode(model, p, x, length)
+        fn = lambda p, x, rng: predict.greedy_decode(model, p, x, length, banned_ids=banned)
       elif o.method == 'beam':
-        fn = lambda p, x, rng: predict.beam_decode(model, p, x, o.beam_size, length,
-                                                   alpha=o.alpha)[0][:, 0]  # best of the n-best
+        fn = lambda p, x, rng: predict.beam_decode(model, p, x, o.beam_size, length, alpha=o.alpha,
+                                                   banned_ids=banned)[0][:, 0]  # best of the n-best
       else:
         fn = lambda p, x, rng: predict.sample_decode(model, p, x, rng, length, temperature=o.temperature,
-                                                     top_k=o.top_k, top_p=o.top_p)
+                                                     top_k=o.top_k, top_p=o.top_p,
+                                                     banned_ids=banned)
       self._decoders[key] = jax.jit(
           fn, in_shardings=(self.param_shardings, self.batch_sharding, self.replicated),
           out_shardings=self.batch_sharding)
