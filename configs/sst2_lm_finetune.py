@@ -57,16 +57,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
 def get_sweep(arg: str = 'lr') -> list:
   """Sweeps for `launch.sh local configs/sst2_lm_finetune.py:DATA[,init_from=W] --sweep NAME`:
-  'lr' picks the learning rate on the validation split (seed 0), 'seeds' repeats a run
-  (give the chosen rate as --config.optimizer.learning_rate=...).
-
-  Returns:
-    One dict of overrides (dotted field → value) per trial.
-  """
-  sweeps = {
-      'lr': [{'optimizer.learning_rate': lr} for lr in (3e-4, 1e-3, 3e-3)],
-      'seeds': [{'seed': s, 'data_seed': s} for s in (0, 1, 2)],
-  }
-  if arg not in sweeps:
-    raise ValueError(f'configs/sst2_lm_finetune.py: no sweep {arg!r}; valid: {sorted(sweeps)}')
-  return sweeps[arg]
+  'lr' (the rate grid (3e-4, 1e-3, 3e-3)) or 'seeds' (`text_task.fine_tune_sweep`)."""
+  return text_task.fine_tune_sweep(arg, (3e-4, 1e-3, 3e-3), 'sst2_lm_finetune.py')

@@ -56,6 +56,23 @@ def use_pretraining_text(c: ml_collections.ConfigDict, values: Dict[str, str],
                      "own training text), 'sst2'")
 
 
+def fine_tune_sweep(arg: str, rates: Tuple[float, ...], config_name: str) -> list:
+  """The pretraining comparison's sweeps of a fine-tune config (docs/PRETRAINING.md):
+  'lr' picks the learning rate from `rates` on the validation split (seed 0), 'seeds'
+  repeats a run (the chosen rate given as --config.optimizer.learning_rate=...).
+
+  Returns:
+    One dict of overrides (dotted field → value) per trial.
+  """
+  sweeps = {
+      'lr': [{'optimizer.learning_rate': lr} for lr in rates],
+      'seeds': [{'seed': s, 'data_seed': s} for s in (0, 1, 2)],
+  }
+  if arg not in sweeps:
+    raise ValueError(f'configs/{config_name}: no sweep {arg!r}; valid: {sorted(sweeps)}')
+  return sweeps[arg]
+
+
 def task_config(name: str, data_dir: str) -> ml_collections.ConfigDict:
   """The generic task section (lmjax.data.tasks text_* builders) with every field.
 

@@ -156,17 +156,22 @@ def test_masked_lm_task_rows_mask_and_model_head(data_dir):
     tasks.build_task(_mlm_config(data_dir, **{'task.tokenizer.extra_ids': 0}).task, None)
 
 
-def test_masked_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
+def _sst2_text_task(data_dir, config_name, field):
+  """(the task of `config_name` with text=sst2 at runlocal size, its tokenizer, the token
+  stream of its training examples' `field`, and the file's sentences encoded with an EOS
+  after each)."""
   config = configlib.load_config_file(
-      os.path.join(REPO, 'configs', 'pretrain_bert_mlm.py') + f':{data_dir},text=sst2,runlocal')
+      os.path.join(REPO, 'configs', config_name) + f':{data_dir},text=sst2,runlocal')
   config.task.tokenizer.vocab_size = 120
   task = tasks.build_task(config.task, None)
-  tok = task.tokenizers['inputs']
+  tok = task.tokenizers[field if field != 'tokens' else 'inputs']
   rows = (Path(data_dir) / 'sst2' / 'glue' / 'train.tsv').read_text().splitlines()[1:]
-  texts = [r.split('\t')[0] for r in rows]
-  # The rows are the file's sentences (not its header or labels), EOS after each.
-  stream = [t for ex in task.train_examples for t in ex['tokens']]
-  want = [t for text in texts for t in tok.encode(text) + [1]]
+  want = [t for r in rows for t in tok.encode(r.split('\t')[0]) + [1]]  # not header or labels
+  return task, [t for ex in task.train_examples for t in ex[field]], want
+
+
+def test_masked_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
+  _, stream, want = _sst2_text_task(data_dir, 'pretrain_bert_mlm.py', 'tokens')
   assert stream == want[:len(stream)] and len(stream) > len(want) // 2
   with pytest.raises(ValueError, match="text='x'"):
     configlib.load_config_file(
@@ -174,16 +179,9 @@ def test_masked_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
 
 
 def test_lstm_lm_pretrains_on_the_text_of_a_labelled_file(data_dir):
-  config = configlib.load_config_file(
-      os.path.join(REPO, 'configs', 'pretrain_lstm_lm.py') + f':{data_dir},text=sst2,runlocal')
-  config.task.tokenizer.vocab_size = 120
-  task = tasks.build_task(config.task, None)
-  tok = task.tokenizers['targets']
-  rows = (Path(data_dir) / 'sst2' / 'glue' / 'train.tsv').read_text().splitlines()[1:]
-  want = [t for r in rows for t in tok.encode(r.split('\t')[0]) + [1]]
-  # One stream of the file's sentences, EOS after each; its last 1 % held out for eval
-  train = [t for ex in task.train_examples for t in ex['targets']]
-  # (the text is cut at 99 % of its characters: the cut line ends in an EOS of its own)
+  _, train, want = _sst2_text_task(data_dir, 'pretrain_lstm_lm.py', 'targets')
+  # One stream, its last 1 % held out for eval. The text is cut at 99 % of its characters:
+  # the cut line ends in an EOS of its own.
   assert train[:-1] == want[:len(train) - 1] and train[-1] == 1
   assert 0.9 * len(want) < len(train) < len(want)
 
