@@ -75,6 +75,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.embed_scale = 'init'
   # Multiply the decoder output by emb_dim^-0.5 before tied logits (T5 v1.0).
   c.model.scale_tied_logits = False
+  # Rows of a learned token-type table whose row 0 is added at every position (BERT's
+  # token_type_embeddings, single-segment input); 0 = none.
+  c.model.type_vocab_size = 0
+  # A norm (model.norm, model.norm_epsilon) on the embedded tokens before the first layer
+  # (BERT's embeddings.LayerNorm).
+  c.model.embed_norm = False
   # Embedding/logit rows: 0 = the tokenizer's vocabulary; more pads it (a published
   # checkpoint's table, e.g. T5's 32128 rows for 32000 pieces; experiments/import_hf.py).
   c.model.padded_vocab_size = 0

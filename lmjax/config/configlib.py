@@ -254,7 +254,8 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = False) -> No
        lambda x: _is_int(x) and x > _get(config, 'model.relative_buckets') // 2,
        'an integer > model.relative_buckets / 2 (buckets past the exact ones grow up to it)')
   need('model.padded_vocab_size', _nonneg_int, 'an integer >= 0 (0 = the vocabulary size)')
-  for f in ('scale_attention', 'scale_tied_logits'):
+  need('model.type_vocab_size', _nonneg_int, 'an integer >= 0 (0 = no token-type embedding)')
+  for f in ('scale_attention', 'scale_tied_logits', 'embed_norm'):
     need(f'model.{f}', lambda x: isinstance(x, bool), 'True or False')
   need(f'model.{models.NEVER_EMIT}', lambda x: isinstance(x, (list, tuple)) and all(
       _nonneg_int(i) for i in x), 'a list of token ids >= 0 ([] = none)')

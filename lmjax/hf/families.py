@@ -6,17 +6,19 @@ export) and `check_expressible(model_fields)`; `EMBEDDING` (the parameter whose 
 the vocabulary); and its tokenizer bridge: `TOKENIZER_FILE` (spiece.model, tokenizer.json),
 `TOKENIZER_HINT` (what that file is, for errors), `TOKENIZER_TYPE`
 (config.task.tokenizer.type), `tokenizer(file bytes, hf_config)` (the lmjax tokenizer) and
-`tokenizer_file(tokenizer)` (the file back, for export).
+`tokenizer_file(tokenizer)` (the file back, for export). BERT has no tokenizer bridge yet:
+its `tokenizer` raises HFError, so its checkpoints convert at the table level only.
 """
 
 from types import ModuleType
 from typing import Any, Dict
 
+from lmjax.hf import bert
 from lmjax.hf import gpt2
 from lmjax.hf import t5
 from lmjax.hf.files import HFError
 
-FAMILIES: Dict[str, ModuleType] = {name: family for family in (t5, gpt2)
+FAMILIES: Dict[str, ModuleType] = {name: family for family in (t5, gpt2, bert)
                                    for name in family.MODEL_TYPES}
 
 

@@ -8,8 +8,10 @@ import, concatenated on export.
 `to_lmjax` checks the whole checkpoint before returning anything: every tensor used,
 every parameter assigned, every shape right, or one `HFError` with one line per problem.
 A table may also name the HF tensors that are buffers, not parameters (`Table.buffers`:
-skipped), and a prefix that files of the family's base model leave out (`Table.prefix`:
-GPT2Model's `wte.weight` is GPT2LMHeadModel's `transformer.wte.weight`).
+skipped), whole tensors that no parameter holds because they cannot change the output
+(`Table.dropped`: BERT's key biases; checked and dropped on import, zeros on export), and
+a prefix that files of the family's base model leave out (`Table.prefix`: GPT2Model's
+`wte.weight` is GPT2LMHeadModel's `transformer.wte.weight`).
 """
 
 import dataclasses
@@ -84,11 +86,16 @@ class Table:
     prefix: the start of every entry's HF name that some files of the family leave out
       (their base model's tensors); a name without it is read as if it had it, when the
       table knows that name or it is a buffer.
+    dropped: {HF name: the HF name of an entry's tensor of the same shape}: parameters of
+      the HF model that no lmjax parameter holds because they cannot change its output (a
+      key bias, which softmax cancels). On import each must be present with that shape
+      and is then dropped; on export it is written as zeros of that shape.
   """
   entries: List[Entry]
   aliases: Dict[str, str] = dataclasses.field(default_factory=dict)
   buffers: Tuple[str, ...] = ()
   prefix: str = ''
+  dropped: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def canonical_tensors(table: Table, tensors: Mapping[str, np.ndarray]
@@ -104,7 +111,7 @@ def canonical_tensors(table: Table, tensors: Mapping[str, np.ndarray]
     name or it names a buffer (others keep their name, to be reported as unmatched, as does
     a name that the file also holds prefixed); then every buffer is left out.
   """
-  known = {e.hf for e in table.entries} | set(table.aliases)
+  known = {e.hf for e in table.entries} | set(table.aliases) | set(table.dropped)
   is_buffer = lambda name: any(re.fullmatch(p, name) for p in table.buffers)
   out = {}
   for name, value in tensors.items():
@@ -132,6 +139,12 @@ def _by_tensor(table: Table) -> Dict[str, List[Entry]]:
     if [e.part for e in group] != [(k, n) for k in range(n)] or all(e.path is None for e in group):
       raise ValueError(f'table entries of {name} have parts {[e.part for e in group]}; '
                        f'expected (0, n) … (n - 1, n), at least one with a parameter path')
+  for name, like in table.dropped.items():
+    if name in groups:
+      raise ValueError(f'dropped tensor {name} also has table entries')
+    if like not in groups:
+      raise ValueError(f'dropped tensor {name} takes its shape from {like}, which has no '
+                       'table entries')
   return groups
 
 
@@ -167,7 +180,7 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
   problems, out = [], {}
   tensors = canonical_tensors(table, tensors)
   groups = _by_tensor(table)
-  used = set(groups) | set(table.aliases)
+  used = set(groups) | set(table.aliases) | set(table.dropped)
   for name in sorted(set(tensors) - used):
     problems.append(f'{source}: tensor {name} {tuple(tensors[name].shape)} matches no '
                     'parameter of the model')
@@ -209,6 +222,14 @@ def to_lmjax(table: Table, tensors: Mapping[str, np.ndarray],
                         f'{tuple(expected[entry.path])}')
         break
       out[entry.path] = converted
+  for name, like in table.dropped.items():
+    if name not in tensors:
+      problems.append(f'{source}: tensor {name} is missing (no model parameter holds it, but '
+                      f'a checkpoint of this family has it, shaped like {like})')
+    elif like in tensors and tensors[name].shape != tensors[like].shape:
+      problems.append(f'{source}: tensor {name} has shape {tuple(tensors[name].shape)}; '
+                      f'expected {tuple(tensors[like].shape)}, as {like} (no model parameter '
+                      'holds it)')
   for alias, target in table.aliases.items():
     if alias in tensors and target in tensors and not np.array_equal(tensors[alias],
                                                                       tensors[target]):
@@ -222,7 +243,8 @@ def to_hf(table: Table, params: Mapping[str, np.ndarray]) -> Dict[str, np.ndarra
   """lmjax parameters {path: array} → HF tensors {name: array} (aliases are not written).
 
   The parts of a fused tensor are concatenated along its last axis; a part no parameter
-  holds is written as zeros shaped like its siblings.
+  holds is written as zeros shaped like its siblings, a dropped tensor as zeros shaped like
+  the tensor it names.
 
   Raises:
     HFError: a family transform that finds the parameters inexpressible in HF form.
@@ -234,4 +256,6 @@ def to_hf(table: Table, params: Mapping[str, np.ndarray]) -> Dict[str, np.ndarra
     like = next(p for p in parts if p is not None)
     parts = [np.zeros_like(like) if p is None else p for p in parts]
     out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+  for name, like in table.dropped.items():
+    out[name] = np.zeros_like(out[like])
   return out

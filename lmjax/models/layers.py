@@ -133,6 +133,24 @@ def kernel_init(style: str, residual_layers: int = 0) -> Callable:
   return nn.initializers.normal(GPT2_STD * scale)
 
 
+class TypeEmbedding(nn.Module):
+  """Adds row 0 of a learned token-type (segment) table: BERT's `token_type_embeddings`,
+  which single-segment inputs read at every position. The other rows are kept (a BERT
+  checkpoint's table round-trips whole) but no input selects them yet.
+
+  Attributes:
+    num_types: table rows (BERT's `type_vocab_size`).
+  """
+  num_types: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Args: x (B, L, D). Returns (B, L, D): x plus the type-0 row."""
+    table = self.param('embedding', nn.with_logical_partitioning(
+        nn.initializers.normal(GPT2_STD), (None, 'embed')), (self.num_types, x.shape[-1]))
+    return x + table[0].astype(x.dtype)
+
+
 class Embed(nn.Module):
   """Token embedding that can also act as the tied output projection.
 

@@ -57,6 +57,10 @@ class TransformerCoreConfig:
     scale_attention: divide attention scores by sqrt(head_dim) (False: T5).
     embed_scale: multiply embedding rows by sqrt(D): 'init' (only with init='xavier'),
       'sqrt_dim' or 'none' (`layers.EMBED_SCALES`).
+    type_vocab_size: rows of a learned token-type table whose row 0 is added at every
+      position (BERT's `token_type_embeddings`, single segment); 0 = none.
+    embed_norm: a norm (`norm`, `norm_epsilon`) on the embedded tokens, after positions
+      and token types, before the first layer (BERT's `embeddings.LayerNorm`).
   """
   vocab_size: int
   emb_dim: int
@@ -83,6 +87,8 @@ class TransformerCoreConfig:
   relative_max_distance: int = 128
   scale_attention: bool = True
   embed_scale: str = 'init'
+  type_vocab_size: int = 0
+  embed_norm: bool = False
 
   @property
   def jnp_dtype(self):
@@ -260,6 +266,27 @@ def positions_or_bias(cfg: TransformerCoreConfig, x, positions, *, causal: bool,
   return x, bias
 
 
+def embedding_extras(cfg: TransformerCoreConfig, x):
+  """Adds the token-type row and applies the embedding norm, where the config has them.
+
+  Must be called inside the stack's compact method ('type_embed' and 'embed_ln' become
+  its children), after `positions_or_bias` and before the embedding dropout (BERT's order).
+
+  Args:
+    cfg: hyperparameters (reads type_vocab_size, embed_norm, norm, norm_epsilon, use_bias).
+    x: (B, L, D) embedded tokens with their positions.
+
+  Returns:
+    (B, L, D); x itself when both options are off.
+  """
+  if cfg.type_vocab_size:
+    x = layers.TypeEmbedding(cfg.type_vocab_size, name='type_embed')(x)
+  if cfg.embed_norm:
+    x = layers.layer_norm(name='embed_ln', dtype=cfg.jnp_dtype, use_bias=cfg.use_bias,
+                          kind=cfg.norm, epsilon=cfg.norm_epsilon)(x)
+  return x
+
+
 def unstacked_to_scanned(params):
   """Converts unrolled-stack params (`layer_0`, `layer_1`, …) to the scanned layout.
 
@@ -310,6 +337,7 @@ class Encoder(nn.Module):
     cfg = self.config
     x = self.embed(inputs)  # (B, S, D)
     x, bias = positions_or_bias(cfg, x, positions, causal=False)
+    x = embedding_extras(cfg, x)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     valid = inputs > 0
     mask = attention_impls.AttentionMask(valid, valid, segmentation, segmentation)
@@ -359,6 +387,7 @@ class Decoder(nn.Module):
     x, bias = positions_or_bias(cfg, x, positions, causal=True,
                                 decode_position=position if decode else None,
                                 max_length=max_length)
+    x = embedding_extras(cfg, x)
     x = layers.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     x = layer_stack(x, cfg, cfg.num_decoder_layers, mask, encoded, cross_mask, position, bias,
                     causal=True, cross=self.cross, deterministic=deterministic, decode=decode,
