@@ -38,20 +38,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if values.get('labelled'):
     c.task.source.max_train_examples = int(values['labelled'])
   c.train.ema_decay = 0.0
-  # The protocol of configs/sst2_mlm_finetune.py: 1,000 steps of 32, evals every 100.
-  c.train.batch_size = 32
-  c.train.num_train_steps = 1000
-  c.train.eval_every = c.train.checkpoint_every = 100
-  c.optimizer.warmup_steps = 50
+  text_task.use_fine_tune_protocol(c, options)
   c.train.init_from = values.get('init_from', '')
   if c.train.init_from:
     c.train.init_rules = [('encoder/(.*)', r'lstm/\1'), ('head/.*', None),
                           ('embed/.*', r'\g<0>')]
     c.train.init_skip = ['output/.*']  # the LM's next-token layer
-  if 'runlocal' in options:
-    c.train.num_train_steps, c.train.eval_every = 20, 10
-    c.train.checkpoint_every = 10
-    c.optimizer.warmup_steps = 5
   return c
 
 

@@ -38,20 +38,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if values.get('labelled'):
     c.task.source.max_train_examples = int(values['labelled'])
   c.train.ema_decay = 0.0
-  c.train.batch_size = 32
-  c.train.num_train_steps = 1000  # 32 epochs of 1,000 labelled sentences
-  c.train.eval_every = c.train.checkpoint_every = 100
+  text_task.use_fine_tune_protocol(c, options)
   c.optimizer.learning_rate = 1e-4 if values.get('init_from') else 5e-4
-  c.optimizer.warmup_steps = 50
   c.train.init_from = values.get('init_from', '')
   if c.train.init_from:
     # The masked-LM head is left out; the classifier head starts fresh.
     c.train.init_rules = [('head/.*', None), ('(.*)', r'\1')]
     c.train.init_skip = ['head/.*']
-  if 'runlocal' in options:
-    c.train.num_train_steps, c.train.eval_every = 20, 10
-    c.train.checkpoint_every = 10
-    c.optimizer.warmup_steps = 5
   return c
 
 

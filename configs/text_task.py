@@ -56,6 +56,19 @@ def use_pretraining_text(c: ml_collections.ConfigDict, values: Dict[str, str],
                      "own training text), 'sst2'")
 
 
+def use_fine_tune_protocol(c: ml_collections.ConfigDict, options: Set[str]) -> None:
+  """The pretraining comparison's fine-tune schedule (docs/PRETRAINING.md): 1,000 steps of
+  32 rows, evals and checkpoints every 100, 50 warmup steps; 20 steps with `runlocal`."""
+  c.train.batch_size = 32
+  c.train.num_train_steps = 1000
+  c.train.eval_every = c.train.checkpoint_every = 100
+  c.optimizer.warmup_steps = 50
+  if 'runlocal' in options:
+    c.train.num_train_steps, c.train.eval_every = 20, 10
+    c.train.checkpoint_every = 10
+    c.optimizer.warmup_steps = 5
+
+
 def fine_tune_sweep(arg: str, rates: Tuple[float, ...], config_name: str) -> list:
   """The pretraining comparison's sweeps of a fine-tune config (docs/PRETRAINING.md):
   'lr' picks the learning rate from `rates` on the validation split (seed 0), 'seeds'

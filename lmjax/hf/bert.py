@@ -49,13 +49,6 @@ NOT_SUPPORTED = ('importing a BERT checkpoint as an lmjax workdir is not support
                  'lmjax.hf.mapping.to_lmjax and bert.table instead)')
 
 
-def _reshape(shape_fn):
-  """A transform reshaping an array to `shape_fn(array)`, ValueError if it does not fit."""
-  def fn(x):
-    return np.reshape(x, shape_fn(x))
-  return fn
-
-
 def model_config(hf: Dict[str, Any], tensor_names: Iterable[str]) -> Dict[str, Any]:
   """config.model fields (family, kind, head and hyperparameters) of the checkpoint's model.
 
@@ -151,8 +144,8 @@ def table(model: Dict[str, Any]) -> mapping.Table:
   num_heads = model['num_heads']
   q_in, q_back = mapping.split_heads_in(num_heads)
   o_in, o_back = mapping.split_heads_out(num_heads)
-  bias_in = _reshape(lambda x: (num_heads, x.shape[0] // num_heads))  # (H*Dh,) → (H, Dh)
-  bias_back = _reshape(lambda x: (-1,))
+  bias_in = mapping.reshape(lambda x: (num_heads, x.shape[0] // num_heads))  # (H*Dh,) → (H, Dh)
+  bias_back = mapping.reshape(lambda x: (-1,))
   dense = dict(to_lmjax=mapping.transpose, to_hf=mapping.transpose)
   entries = [
       mapping.Entry(EMBEDDING, 'bert.embeddings.word_embeddings.weight'),

@@ -117,13 +117,6 @@ def _embedding_out(table: np.ndarray) -> np.ndarray:
   return np.concatenate([table[RESERVED:], table[EOS_ID:EOS_ID + 1]], axis=0)
 
 
-def _reshape(shape_fn):
-  """A transform reshaping an array to `shape_fn(array)`, ValueError if it does not fit."""
-  def fn(x):
-    return np.reshape(x, shape_fn(x))
-  return fn
-
-
 def model_config(hf: Dict[str, Any], tensor_names: Iterable[str]) -> Dict[str, Any]:
   """config.model fields (family, kind and hyperparameters) of the checkpoint's model.
 
@@ -234,10 +227,10 @@ def check_expressible(model: Dict[str, Any]) -> None:
 def table(model: Dict[str, Any]) -> mapping.Table:
   """The parameter table of a GPT-2 with these `config.model` fields."""
   heads = model['num_heads']
-  split = _reshape(lambda x: x.shape[:-1] + (heads, x.shape[-1] // heads))  # (..., H, Dh)
-  merge = _reshape(lambda x: x.shape[:-2] + (-1,))
-  out_in = _reshape(lambda x: (heads, x.shape[0] // heads, x.shape[1]))  # (H, Dh, D)
-  out_back = _reshape(lambda x: (-1, x.shape[-1]))
+  split = mapping.reshape(lambda x: x.shape[:-1] + (heads, x.shape[-1] // heads))  # (..., H, Dh)
+  merge = mapping.reshape(lambda x: x.shape[:-2] + (-1,))
+  out_in = mapping.reshape(lambda x: (heads, x.shape[0] // heads, x.shape[1]))  # (H, Dh, D)
+  out_back = mapping.reshape(lambda x: (-1, x.shape[-1]))
   entries = [mapping.Entry('embed/embedding', 'transformer.wte.weight', _embedding_in,
                            _embedding_out),
              mapping.Entry('decoder/pos/pos_embedding', 'transformer.wpe.weight'),

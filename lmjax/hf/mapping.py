@@ -34,6 +34,13 @@ def transpose(x: np.ndarray) -> np.ndarray:
   return x.T
 
 
+def reshape(shape_fn: Callable[[np.ndarray], Tuple[int, ...]]) -> Transform:
+  """A transform reshaping an array to `shape_fn(array)` (ValueError when it does not fit)."""
+  def fn(x):
+    return np.reshape(x, shape_fn(x))
+  return fn
+
+
 def split_heads_in(num_heads: int) -> Tuple[Transform, Transform]:
   """torch (H*Dh, D) query/key/value weight ↔ flax DenseGeneral kernel (D, H, Dh)."""
   def fwd(w):
