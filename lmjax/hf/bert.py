@@ -26,7 +26,6 @@ unmatched tensors), relative position embeddings and decoder (cross-attention) B
 import dataclasses
 from typing import Any, Dict, Iterable, Optional
 
-import numpy as np
 
 from lmjax.hf import mapping
 from lmjax.hf.files import HFError
